@@ -1,0 +1,3 @@
+from fiovpn.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Adapters: one per outside system (files, processes, WireGuard, nft, SSH, the API)."""

@@ -1,0 +1,74 @@
+"""Files: atomic writes (temp file + rename), exclusive locks, private modes."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from fiovpn.errors import TemporaryError
+
+
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory + rename.
+
+    Readers see either the old or the new file, never a half-written one. The
+    new file gets ``mode`` before any data lands in it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, timeout: float = 30.0) -> Iterator[None]:
+    """Hold an exclusive lock for ``path`` (on a sibling lock file, so the
+    atomic rename of ``path`` itself does not lose it)."""
+    lp = lock_path(path)
+    lp.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TemporaryError(f"{path} is locked by another fiovpn process; "
+                                         "try again in a moment", code="locked") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_text(path: Path) -> str | None:
+    """The file's text, or None when it does not exist."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def write_private(path: Path, data: str) -> None:
+    atomic_write(path, data, mode=0o600)

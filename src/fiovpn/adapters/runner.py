@@ -1,0 +1,121 @@
+"""Running programs: one small interface so tests can inject a fake.
+
+Commands are argument lists, never shell strings. Secrets go through ``input``
+(stdin), never through argv.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fiovpn.errors import MissingTool, PermanentError, TemporaryError
+
+INSTALL_HINTS = {
+    "wg": "apt-get install wireguard-tools",
+    "wg-quick": "apt-get install wireguard-tools",
+    "wireguard-go": "apt-get install wireguard-go",
+    "nft": "apt-get install nftables",
+    "ip": "apt-get install iproute2",
+    "ssh": "apt-get install openssh-client",
+    "sshd": "apt-get install openssh-server",
+    "ping": "apt-get install iputils-ping",
+    "nmcli": "apt-get install network-manager",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class CommandFailed(PermanentError):
+    code = "command_failed"
+
+    def __init__(self, result: Completed) -> None:
+        err = (result.stderr or result.stdout).strip().splitlines()
+        detail = err[-1] if err else f"exit code {result.returncode}"
+        super().__init__(f"`{' '.join(result.argv[:3])}` failed: {detail}")
+        self.result = result
+
+
+class Runner(Protocol):
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0) -> Completed: ...
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        hint = INSTALL_HINTS.get(name)
+        raise MissingTool(f"`{name}` is not installed" + (f": run `{hint}`" if hint else ""),
+                          code="missing_tool")
+    return path
+
+
+class SubprocessRunner:
+    """Runs programs for real, optionally inside a network namespace."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0) -> Completed:
+        full = list(argv)
+        if self.netns:
+            full = ["ip", "netns", "exec", self.netns, *full]
+        require_tool(full[0])
+        try:
+            proc = subprocess.run(full, input=input, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise TemporaryError(f"`{' '.join(argv[:3])}` did not finish within {timeout:g}s",
+                                 code="timeout") from None
+        result = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+
+Handler = Callable[[Sequence[str], str | None], Completed | tuple[int, str] | str]
+
+
+@dataclass
+class FakeRunner:
+    """A scripted runner for unit tests: records every call; answers by the
+    first handler whose prefix matches the argv."""
+
+    handlers: list[tuple[tuple[str, ...], Handler]] = field(default_factory=list)
+    calls: list[tuple[tuple[str, ...], str | None]] = field(default_factory=list)
+
+    def on(self, *prefix: str, reply: Handler) -> None:
+        self.handlers.append((prefix, reply))
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0) -> Completed:
+        args = tuple(argv)
+        self.calls.append((args, input))
+        for prefix, handler in self.handlers:
+            if args[: len(prefix)] == prefix:
+                out = handler(args, input)
+                if isinstance(out, Completed):
+                    result = out
+                elif isinstance(out, tuple):
+                    result = Completed(args, out[0], out[1], "" if out[0] == 0 else out[1])
+                else:
+                    result = Completed(args, 0, out, "")
+                if check and not result.ok:
+                    raise CommandFailed(result)
+                return result
+        result = Completed(args, 0, "", "")
+        return result

@@ -1,0 +1,1 @@
+"""The command line: thin front ends over the services, one module per noun."""

@@ -1,0 +1,1 @@
+"""The pure core: values, parsers, renderers and plans. No subprocess, socket or file I/O."""

@@ -1,0 +1,46 @@
+"""Key files on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fiovpn.adapters.fs import atomic_write
+from fiovpn.core.keys import Key, KeyPair, public_key
+from fiovpn.errors import BadInput
+
+
+def default_key_path() -> Path:
+    home = Path(os.environ.get("HOME") or Path.home())
+    return home / ".config" / "wireguard" / "foundries.key"
+
+
+def read_private_key(path: Path) -> Key:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"private key {path} does not exist", code="no_key") from None
+    return Key.parse(text, what=f"private key in {path}")
+
+
+def generate_key_file(path: Path, *, force: bool = False) -> Key:
+    """Write a new private key to ``path`` (0600) and return its public key.
+
+    An existing key is never replaced without ``force``.
+    """
+    if path.exists() and not force:
+        existing = read_private_key(path)
+        raise BadInput(f"{path} already holds a private key (public key "
+                       f"{public_key(existing)}); use --force to replace it", code="key_exists")
+    pair = KeyPair.generate()
+    atomic_write(path, f"{pair.private}\n", mode=0o600)
+    return pair.public
+
+
+def ensure_key_file(path: Path) -> tuple[Key, bool]:
+    """The private key at ``path``, generating it if missing. Returns (private, created)."""
+    if path.exists():
+        return read_private_key(path), False
+    pair = KeyPair.generate()
+    atomic_write(path, f"{pair.private}\n", mode=0o600)
+    return pair.private, True

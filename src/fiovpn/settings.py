@@ -1,0 +1,212 @@
+"""Settings, loaded and validated once at the edge: flags > env > TOML file > defaults.
+
+Every system path is a setting, so tests point each one at a temp dir.
+The server reads ``/etc/fiovpn/server.toml`` (``--config`` or env
+``FIOVPN_SERVER_CONFIG``); engineers read ``~/.config/fiovpn/config.toml``
+(env ``FIOVPN_CLIENT_SETTINGS``). TOML keys are the long flag names
+(``api-url``, ``clients-file``, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.names import validate_interface, validate_name
+from fiovpn.errors import BadInput
+
+DEFAULT_API_URL = "https://api.foundries.io"
+SERVER_CONFIG_ENV = "FIOVPN_SERVER_CONFIG"
+CLIENT_SETTINGS_ENV = "FIOVPN_CLIENT_SETTINGS"
+DEFAULT_SERVER_CONFIG = Path("/etc/fiovpn/server.toml")
+
+
+def _home() -> Path:
+    return Path(os.environ.get("HOME") or Path.home())
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    factory: str | None = None
+    api_url: str = DEFAULT_API_URL
+    api_token_file: Path | None = None
+    interface: str = "factory"
+    private_key: Path = Path("/etc/fiovpn/server.key")
+    subnet: str = "10.42.42.0/24"
+    address: str | None = None  # server VPN address; default: first host of subnet
+    port: int = 5555
+    endpoint: str | None = None
+    client_pool: str | None = None
+    interval: float = 60.0
+    clients_file: Path = Path("/etc/wireguard/factory-clients.conf")
+    hosts_file: Path = Path("/etc/hosts")
+    state_dir: Path = Path("/var/lib/fiovpn")
+    allow_device_to_device: bool = False
+    unit_dir: Path = Path("/etc/systemd/system")
+    ssh_port: int = 5025
+    wireguard_go: str = "wireguard-go"
+    nft_table: str = "fiovpn"
+
+    def network(self) -> VpnNetwork:
+        return VpnNetwork.build(self.subnet, self.address, self.client_pool)
+
+    def validate(self) -> ServerSettings:
+        validate_interface(self.interface)
+        if self.factory is not None:
+            validate_name(self.factory, what="factory name")
+        self.network()
+        if not 0 < self.port < 65536:
+            raise BadInput(f"invalid port {self.port}: expected 1-65535")
+        if self.interval <= 0:
+            raise BadInput(f"invalid interval {self.interval}: must be positive")
+        return self
+
+
+def default_client_config() -> Path:
+    return _home() / ".config" / "wireguard" / "foundries.conf"
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    config: Path = dataclasses.field(default_factory=default_client_config)
+    factory: str | None = None
+    api_url: str = DEFAULT_API_URL
+    api_token_file: Path | None = None
+    server_ssh: str = "root@10.42.42.1:5025"
+    server_command: str = "fiovpn"
+    user: str = "fio"
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    ssh_options: tuple[str, ...] = ()  # extra `-o K=V` options (the test lab uses these)
+    hosts_file: Path = Path("/etc/hosts")
+    subnet: str = "10.42.42.0/24"
+    client_pool: str | None = None
+
+    def validate(self) -> ClientSettings:
+        if self.factory is not None:
+            validate_name(self.factory, what="factory name")
+        return self
+
+    def network(self) -> VpnNetwork:
+        return VpnNetwork.build(self.subnet, None, self.client_pool)
+
+
+S = TypeVar("S", ServerSettings, ClientSettings)
+
+_ENV: dict[str, str] = {
+    "factory": "FIOVPN_FACTORY",
+    "api_url": "FIOVPN_API_URL",
+    "server_ssh": "FIOVPN_SERVER_SSH",
+    "server_command": "FIOVPN_SERVER_COMMAND",
+    "user": "FIOVPN_DEVICE_USER",
+}
+
+
+def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    hint = hints[name]
+    args = typing.get_args(hint)
+    base = hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        base = next(a for a in args if a is not type(None))
+    if value is None:
+        return None
+    try:
+        if base is Path:
+            return Path(str(value)).expanduser()
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            low = str(value).lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if base is int:
+            return int(value)
+        if base is float:
+            return float(value)
+        if typing.get_origin(base) is tuple:
+            if isinstance(value, str):
+                return (value,)
+            return tuple(str(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"invalid value {value!r} for {name.replace('_', '-')} in {source}",
+                       code="bad_setting") from None
+
+
+def load_toml(path: Path, *, required: bool) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise BadInput(f"settings file {path} does not exist", code="bad_setting") from None
+        return {}
+    except PermissionError:
+        if required:
+            raise BadInput(f"cannot read settings file {path}: permission denied",
+                           code="bad_setting") from None
+        return {}
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"settings file {path} is not valid TOML: {exc}",
+                       code="bad_setting") from None
+    if isinstance(data.get("server"), dict):
+        data = {**data, **data["server"]}
+        del data["server"]
+    return data
+
+
+def load(cls: type[S], *, toml_path: Path | None, toml_required: bool,
+         flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> S:
+    """Build settings from defaults < TOML < env < flags (``None`` flags are unset)."""
+    env = os.environ if env is None else env
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if toml_path is not None:
+        source = str(toml_path)
+        for key, value in load_toml(toml_path, required=toml_required).items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise BadInput(f"unknown setting {key!r} in {source}", code="bad_setting")
+            values[name] = _coerce(cls, name, value, source)
+    for name, var in _ENV.items():
+        if name in fields and env.get(var):
+            values[name] = _coerce(cls, name, env[var], f"${var}")
+    for name, value in flags.items():
+        if value is None or name not in fields:
+            continue
+        values[name] = _coerce(cls, name, value, f"--{name.replace('_', '-')}")
+    return cls(**values).validate()
+
+
+def load_server(flags: Mapping[str, Any], config: Path | None = None,
+                env: Mapping[str, str] | None = None) -> ServerSettings:
+    env = os.environ if env is None else env
+    if config is not None:
+        path, required = config, True
+    elif env.get(SERVER_CONFIG_ENV):
+        path, required = Path(env[SERVER_CONFIG_ENV]), True
+    else:
+        path, required = DEFAULT_SERVER_CONFIG, False
+    return load(ServerSettings, toml_path=path, toml_required=required, flags=flags, env=env)
+
+
+def load_client(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ClientSettings:
+    env = os.environ if env is None else env
+    if env.get(CLIENT_SETTINGS_ENV):
+        path, required = Path(env[CLIENT_SETTINGS_ENV]), True
+    else:
+        path, required = _home() / ".config" / "fiovpn" / "config.toml", False
+    return load(ClientSettings, toml_path=path, toml_required=required, flags=flags, env=env)
