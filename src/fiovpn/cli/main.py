@@ -27,7 +27,8 @@ def cli() -> None:
     """
 
 
-for module in (keys, server, client, devices, sandbox, lab, mcp):
+# devices before client: the client module adds its SSH-based d2d commands to `devices`.
+for module in (keys, server, devices, client, sandbox, lab, mcp):
     module.register(cli)
 
 

@@ -85,27 +85,32 @@ class ServerConfigFile:
 
 @dataclass(frozen=True, slots=True)
 class ClientConfigFile:
-    """A device's ``wireguard-client`` file."""
+    """A device's ``wireguard-client`` file.
 
-    address: IPv4Address
-    pubkey: Key
+    A device publishes its own ``pubkey`` (address empty) before VPN is enabled;
+    enabling adds the address, disabling appends ``enabled=0`` and keeps it.
+    """
+
+    address: IPv4Address | None
+    pubkey: Key | None
     enabled: bool = True
 
     @classmethod
     def parse(cls, text: str) -> ClientConfigFile:
         what = "wireguard-client file"
         kv = parse_key_values(text, allowed=_CLIENT_KEYS, what=what)
-        missing = [k for k in ("address", "pubkey") if k not in kv]
-        if missing:
-            raise BadInput(f"{what} is missing {', '.join(missing)}", code="bad_config_file")
+        address = kv.get("address", "")
+        pubkey = kv.get("pubkey", "")
         return cls(
-            address=parse_ip(kv["address"], what="address"),
-            pubkey=Key.parse(kv["pubkey"], what="device pubkey"),
+            address=parse_ip(address, what="address") if address else None,
+            pubkey=Key.parse(pubkey, what="device pubkey") if pubkey else None,
             enabled=_enabled(kv, what),
         )
 
     def render(self) -> str:
-        text = f"address={self.address}\npubkey={self.pubkey}"
+        address = "" if self.address is None else str(self.address)
+        pubkey = "" if self.pubkey is None else str(self.pubkey)
+        text = f"address={address}\npubkey={pubkey}"
         return text if self.enabled else text + "\nenabled=0"
 
 
