@@ -1,0 +1,250 @@
+"""OpenSSH client, run through the Runner.
+
+- Key authentication only (agent or identity file): batch mode, no password or
+  keyboard-interactive prompts. fiovpn never sends a password.
+- Host keys are always checked (``StrictHostKeyChecking=yes``), optionally
+  against a given known_hosts file.
+- Repeated calls to one host share a connection (ControlMaster/ControlPersist,
+  sockets in a per-user runtime directory).
+- The remote command is an argv joined with ``shlex.join``: the remote shell
+  sees every argument as one quoted word and interprets none of them.
+- Commands that need root on the far side go through ``sudo -n`` when the
+  user is not root; when sudo wants a password fiovpn stops and prints the
+  sudoers line that would allow the command.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fiovpn.adapters.runner import Completed, Runner, require_tool
+from fiovpn.errors import BadInput, PermanentError, RemoteCommandError, TemporaryError
+
+SSH_EXIT_ERROR = 255
+_HOST_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
+_USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_SUDO_PASSWORD = ("a password is required", "a terminal is required", "no tty present")
+
+
+@dataclass(frozen=True, slots=True)
+class SshTarget:
+    user: str
+    host: str
+    port: int = 22
+
+    @classmethod
+    def parse(cls, spec: str, *, default_user: str = "root", default_port: int = 22,
+              what: str = "SSH target") -> SshTarget:
+        """``[user@]host[:port]``; IPv6 hosts in brackets (``[fd00::1]:22``)."""
+        spec = spec.strip()
+        user, at, rest = spec.rpartition("@")
+        if not at:
+            user, rest = default_user, spec
+        port_s = ""
+        if rest.startswith("["):
+            host, _, tail = rest[1:].partition("]")
+            if tail.startswith(":"):
+                port_s = tail[1:]
+            elif tail:
+                raise BadInput(f"invalid {what} {spec!r}", code="bad_ssh_target")
+        elif rest.count(":") == 1:
+            host, _, port_s = rest.partition(":")
+        else:
+            host = rest
+        if not user or not set(user) <= _USER_CHARS or user.startswith("-"):
+            raise BadInput(f"invalid user in {what} {spec!r}", code="bad_ssh_target")
+        if not host or not set(host) <= _HOST_CHARS or host.startswith("-"):
+            raise BadInput(f"invalid host in {what} {spec!r}: expected user@host:port",
+                           code="bad_ssh_target")
+        if port_s and (not port_s.isdigit() or not 0 < int(port_s) < 65536):
+            raise BadInput(f"invalid port in {what} {spec!r}: expected 1-65535",
+                           code="bad_ssh_target")
+        return cls(user, host, int(port_s) if port_s else default_port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{self.port}"
+
+
+def runtime_dir() -> Path:
+    """A private per-user directory for control sockets (``$XDG_RUNTIME_DIR/fiovpn``,
+    else ``/tmp/fiovpn-<uid>``), created 0700."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base) / "fiovpn" if base else Path(tempfile.gettempdir()) / f"fiovpn-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermanentError(f"{path} must be owned by you with mode 0700 "
+                             "(it holds SSH control sockets)", code="unsafe_runtime_dir")
+    return path
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    control_dir: Path | None = None  # None: no connection sharing
+    control_persist: int = 60
+    connect_timeout: int = 10
+    extra: tuple[str, ...] = ()  # extra `-o K=V` options
+
+    def __post_init__(self) -> None:
+        for opt in self.extra:
+            key = opt.partition("=")[0].strip().lower()
+            value = opt.partition("=")[2].strip().lower()
+            if key == "stricthostkeychecking" and value in ("no", "off", "accept-new"):
+                raise BadInput("StrictHostKeyChecking cannot be turned off: fiovpn always "
+                               "checks host keys; add the host to a known_hosts file",
+                               code="bad_ssh_option")
+            if key in ("passwordauthentication", "kbdinteractiveauthentication",
+                       "batchmode", "proxycommand", "localcommand",
+                       "permitlocalcommand") or not key:
+                raise BadInput(f"SSH option {opt!r} is not allowed", code="bad_ssh_option")
+
+
+@dataclass
+class SshClient:
+    runner: Runner
+    target: SshTarget
+    options: SshOptions = field(default_factory=SshOptions)
+
+    def base_argv(self, *, tty: bool = False) -> list[str]:
+        o = self.options
+        argv = ["ssh", "-p", str(self.target.port), "-l", self.target.user,
+                "-o", "BatchMode=yes",
+                "-o", "PasswordAuthentication=no",
+                "-o", "KbdInteractiveAuthentication=no",
+                "-o", "StrictHostKeyChecking=yes",
+                "-o", f"ConnectTimeout={o.connect_timeout}",
+                "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=3"]
+        if o.known_hosts is not None:
+            argv += ["-o", f"UserKnownHostsFile={o.known_hosts}"]
+        if o.identity_file is not None:
+            argv += ["-i", str(o.identity_file), "-o", "IdentitiesOnly=yes"]
+        if o.control_dir is not None:
+            argv += ["-o", "ControlMaster=auto",
+                     "-o", f"ControlPath={o.control_dir}/%C",
+                     "-o", f"ControlPersist={o.control_persist}"]
+        for opt in o.extra:
+            argv += ["-o", opt]
+        argv.append("-t" if tty else "-T")
+        return argv
+
+    def needs_sudo(self) -> bool:
+        return self.target.user != "root"
+
+    def remote_argv(self, command: Sequence[str], *, sudo: bool = False) -> list[str]:
+        cmd = list(command)
+        if sudo and self.needs_sudo():
+            cmd = ["sudo", "-n", "--", *cmd]
+        return cmd
+
+    def argv(self, command: Sequence[str], *, sudo: bool = False, tty: bool = False) -> list[str]:
+        """The full local argv: ssh options, ``--``, host, then the remote command as one
+        shell-quoted string (so the remote shell interprets none of its arguments)."""
+        if not command:
+            raise BadInput("no remote command given", code="bad_command")
+        remote = shlex.join(self.remote_argv(command, sudo=sudo))
+        return [*self.base_argv(tty=tty), "--", self.target.host, remote]
+
+    def run(self, command: Sequence[str], *, input: str | None = None, check: bool = True,
+            sudo: bool = False, timeout: float = 60.0) -> Completed:
+        """Run ``command`` on the host. Connection problems raise ``TemporaryError`` or
+        ``PermanentError`` with the next step; a failing remote command raises
+        ``RemoteCommandError`` when ``check`` (its exit code is in ``.result``)."""
+        result = self.runner.run(self.argv(command, sudo=sudo), input=input, check=False,
+                                 timeout=timeout)
+        self.raise_for_connection(result)
+        if sudo and self.needs_sudo() and result.returncode != 0:
+            err = result.stderr.lower()
+            if "sudo:" in err and any(s in err for s in _SUDO_PASSWORD):
+                raise PermanentError(
+                    f"sudo on {self.target.host} wants a password: allow this command with "
+                    f"NOPASSWD in sudoers: {sudoers_line(self.target.user, command)}",
+                    code="sudo_password")
+        if check and result.returncode != 0:
+            raise RemoteError(self.target, command, result)
+        return result
+
+    def raise_for_connection(self, result: Completed) -> None:
+        """SSH's own failures (exit 255) as clear errors."""
+        if result.returncode != SSH_EXIT_ERROR:
+            return
+        err = result.stderr.strip()
+        low = err.lower()
+        where = str(self.target)
+        if "host key verification failed" in low or "remote host identification" in low:
+            known = self.options.known_hosts or "~/.ssh/known_hosts"
+            raise PermanentError(
+                f"SSH to {where}: host key verification failed",
+                code="ssh_host_key",
+                hint=f"add the host's key to {known} (check its fingerprint first); "
+                     "fiovpn never skips host key checks")
+        if "permission denied" in low:
+            raise PermanentError(
+                f"SSH to {where}: permission denied (key authentication only)",
+                code="ssh_auth",
+                hint="load your key in ssh-agent or pass --identity-file, and make sure the "
+                     "public key is in the remote user's authorized_keys")
+        if any(s in low for s in ("connection refused", "timed out", "no route to host",
+                                  "network is unreachable", "connection closed",
+                                  "could not resolve", "connection reset")):
+            raise TemporaryError(
+                f"SSH to {where}: cannot connect ({_last_line(err)})", code="ssh_unreachable",
+                hint="are you connected to the VPN? try `fiovpn verify`")
+        raise TemporaryError(f"SSH to {where} failed: {_last_line(err) or 'exit code 255'}",
+                             code="ssh_failed")
+
+    def interactive(self, command: Sequence[str]) -> int:
+        """Run with the terminal attached (a login shell when ``command`` is empty);
+        returns the remote exit code. Not through the Runner: it needs the real stdio."""
+        require_tool("ssh")
+        argv = [*self.base_argv(tty=True), "--", self.target.host]
+        if command:
+            argv.append(shlex.join(command))
+        return subprocess.call(argv)
+
+    def close(self) -> None:
+        """Stop the shared master connection, if any."""
+        if self.options.control_dir is None:
+            return
+        self.runner.run([*self.base_argv(), "-O", "exit", "--", self.target.host],
+                        check=False, timeout=10)
+
+
+class RemoteError(RemoteCommandError):
+    """The remote command ran and failed; ``result`` holds its exit code and output."""
+
+    code = "remote_failed"
+
+    def __init__(self, target: SshTarget, command: Sequence[str], result: Completed) -> None:
+        detail = _last_line(result.stderr) or _last_line(result.stdout) or (
+            f"exit code {result.returncode}")
+        super().__init__(f"`{shlex.join(command)[:80]}` on {target.host} failed: {detail}")
+        self.result = result
+
+
+def sudoers_line(user: str, command: Sequence[str]) -> str:
+    """The sudoers rule that lets ``user`` run exactly ``command`` without a password."""
+    prog = command[0] if command[0].startswith("/") else f"/usr/bin/{command[0]}"
+    args = " ".join(_sudoers_escape(a) for a in command[1:])
+    return f"{user} ALL=(root) NOPASSWD: {prog}{' ' + args if args else ''}"
+
+
+def _sudoers_escape(arg: str) -> str:
+    out = arg
+    for ch in ("\\", ",", ":", "=", " "):
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
