@@ -1,0 +1,534 @@
+"""A local stand-in for the FoundriesFactory API (SPEC section 4), over real HTTP.
+
+Same paths, JSON shapes and status codes as the API, the ``OSF-TOKEN`` header
+required, pagination with absolute ``next`` URLs, and PATCH merging files into
+a new config entry. Control endpoints under ``/_sandbox/`` let reliability
+tests make the API fail or stall:
+
+- ``POST /_sandbox/fail {"status": 500, "count": N, "retry_after"?: S}``: the next N
+  API calls answer that status (``count`` -1: until cleared);
+- ``POST /_sandbox/slow {"seconds": S, "count": N}``: the next N calls stall S seconds;
+- ``POST /_sandbox/clear``: no more failures or stalls;
+- ``POST /_sandbox/devices {"name", "pubkey"?, "address"?, "enabled"?, "status"?, ...}``:
+  add a device (without ``pubkey`` it has published no VPN key yet);
+- ``GET /_sandbox/requests`` -> ``{"requests": N}``: API requests received so far;
+- ``GET /_sandbox/state`` -> the whole state (same format as the state file).
+
+``SandboxServer`` runs it in-process (tests); ``serve()`` is ``fiovpn sandbox serve``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import re
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from fiovpn.core.names import validate_name
+from fiovpn.errors import BadInput
+from fiovpn.sandbox.state import (
+    DEFAULT_FACTORY,
+    DEFAULT_TOKEN,
+    SandboxState,
+    StateFile,
+    merge_entry,
+    new_device,
+)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_BODY = 4 * 1024 * 1024
+
+_FACTORY_RE = re.compile(r"^/ota/factories/([^/]+)/(wireguard-ips|config)/?$")
+_DEVICE_CONFIG_RE = re.compile(r"^/ota/devices/([^/]+)/config/?$")
+_DEVICE_RE = re.compile(r"^/ota/devices/([^/]+)/?$")
+_DEVICES_RE = re.compile(r"^/ota/devices/?$")
+
+
+class HttpProblem(Exception):
+    """An error answer: status plus the API's ``{"message", "errors"}`` body."""
+
+    def __init__(self, status: int, message: str, errors: list[str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+@dataclass
+class _Fault:
+    status: int = 0
+    count: int = 0
+    retry_after: float | None = None
+    message: str = ""
+
+
+class Factory:
+    """The sandbox's behaviour, independent of HTTP plumbing; thread-safe."""
+
+    def __init__(self, state: SandboxState, state_file: StateFile | None) -> None:
+        self.state = state
+        self.state_file = state_file
+        self.lock = threading.RLock()
+        self.requests = 0
+        self.fail = _Fault()
+        self.slow_seconds = 0.0
+        self.slow_count = 0
+        self.stopping = threading.Event()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Pick up changes another process made to the state file."""
+        if self.state_file is not None and self.state_file.exists() \
+                and self.state_file.changed():
+            loaded = self.state_file.load()
+            if loaded.token is None:
+                loaded.token = self.state.token
+            self.state = loaded
+
+    def save(self) -> None:
+        if self.state_file is not None:
+            self.state_file.save(self.state)
+
+    def check_token(self, headers: Any) -> None:
+        token = self.state.token
+        if token is None:
+            return
+        given = headers.get("OSF-TOKEN")
+        if given is None:
+            auth = headers.get("Authorization", "")
+            if auth.startswith("Bearer "):
+                # fioctl sends its OAuth token base64-encoded
+                try:
+                    given = base64.b64decode(auth[7:].strip(), validate=True).decode()
+                except ValueError:
+                    given = ""
+        if given is None:
+            raise HttpProblem(401, "Authentication required: send the OSF-TOKEN header")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HttpProblem(401, "Invalid API token")
+
+    # -- faults --------------------------------------------------------------------------
+
+    def take_slow(self) -> float:
+        with self.lock:
+            if self.slow_count == 0:
+                return 0.0
+            if self.slow_count > 0:
+                self.slow_count -= 1
+            return self.slow_seconds
+
+    def take_fault(self) -> _Fault | None:
+        with self.lock:
+            if self.fail.count == 0:
+                return None
+            if self.fail.count > 0:
+                self.fail.count -= 1
+            return _Fault(self.fail.status, 1, self.fail.retry_after, self.fail.message)
+
+    # -- control endpoints ---------------------------------------------------------------
+
+    def control(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        name = path[len("/_sandbox/"):].strip("/")
+        with self.lock:
+            if method == "GET" and name == "requests":
+                return 200, {"requests": self.requests}
+            if method == "GET" and name == "state":
+                self.refresh()
+                return 200, self.state.to_json()
+            if method != "POST":
+                raise HttpProblem(405, f"{method} not allowed on {path}")
+            if not isinstance(body, dict):
+                body = {}
+            if name == "fail":
+                status = _int(body.get("status", 500), "status")
+                if not 400 <= status <= 599:
+                    raise HttpProblem(400, "status must be 400-599")
+                retry_after = body.get("retry_after")
+                if retry_after is not None and not isinstance(retry_after, int | float):
+                    raise HttpProblem(400, "retry_after must be a number of seconds")
+                self.fail = _Fault(status, _int(body.get("count", 1), "count"), retry_after,
+                                   str(body.get("message") or f"sandbox: injected {status}"))
+                return 200, {"ok": True}
+            if name == "slow":
+                seconds = body.get("seconds", 1)
+                if not isinstance(seconds, int | float) or seconds < 0:
+                    raise HttpProblem(400, "seconds must be a non-negative number")
+                self.slow_seconds = float(seconds)
+                self.slow_count = _int(body.get("count", 1), "count")
+                return 200, {"ok": True}
+            if name == "clear":
+                self.fail = _Fault()
+                self.slow_seconds, self.slow_count = 0.0, 0
+                return 200, {"ok": True}
+            if name == "devices":
+                return 201, self.add_device(body)
+        raise HttpProblem(404, f"unknown sandbox control endpoint {path}")
+
+    def add_device(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.refresh()
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise HttpProblem(400, "a device needs a 'name'")
+        if self.state.device(name) is not None:
+            raise HttpProblem(409, f"device {name!r} already exists")
+        strs = {k: body.get(k) for k in ("pubkey", "address", "status", "target-name",
+                                          "device-group")}
+        for key, value in strs.items():
+            if value is not None and not isinstance(value, str):
+                raise HttpProblem(400, f"{key!r} must be a string")
+        try:
+            device = new_device(
+                name, pubkey=strs["pubkey"], address=strs["address"],
+                enabled=bool(body.get("enabled", True)), status=strs["status"] or "OK",
+                target_name=strs["target-name"] or "", device_group=strs["device-group"] or "",
+            )
+        except BadInput as exc:
+            raise HttpProblem(400, str(exc)) from None
+        self.state.devices.append(device)
+        self.save()
+        return SandboxState.public_device(device, self.state.factory)
+
+    # -- the API -------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, query: dict[str, str], body: Any,
+            base: str) -> tuple[int, Any]:
+        with self.lock:
+            self.refresh()
+            m = _FACTORY_RE.match(path)
+            if m:
+                self._check_factory(m.group(1))
+                if m.group(2) == "wireguard-ips":
+                    _allow(method, path, "GET")
+                    return 200, self.state.wireguard_ips()
+                return self._config(method, path, query, body, base,
+                                    self.state.factory_config)
+            m = _DEVICE_CONFIG_RE.match(path)
+            if m:
+                device = self._device(m.group(1), query)
+                return self._config(method, path, query, body, base, device["config"])
+            m = _DEVICE_RE.match(path)
+            if m:
+                _allow(method, path, "GET")
+                device = self._device(m.group(1), query)
+                return 200, SandboxState.public_device(device, self.state.factory)
+            if _DEVICES_RE.match(path):
+                _allow(method, path, "GET")
+                self._check_factory(query.get("factory", self.state.factory))
+                devices = [SandboxState.public_device(d, self.state.factory)
+                           for d in self.state.devices]
+                return 200, _page("devices", devices, path, query, base)
+        raise HttpProblem(404, f"Not found: {path}")
+
+    def _check_factory(self, factory: str) -> None:
+        if factory != self.state.factory:
+            raise HttpProblem(404, f"Factory '{factory}' not found")
+
+    def _device(self, name: str, query: dict[str, str]) -> dict[str, Any]:
+        self._check_factory(query.get("factory", self.state.factory))
+        device = self.state.device(name)
+        if device is None:
+            raise HttpProblem(404, f"Device '{name}' not found in factory "
+                                   f"'{self.state.factory}'")
+        return device
+
+    def _config(self, method: str, path: str, query: dict[str, str], body: Any, base: str,
+                history: list[dict[str, Any]]) -> tuple[int, Any]:
+        _allow(method, path, "GET", "PATCH")
+        if method == "GET":
+            return 200, _page("config", history, path, query, base)
+        reason, files = _patch_body(body)
+        entry = merge_entry(history, reason, files)
+        self.save()
+        return 201, entry
+
+
+def _allow(method: str, path: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise HttpProblem(405, f"Method {method} not allowed on {path}",
+                          headers={"Allow": ", ".join(allowed)})
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HttpProblem(400, f"{what} must be an integer")
+    return value
+
+
+def _query_int(query: dict[str, str], key: str, default: int, maximum: int) -> int:
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpProblem(400, f"Invalid {key}: {raw!r}", [f"{key} must be an integer"]) from None
+    if value < 1:
+        raise HttpProblem(400, f"Invalid {key}: {raw!r}", [f"{key} must be positive"])
+    return min(value, maximum)
+
+
+def _page(key: str, items: list[dict[str, Any]], path: str, query: dict[str, str],
+          base: str) -> dict[str, Any]:
+    limit = _query_int(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+    page = _query_int(query, "page", 1, 10**9)
+    start = (page - 1) * limit
+    chunk = items[start:start + limit]
+    nxt = None
+    if start + limit < len(items):
+        params = {**query, "limit": str(limit), "page": str(page + 1)}
+        nxt = f"{base}{path}?{urlencode(params)}"
+    return {key: chunk, "total": len(items), "next": nxt}
+
+
+def _patch_body(body: Any) -> tuple[str, list[dict[str, Any]]]:
+    errors: list[str] = []
+    if not isinstance(body, dict):
+        raise HttpProblem(400, "Invalid request body", ["expected a JSON object"])
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        errors.append("reason must be a string")
+    files = body.get("files")
+    if not isinstance(files, list) or not files:
+        errors.append("files must be a non-empty list")
+        files = []
+    for n, f in enumerate(files):
+        if not isinstance(f, dict):
+            errors.append(f"files[{n}] must be an object")
+            continue
+        if not isinstance(f.get("name"), str) or not f["name"]:
+            errors.append(f"files[{n}].name is required")
+        if not isinstance(f.get("value"), str):
+            errors.append(f"files[{n}].value must be a string")
+        if not isinstance(f.get("unencrypted", False), bool):
+            errors.append(f"files[{n}].unencrypted must be a boolean")
+        oc = f.get("on-changed", [])
+        if oc is not None and (not isinstance(oc, list)
+                               or not all(isinstance(x, str) for x in oc)):
+            errors.append(f"files[{n}].on-changed must be a list of strings")
+    if errors:
+        raise HttpProblem(400, "Invalid config", errors)
+    return str(reason), files
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+    server_version = "fiovpn-sandbox"
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            sys.stderr.write(f"sandbox: {self.address_string()} {format % args}\n")
+
+    def _base(self) -> str:
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        return f"http://{host}"
+
+    def _handle(self, method: str) -> None:
+        factory = self.server.factory
+        parts = urlsplit(self.path)
+        path = parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        control = path.startswith("/_sandbox/")
+        if not control:
+            with factory.lock:
+                factory.requests += 1
+        try:
+            body = self._body()
+            factory.check_token(self.headers)
+            if control:
+                status, data = factory.control(method, path, body)
+            else:
+                delay = factory.take_slow()
+                if delay and factory.stopping.wait(delay):
+                    return
+                fault = factory.take_fault()
+                if fault is not None:
+                    headers = {}
+                    if fault.retry_after is not None:
+                        headers["Retry-After"] = f"{fault.retry_after:g}"
+                    raise HttpProblem(fault.status, fault.message, headers=headers)
+                status, data = factory.api(method, path, query, body, self._base())
+        except HttpProblem as exc:
+            self._send(exc.status, {"message": exc.message, "errors": exc.errors},
+                       exc.headers)
+            return
+        except BadInput as exc:  # e.g. a state file another process broke
+            self._send(500, {"message": str(exc), "errors": []})
+            return
+        self._send(status, data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise HttpProblem(413, "Request body too large")
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HttpProblem(400, "Request body is not valid JSON") from None
+
+    def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(data).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (e.g. timed out during /_sandbox/slow)
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], factory: Factory, verbose: bool) -> None:
+        self.factory = factory
+        self.verbose = verbose
+        super().__init__(address, _Handler)
+
+
+class SandboxServer:
+    """The sandbox factory API on ``bind:port`` (``port`` 0 picks a free one).
+
+    ``factory``/``token`` of ``None`` mean: from the state file, else the defaults.
+    With ``state_path`` the state is loaded from there when it exists (else
+    generated with ``devices`` devices) and saved after every change.
+    """
+
+    def __init__(self, *, bind: str = "127.0.0.1", port: int = 0, factory: str | None = None,
+                 token: str | None = None, devices: int = 5, state_path: Path | None = None,
+                 verbose: bool = False) -> None:
+        state_file = StateFile(state_path) if state_path is not None else None
+        self.token_source = "--token" if token is not None else "default"
+        if state_file is not None and state_file.exists():
+            state = state_file.load()
+            if token is None and state.token is not None:
+                self.token_source = f"the state file {state_path}"
+            if factory is not None and factory != state.factory:
+                raise BadInput(f"the state file {state_path} holds factory {state.factory!r}, "
+                               f"not {factory!r}", code="bad_state",
+                               hint="drop --factory or use another --state file")
+            if token is not None:
+                state.token = token
+            elif state.token is None:
+                state.token = DEFAULT_TOKEN
+        else:
+            if devices < 0:
+                raise BadInput("--devices must be 0 or more", code="bad_input")
+            state = SandboxState.generate(validate_name(factory or DEFAULT_FACTORY,
+                                                        what="factory name"),
+                                          token if token is not None else DEFAULT_TOKEN,
+                                          devices)
+        self.factory = Factory(state, state_file)
+        if state_file is not None:
+            self.factory.save()
+        self._bind = bind
+        self._port = port
+        self._verbose = verbose
+        self._httpd: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def factory_name(self) -> str:
+        return self.factory.state.factory
+
+    @property
+    def token(self) -> str:
+        return self.factory.state.token or DEFAULT_TOKEN
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the sandbox is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> SandboxServer:
+        try:
+            self._httpd = _HttpServer((self._bind, self._port), self.factory, self._verbose)
+        except OSError as exc:
+            raise BadInput(f"cannot listen on {self._bind}:{self._port}: {exc.strerror}",
+                           code="bind_failed") from None
+        self.factory.stopping.clear()
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="fiovpn-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.factory.stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def serve(*, bind: str, port: int, factory: str | None, token: str | None, devices: int,
+          state_path: Path | None) -> int:
+    """Run until SIGTERM/SIGINT; prints one ready line on stdout for a parent to wait on."""
+    server = SandboxServer(bind=bind, port=port, factory=factory, token=token,
+                           devices=devices, state_path=state_path, verbose=True)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    server.start()
+    try:
+        # the default token is public; any other one is only named by its source
+        shown = (server.token if server.token_source == "default"  # noqa: S105
+                 else f"from {server.token_source}")
+        print(f"sandbox factory {server.factory_name} listening on {server.url} "
+              f"(token {shown})", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
