@@ -54,6 +54,7 @@ class ServerSettings:
     ssh_port: int = 5025
     wireguard_go: str = "wireguard-go"
     nft_table: str = "fiovpn"
+    ip_forward_file: Path = Path("/proc/sys/net/ipv4/ip_forward")
 
     def network(self) -> VpnNetwork:
         return VpnNetwork.build(self.subnet, self.address, self.client_pool)

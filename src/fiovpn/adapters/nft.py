@@ -1,0 +1,41 @@
+"""The firewall: apply a rendered nftables ruleset atomically; switch on forwarding.
+
+Forwarding is switched on for the server's own network namespace (the
+``/proc/sys`` file of the namespace the daemon runs in) and is never switched
+off again: other things on the host may rely on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fiovpn.adapters.runner import Runner
+from fiovpn.errors import PermanentError
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@dataclass
+class Nft:
+    runner: Runner
+    ip_forward_file: Path = IP_FORWARD
+
+    def apply(self, ruleset: str) -> None:
+        """Replace the table in one ``nft -f -`` transaction (all or nothing)."""
+        self.runner.run(["nft", "-f", "-"], input=ruleset, timeout=60.0)
+
+    def delete_table(self, table: str) -> None:
+        self.runner.run(["nft", "delete", "table", "inet", table], check=False)
+
+    def enable_forwarding(self) -> bool:
+        """Switch IPv4 forwarding on; True when it was off."""
+        try:
+            if self.ip_forward_file.read_text().strip() == "1":
+                return False
+            self.ip_forward_file.write_text("1\n")
+        except OSError as exc:
+            raise PermanentError(f"cannot enable IPv4 forwarding via {self.ip_forward_file}: "
+                                 f"{exc.strerror}", code="forwarding_failed",
+                                 hint="run the server daemon as root") from None
+        return True

@@ -1,0 +1,113 @@
+"""WireGuard through ``wg`` and ``ip`` (kernel module, else ``wireguard-go``).
+
+Every change is a delta through ``wg set``: the interface is never taken down
+and peers that did not change keep their sessions (no ``wg setconf``, no
+``wg-quick down/up``). The private key reaches ``wg`` as a 0600 file path,
+never in argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Literal
+
+from fiovpn.adapters.runner import CommandFailed, Runner
+from fiovpn.core.keys import Key
+from fiovpn.core.plan import PeerChange
+from fiovpn.core.wgdump import WgDump, parse_dump
+from fiovpn.errors import PermanentError
+
+# Peers per `wg set` invocation: keeps argv far below ARG_MAX while a
+# 5,000-peer sync still takes only a handful of calls.
+BATCH = 500
+
+
+@contextlib.contextmanager
+def private_key_file(key: Key) -> Iterator[Path]:
+    """A 0600 temp file holding ``key``, removed afterwards."""
+    fd, name = tempfile.mkstemp(prefix="fiovpn-key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{key}\n")
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+@dataclass
+class WireGuard:
+    """Drives one host's (or namespace's) WireGuard through an injected ``Runner``."""
+
+    runner: Runner
+    wireguard_go: str = "wireguard-go"
+
+    def show_dump(self, iface: str) -> WgDump:
+        out = self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
+        return parse_dump(out)
+
+    def interface_exists(self, iface: str) -> bool:
+        return self.runner.run(["ip", "link", "show", "dev", iface], check=False).ok
+
+    def create_interface(self, iface: str) -> Literal["kernel", "wireguard-go"]:
+        """Create ``iface``: kernel WireGuard when available, else ``wireguard-go``.
+
+        ``wireguard-go IFACE`` (without ``-f``) daemonizes: the interface and its
+        tunnels outlive the fiovpn daemon (stopping or restarting it leaves
+        them up; a systemd unit needs ``KillMode=process`` for that).
+        """
+        kernel = self.runner.run(["ip", "link", "add", "dev", iface, "type", "wireguard"],
+                                 check=False)
+        if kernel.ok:
+            return "kernel"
+        try:
+            self.runner.run([self.wireguard_go, iface], timeout=30.0)
+        except CommandFailed as exc:
+            raise PermanentError(
+                f"cannot create WireGuard interface {iface}: no kernel WireGuard "
+                f"({kernel.stderr.strip() or 'ip link add failed'}) and wireguard-go failed: "
+                f"{exc.message}", code="interface_failed",
+                hint="install wireguard-go (apt-get install wireguard-go) or load the "
+                     "wireguard kernel module") from None
+        if not self.interface_exists(iface):
+            raise PermanentError(f"wireguard-go started but interface {iface} did not appear",
+                                 code="interface_failed")
+        return "wireguard-go"
+
+    def configure(self, iface: str, *, private_key: Key, port: int, address: IPv4Address,
+                  prefix: int) -> None:
+        """Set key and port, the server address, and bring the link up (idempotent)."""
+        with private_key_file(private_key) as path:
+            self.runner.run(["wg", "set", iface, "private-key", str(path),
+                             "listen-port", str(port)])
+        self.runner.run(["ip", "address", "replace", f"{address}/{prefix}", "dev", iface])
+        self.runner.run(["ip", "link", "set", "dev", iface, "up"])
+
+    def apply(self, iface: str, changes: Sequence[PeerChange]) -> None:
+        """Apply the delta with as few ``wg set`` calls as possible, in plan order."""
+        groups: list[list[str]] = []
+        for change in changes:
+            if change.action == "remove":
+                groups.append(["peer", str(change.public_key), "remove"])
+            else:
+                assert change.new is not None
+                groups.append(["peer", str(change.public_key), "allowed-ips",
+                               change.new.allowed_ip])
+        for start in range(0, len(groups), BATCH):
+            argv = ["wg", "set", iface]
+            for group in groups[start:start + BATCH]:
+                argv += group
+            self.runner.run(argv, timeout=120.0)
+
+    def set_peer(self, iface: str, key: Key, ip: IPv4Address) -> None:
+        self.runner.run(["wg", "set", iface, "peer", str(key), "allowed-ips", f"{ip}/32"])
+
+    def remove_peer(self, iface: str, key: Key) -> None:
+        self.runner.run(["wg", "set", iface, "peer", str(key), "remove"])

@@ -1,0 +1,51 @@
+"""The factory's block in ``/etc/hosts``: ``<ip>\\t<device-name>`` lines between markers.
+
+Only the block is replaced (or appended when missing); every other line of the
+file stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+
+
+def begin_marker(factory: str) -> str:
+    return f"## Factory({factory}) VPN Lookups"
+
+
+def end_marker(factory: str) -> str:
+    return f"## END Factory({factory}) VPN Lookups"
+
+
+def render_block(factory: str, hosts: Iterable[tuple[IPv4Address, str]]) -> list[str]:
+    body = [f"{ip}\t{name}" for ip, name in sorted(hosts)]
+    return [begin_marker(factory), *body, end_marker(factory)]
+
+
+def update_hosts(text: str, factory: str, hosts: Iterable[tuple[IPv4Address, str]]
+                 ) -> str | None:
+    """The file with the factory's block replaced, or None when nothing changes."""
+    block = render_block(factory, hosts)
+    lines = text.split("\n")
+    trailing = lines[-1] == ""
+    if trailing:
+        lines.pop()
+    begin, end = begin_marker(factory), end_marker(factory)
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == begin)
+    except StopIteration:
+        start = -1
+    if start >= 0:
+        stop = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == end),
+                    None)
+        if stop is None:
+            # A block without its end marker: take everything up to the next
+            # marker-looking line or the end, never lines of another block.
+            stop = next((i - 1 for i in range(start + 1, len(lines))
+                         if lines[i].startswith("## ")), len(lines) - 1)
+        new_lines = [*lines[:start], *block, *lines[stop + 1:]]
+    else:
+        new_lines = [*lines, *block]
+    new = "\n".join(new_lines) + "\n"
+    return None if new == text else new

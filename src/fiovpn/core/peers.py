@@ -1,0 +1,173 @@
+"""The desired peers of the server: enabled devices from the factory plus
+registry clients, each with exactly its own ``/32``.
+
+Any IP or public key held by two peers is a conflict: the conflicting clients
+are not applied, a device is kept (the first by name when two devices clash),
+and the conflict is reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any, Literal, Protocol
+
+from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.keys import Key
+from fiovpn.core.registry import ClientEntry
+
+PeerKind = Literal["device", "client"]
+
+
+class DeviceRow(Protocol):
+    """One row of the factory's ``wireguard-ips`` (``adapters.factory_api.WireguardIp``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def ip(self) -> IPv4Address | None: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def pubkey(self) -> Key | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    kind: PeerKind
+    name: str | None
+    public_key: Key
+    ip: IPv4Address
+
+    @property
+    def allowed_ip(self) -> str:
+        return f"{self.ip}/32"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name!r}" if self.name else f"{self.kind} {self.ip}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "ip": str(self.ip),
+                "public_key": str(self.public_key)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Peer:
+        kind = data["kind"]
+        if kind not in ("device", "client"):
+            raise ValueError(f"bad peer kind {kind!r}")
+        return cls(kind, data.get("name"), Key(data["public_key"]), IPv4Address(data["ip"]))
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConflict:
+    """An IP or key claimed by several peers; ``kept`` is the one applied (if any)."""
+
+    what: Literal["ip", "public_key"]
+    value: str
+    peers: tuple[Peer, ...]
+    kept: Peer | None
+
+    @property
+    def message(self) -> str:
+        who = ", ".join(p.label for p in self.peers)
+        label = "IP" if self.what == "ip" else "public key"
+        outcome = (f"kept {self.kept.label}, skipped the others" if self.kept
+                   else "none of them applied")
+        return f"{label} {self.value} is claimed by {who}: {outcome}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.what, "value": self.value,
+                "peers": [p.to_json() for p in self.peers],
+                "kept": self.kept.to_json() if self.kept else None,
+                "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedPeer:
+    kind: PeerKind
+    name: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredPeers:
+    peers: tuple[Peer, ...]
+    conflicts: tuple[PeerConflict, ...] = ()
+    skipped: tuple[SkippedPeer, ...] = field(default=())
+
+    @property
+    def devices(self) -> list[Peer]:
+        return [p for p in self.peers if p.kind == "device"]
+
+
+def _check_device(row: DeviceRow, network: VpnNetwork) -> str | None:
+    if not row.enabled:
+        return "VPN disabled for this device"
+    if row.pubkey is None:
+        return "device has not published a WireGuard public key"
+    if row.ip is None:
+        return "device has no VPN address"
+    if not network.is_host(row.ip):
+        return f"address {row.ip} is outside the VPN subnet {network.subnet}"
+    if row.ip == network.server:
+        return f"address {row.ip} is the server's own address"
+    return None
+
+
+def desired_peers(devices: Iterable[DeviceRow], clients: Iterable[ClientEntry],
+                  network: VpnNetwork, *, server_key: Key | None = None) -> DesiredPeers:
+    """Enabled devices + registry clients, conflicts resolved (pure)."""
+    skipped: list[SkippedPeer] = []
+    candidates: list[Peer] = []
+    for row in sorted(devices, key=lambda r: r.name):
+        reason = _check_device(row, network)
+        if reason is not None:
+            if row.enabled:  # a disabled device is normal, not worth reporting
+                skipped.append(SkippedPeer("device", row.name, reason))
+            continue
+        assert row.pubkey is not None and row.ip is not None
+        candidates.append(Peer("device", row.name, row.pubkey, row.ip))
+    for entry in clients:
+        reason = None
+        if not network.is_host(entry.ip):
+            reason = f"address {entry.ip} is outside the VPN subnet {network.subnet}"
+        elif entry.ip == network.server:
+            reason = f"address {entry.ip} is the server's own address"
+        if reason is not None:
+            skipped.append(SkippedPeer("client", entry.name, reason))
+            continue
+        candidates.append(Peer("client", entry.name, entry.public_key, entry.ip))
+    if server_key is not None:
+        for p in [p for p in candidates if p.public_key == server_key]:
+            candidates.remove(p)
+            skipped.append(SkippedPeer(p.kind, p.name, "uses the server's own public key"))
+
+    by_ip: dict[IPv4Address, list[Peer]] = defaultdict(list)
+    by_key: dict[Key, list[Peer]] = defaultdict(list)
+    for p in candidates:
+        by_ip[p.ip].append(p)
+        by_key[p.public_key].append(p)
+    dropped: set[int] = set()
+    conflicts: list[PeerConflict] = []
+    groups: list[tuple[Literal["ip", "public_key"], str, list[Peer]]] = [
+        ("ip", str(ip), group) for ip, group in by_ip.items() if len(group) > 1]
+    groups += [("public_key", str(key), group) for key, group in by_key.items()
+               if len(group) > 1]
+    for what, value, group in groups:
+        kept = next((p for p in group if p.kind == "device"), None)
+        for p in group:
+            if p is not kept:
+                dropped.add(id(p))
+        conflicts.append(PeerConflict(what, value, tuple(group), kept))
+    # A device kept in one conflict may lose another (two devices on one key
+    # and one IP each): only peers never dropped are applied.
+    peers = tuple(p for p in candidates if id(p) not in dropped)
+    conflicts = [c if c.kept is None or id(c.kept) not in dropped
+                 else PeerConflict(c.what, c.value, c.peers, None) for c in conflicts]
+    return DesiredPeers(peers, tuple(conflicts), tuple(skipped))

@@ -1,0 +1,78 @@
+"""The plan: desired peers against what the interface holds -> the minimal delta.
+
+Pure. Peers that match keep untouched (their sessions and endpoints survive);
+only added, removed and changed peers appear, each with a human reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fiovpn.core.keys import Key
+from fiovpn.core.peers import Peer
+from fiovpn.core.wgdump import PeerDump
+
+Action = Literal["remove", "update", "add"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerChange:
+    action: Action
+    public_key: Key
+    old: tuple[str, ...] | None  # allowed IPs on the interface before
+    new: Peer | None
+    reason: str
+    label: str  # who this is, for the log ("device 'foo'", "client 10.42.42.200")
+
+    def describe(self) -> str:
+        verb = {"add": "added", "remove": "removed", "update": "updated"}[self.action]
+        before = ",".join(self.old) if self.old else "-"
+        after = self.new.allowed_ip if self.new else "-"
+        ips = after if self.action == "add" else (
+            before if self.action == "remove" else f"{before} -> {after}")
+        return f"peer {verb}: {self.label} {ips} key {self.public_key}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "public_key": str(self.public_key),
+                "old_allowed_ips": list(self.old) if self.old is not None else None,
+                "new": self.new.to_json() if self.new else None, "reason": self.reason}
+
+
+def plan(desired: Iterable[Peer], actual: Iterable[PeerDump],
+         known: Mapping[Key, Peer] | None = None) -> list[PeerChange]:
+    """Changes that turn ``actual`` into ``desired``: removes first (so a
+    freed IP can move), then updates, then adds. ``known`` (the previous
+    desired peers) only names peers in the reasons of removals."""
+    known = known or {}
+    want = {p.public_key: p for p in desired}
+    have = {p.public_key: p for p in actual}
+    removes: list[PeerChange] = []
+    updates: list[PeerChange] = []
+    adds: list[PeerChange] = []
+    for key, cur in have.items():
+        new = want.get(key)
+        if new is None:
+            prev = known.get(key)
+            if prev is not None:
+                label = prev.label
+                reason = ("no longer an enabled device in the factory" if prev.kind == "device"
+                          else "no longer in the client registry")
+            else:
+                label = "unknown peer"
+                reason = "not an enabled device or a registry client"
+            removes.append(PeerChange("remove", key, cur.allowed_ips, None, reason, label))
+        elif cur.allowed_ips != (new.allowed_ip,):
+            before = ",".join(cur.allowed_ips) or "none"
+            updates.append(PeerChange("update", key, cur.allowed_ips, new,
+                                      f"allowed IPs were {before}, want {new.allowed_ip}",
+                                      new.label))
+    for key, new in want.items():
+        if key not in have:
+            reason = ("enabled device in the factory" if new.kind == "device"
+                      else "client in the registry")
+            adds.append(PeerChange("add", key, None, new, reason, new.label))
+    order = sorted  # stable, readable logs: by label within each action
+    return [*order(removes, key=lambda c: c.label), *order(updates, key=lambda c: c.label),
+            *order(adds, key=lambda c: c.label)]

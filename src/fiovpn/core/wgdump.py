@@ -1,0 +1,113 @@
+"""Parse ``wg show <interface> dump``: one interface line, then one line per peer.
+
+Fields are tab-separated; ``(none)`` marks an empty value. The interface line
+holds the private key, which is never kept: only whether one is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fiovpn.core.keys import Key, public_key
+from fiovpn.errors import BadInput
+
+NONE = "(none)"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceDump:
+    public_key: Key | None
+    listen_port: int | None
+    fwmark: int | None
+    has_private_key: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDump:
+    public_key: Key
+    endpoint: str | None
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int  # unix seconds, 0 = never
+    rx: int
+    tx: int
+    persistent_keepalive: int | None
+    has_preshared_key: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WgDump:
+    interface: InterfaceDump
+    peers: tuple[PeerDump, ...]
+
+    def peer(self, key: Key) -> PeerDump | None:
+        for p in self.peers:
+            if p.public_key == key:
+                return p
+        return None
+
+    def by_key(self) -> dict[Key, PeerDump]:
+        return {p.public_key: p for p in self.peers}
+
+
+def _opt(value: str) -> str | None:
+    return None if value == NONE else value
+
+
+def _int(value: str, what: str, n: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadInput(f"wg dump line {n}: {what} {value!r} is not a number",
+                       code="bad_wg_dump") from None
+
+
+def _key(value: str, what: str, n: int) -> Key:
+    try:
+        return Key(value)
+    except ValueError:
+        raise BadInput(f"wg dump line {n}: invalid {what} {value!r}", code="bad_wg_dump") from None
+
+
+def _off(value: str, what: str, n: int) -> int | None:
+    return None if value in ("off", "0", NONE) else _int(value, what, n)
+
+
+def parse_dump(text: str) -> WgDump:
+    """Parse the output of ``wg show <if> dump`` (a single interface)."""
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    if not lines:
+        raise BadInput("wg dump is empty: is the interface up?", code="bad_wg_dump")
+    head = lines[0].split("\t")
+    if len(head) != 4:
+        raise BadInput(f"wg dump line 1: expected 4 fields, got {len(head)}", code="bad_wg_dump")
+    priv = _opt(head[0])
+    pub: Key | None = None
+    if _opt(head[1]) is not None:
+        pub = _key(head[1], "public key", 1)
+    elif priv is not None:
+        pub = public_key(_key(priv, "private key", 1))
+    port = _int(head[2], "listen port", 1)
+    iface = InterfaceDump(
+        public_key=pub,
+        listen_port=port or None,
+        fwmark=_off(head[3], "fwmark", 1),
+        has_private_key=priv is not None,
+    )
+    peers = []
+    for n, line in enumerate(lines[1:], start=2):
+        f = line.split("\t")
+        if len(f) != 8:
+            raise BadInput(f"wg dump line {n}: expected 8 fields, got {len(f)}",
+                           code="bad_wg_dump")
+        allowed = _opt(f[3])
+        peers.append(PeerDump(
+            public_key=_key(f[0], "peer public key", n),
+            has_preshared_key=_opt(f[1]) is not None,
+            endpoint=_opt(f[2]),
+            allowed_ips=tuple(a for a in allowed.split(",") if a) if allowed else (),
+            latest_handshake=_int(f[4], "latest handshake", n),
+            rx=_int(f[5], "rx bytes", n),
+            tx=_int(f[6], "tx bytes", n),
+            persistent_keepalive=_off(f[7], "persistent keepalive", n),
+        ))
+    return WgDump(iface, tuple(peers))

@@ -1,0 +1,143 @@
+"""The client registry on disk (``factory-clients.conf``) and its checks.
+
+Every change happens under the file's exclusive lock and is written
+atomically (0600). A refused change (bad key, duplicate key or name, taken IP,
+IP outside the subnet or the client pool) raises ``BadInput``/``Conflict``
+and leaves the file byte-identical.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from fiovpn.adapters.fs import atomic_write, locked, read_text
+from fiovpn.adapters.wireguard import WireGuard
+from fiovpn.core.addresses import VpnNetwork, parse_ip
+from fiovpn.core.keys import Key
+from fiovpn.core.names import validate_name
+from fiovpn.core.registry import ClientEntry, Registry
+from fiovpn.errors import BadInput, Conflict, FiovpnError
+from fiovpn.services.state import StateCache
+
+log = logging.getLogger("fiovpn.server")
+
+
+@dataclass
+class LiveInterface:
+    """The daemon's WireGuard interface, when it exists."""
+
+    wg: WireGuard
+    interface: str
+
+    def exists(self) -> bool:
+        return self.wg.interface_exists(self.interface)
+
+
+@dataclass
+class ClientRegistry:
+    """``add`` / ``remove`` / ``list`` / ``check`` over the registry file.
+
+    ``state`` (the daemon's cache) supplies device IPs and keys so a client
+    never takes one; ``on_change`` applies the new registry to the live
+    interface at once (the CLI passes a local reconcile).
+    """
+
+    path: Path
+    network: VpnNetwork
+    state: StateCache | None = None
+    server_key: Key | None = None
+    live: LiveInterface | None = None
+    on_change: Callable[[], object] | None = None
+
+    def read(self) -> Registry:
+        return Registry.parse(read_text(self.path) or "")
+
+    def list(self) -> list[ClientEntry]:
+        return self.read().entries
+
+    def _devices(self) -> tuple[set[IPv4Address], set[Key]]:
+        rows = self.state.load_devices() if self.state else None
+        ips = {r.ip for r in rows or [] if r.ip is not None}
+        keys = {r.pubkey for r in rows or [] if r.pubkey is not None}
+        return ips, keys
+
+    def add(self, public_key: str, ip: str = "auto", name: str | None = None) -> ClientEntry:
+        key = Key.parse(public_key, what="public key")
+        if name is not None:
+            validate_name(name, what="client name")
+        want = None if ip in ("auto", "", None) else parse_ip(ip, what="client IP")
+        with locked(self.path):
+            reg = self.read()
+            entries = reg.entries
+            dev_ips, dev_keys = self._devices()
+            if key in dev_keys:
+                raise Conflict(f"public key {key} belongs to a device of the factory",
+                               code="key_taken")
+            if self.server_key is not None and key == self.server_key:
+                raise Conflict("that is the server's own public key", code="key_taken")
+            for e in entries:
+                if e.public_key == key:
+                    raise Conflict(f"public key {key} is already registered with IP {e.ip}"
+                                   + (f" as {e.name!r}" if e.name else ""),
+                                   code="key_taken",
+                                   hint="remove it first to change its IP or name")
+                if name is not None and e.name == name:
+                    raise Conflict(f"a client named {name!r} already exists ({e.ip})",
+                                   code="name_taken")
+            used = {e.ip for e in entries} | dev_ips | {self.network.server}
+            if want is None:
+                chosen = self.network.next_client_ip(used)
+            else:
+                chosen = self.network.check_client_ip(want, used)
+            entry = ClientEntry(key, chosen, name)
+            atomic_write(self.path, reg.add(entry).render(), mode=0o600)
+        log.info("client added to registry: %s %s%s", key, chosen,
+                 f" ({name})" if name else "")
+        self._changed()
+        return entry
+
+    def remove(self, public_key: str | None = None, name: str | None = None
+               ) -> builtins.list[ClientEntry]:
+        if (public_key is None) == (name is None):
+            raise BadInput("give exactly one of --public-key or --name", code="usage")
+        key = Key.parse(public_key, what="public key") if public_key is not None else None
+        with locked(self.path):
+            reg = self.read()
+            new, removed = reg.remove(public_key=key, name=name)
+            atomic_write(self.path, new.render(), mode=0o600)
+        for e in removed:
+            log.info("client removed from registry: %s %s", e.public_key, e.ip)
+        self._changed()
+        return removed
+
+    def check(self, public_key: str) -> dict[str, Any]:
+        """``{"registered", "in_registry", "on_interface", "ip"}`` for ``public_key``."""
+        key = Key.parse(public_key, what="public key")
+        found = self.read().find(public_key=key)
+        ip: str | None = str(found[0].ip) if found else None
+        on_interface = False
+        if self.live is not None and self.live.exists():
+            peer = self.live.wg.show_dump(self.live.interface).peer(key)
+            if peer is not None:
+                on_interface = True
+                if ip is None and peer.allowed_ips:
+                    ip = peer.allowed_ips[0].split("/")[0]
+        return {"registered": bool(found) and on_interface, "in_registry": bool(found),
+                "on_interface": on_interface, "ip": ip}
+
+    def _changed(self) -> None:
+        # The registry is already written; if applying fails now the daemon
+        # still picks the edit up within seconds, so warn instead of failing.
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except FiovpnError as exc:
+            log.warning("registry saved, but applying it to the interface failed: %s "
+                        "(the daemon retries on its next pass)", exc)

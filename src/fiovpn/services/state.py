@@ -1,0 +1,103 @@
+"""The server's state directory: the last good device list and the status file.
+
+The device cache lets a restarted daemon keep device peers while the API is
+down; ``status.json`` is what ``fiovpn server status`` reads. Both 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from fiovpn.adapters.factory_api import WireguardIp
+from fiovpn.adapters.fs import atomic_write
+from fiovpn.core.keys import Key
+from fiovpn.core.peers import Peer
+
+log = logging.getLogger("fiovpn.server")
+
+DEVICES_FILE = "devices.json"
+STATUS_FILE = "status.json"
+
+
+def row_to_json(row: WireguardIp) -> dict[str, Any]:
+    return {"name": row.name, "ip": str(row.ip) if row.ip else None, "enabled": row.enabled,
+            "pubkey": str(row.pubkey) if row.pubkey else None}
+
+
+def row_from_json(data: dict[str, Any]) -> WireguardIp:
+    return WireguardIp(
+        name=str(data["name"]),
+        ip=IPv4Address(data["ip"]) if data.get("ip") else None,
+        enabled=bool(data.get("enabled", True)),
+        pubkey=Key(data["pubkey"]) if data.get("pubkey") else None,
+    )
+
+
+@dataclass
+class StateCache:
+    directory: Path
+
+    @property
+    def devices_path(self) -> Path:
+        return self.directory / DEVICES_FILE
+
+    @property
+    def status_path(self) -> Path:
+        return self.directory / STATUS_FILE
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(self.directory, 0o700)
+
+    def save_devices(self, rows: list[WireguardIp], saved_at: str) -> None:
+        self._ensure_dir()
+        data = {"saved_at": saved_at, "devices": [row_to_json(r) for r in rows]}
+        atomic_write(self.devices_path, json.dumps(data, indent=1) + "\n", mode=0o600)
+
+    def load_devices(self) -> list[WireguardIp] | None:
+        """The last good device list, or None when there is none (or it is unreadable)."""
+        data = self._load(self.devices_path)
+        if data is None:
+            return None
+        try:
+            return [row_from_json(r) for r in data["devices"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring unreadable device cache %s: %s", self.devices_path, exc)
+            return None
+
+    def save_status(self, status: dict[str, Any]) -> None:
+        self._ensure_dir()
+        atomic_write(self.status_path, json.dumps(status, indent=1) + "\n", mode=0o600)
+
+    def load_status(self) -> dict[str, Any] | None:
+        return self._load(self.status_path)
+
+    def known_peers(self) -> dict[Key, Peer]:
+        """The peers the last reconcile wanted, by key (names for removal logs)."""
+        status = self.load_status() or {}
+        out: dict[Key, Peer] = {}
+        for item in status.get("peers", []):
+            try:
+                peer = Peer.from_json(item)
+            except (KeyError, TypeError, ValueError):
+                continue
+            out[peer.public_key] = peer
+        return out
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable state file %s: %s", path, exc)
+            return None
+        return data if isinstance(data, dict) else None
