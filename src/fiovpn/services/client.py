@@ -1,0 +1,600 @@
+"""The engineer's machine: client config, connect / disconnect, status, verify, doctor.
+
+The client config is a wg-quick file (default ``~/.config/wireguard/foundries.conf``);
+the interface is named after the file, as with wg-quick. Everything that runs a
+program (``wg``, ``wg-quick``, ``nmcli``, ``ping``) goes through the injected
+Runner, so unit tests never touch the network.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from fiovpn.adapters.factory_api import FactoryApi, current_file
+from fiovpn.adapters.fs import atomic_write, read_text
+from fiovpn.adapters.runner import Runner
+from fiovpn.adapters.ssh import SshTarget
+from fiovpn.core import wgquick
+from fiovpn.core.addresses import parse_subnet
+from fiovpn.core.factory_files import WIREGUARD_SERVER_FILE, ServerConfigFile, parse_endpoint
+from fiovpn.core.keys import Key, KeyPair, public_key
+from fiovpn.core.wgdump import PeerDump, WgDump, parse_dump
+from fiovpn.errors import BadInput, FiovpnError, MissingTool, NotFound, PermanentError
+from fiovpn.services.keys import default_key_path, read_private_key
+from fiovpn.settings import ClientSettings
+
+ApiFactory = Callable[[], FactoryApi]
+Clock = Callable[[], float]
+
+# WireGuard drops a session 180 s after its handshake (REJECT_AFTER_TIME); a handshake
+# younger than that proves the server accepts this key now.
+FRESH_HANDSHAKE_S = 180
+DEFAULT_SERVER_PORT = 5555
+
+
+def default_api(settings: ClientSettings) -> ApiFactory:
+    def build() -> FactoryApi:
+        from fiovpn.adapters.factory import build_factory_client
+
+        return build_factory_client(settings)
+
+    return build
+
+
+# --- the config file ----------------------------------------------------------------------
+
+
+def interface_name(settings: ClientSettings) -> str:
+    return wgquick.interface_name(settings.config.name)
+
+
+def load_config(path: Path) -> wgquick.WgQuickConfig:
+    text = read_text(path)
+    if text is None:
+        raise NotFound(f"client config {path} does not exist", code="no_config",
+                       hint="run `fiovpn client init` first")
+    return wgquick.parse(text, source=str(path))
+
+
+def server_vpn_address(settings: ClientSettings,
+                       view: wgquick.ClientConfig | None = None) -> IPv4Address:
+    """The server's VPN address: recorded in the client config by ``client init``,
+    else the host of ``--server-ssh`` when it is an IP in the subnet, else the
+    subnet's first host."""
+    if view is not None and view.server_address is not None:
+        return view.server_address
+    subnet = parse_subnet(settings.subnet)
+    try:
+        host = IPv4Address(SshTarget.parse(settings.server_ssh).host)
+    except (ValueError, BadInput):
+        host = None
+    if host is not None and host in subnet:
+        return host
+    return subnet.network_address + 1
+
+
+@dataclass(frozen=True)
+class InitResult:
+    public_key: Key
+    config: Path
+    address: str | None
+    created: bool
+    changed: tuple[str, ...]
+    next_step: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"public_key": str(self.public_key), "config": str(self.config),
+                "address": self.address, "created": self.created,
+                "changed": list(self.changed), "next_step": self.next_step}
+
+
+def _suggested_name() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        return "NAME"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", user).strip("-.")
+    return cleaned or "NAME"
+
+
+def next_step_for_key(pub: Key, address: str | None) -> str:
+    name = _suggested_name()
+    if address:
+        return ("Connect with `fiovpn connect`, then check with `fiovpn verify`. If no "
+                f"handshake happens, make sure an admin registered {pub}.")
+    return (f"Send your public key {pub} to a Foundries VPN admin, who runs:\n"
+            f"  fiovpn register --public-key {pub} --name {name}\n"
+            "(the first admin, on the server itself: "
+            f"fiovpn server clients add --public-key {pub} --name {name})\n"
+            "Then set the address they give you: `fiovpn client init --address IP`, "
+            "and run `fiovpn connect`.")
+
+
+def _server_from_factory(api: ApiFactory) -> ServerConfigFile:
+    entries = api().factory_config()
+    f = current_file(entries, WIREGUARD_SERVER_FILE)
+    if f is None:
+        raise NotFound("the factory has no wireguard-server config: VPN is not enabled",
+                       code="vpn_not_enabled",
+                       hint="an admin runs `fiovpn server enable` on the server, or pass "
+                            "--server-endpoint and --server-public-key")
+    server = ServerConfigFile.parse(f.value)
+    if not server.enabled:
+        raise PermanentError("VPN access is disabled for this factory (wireguard-server has "
+                             "enabled=0)", code="vpn_disabled",
+                             hint="an admin re-enables it with `fiovpn server enable`")
+    return server
+
+
+def init_client(settings: ClientSettings, *, address: str | None = None,
+                server_endpoint: str | None = None, server_public_key: str | None = None,
+                force: bool = False, api: ApiFactory | None = None,
+                key_path: Path | None = None) -> InitResult:
+    """Create the client config, or change only what is given in an existing one.
+
+    A new config takes its key from ``fiovpn keys generate``'s key file when that
+    exists, else a new key. An existing key is never replaced without ``force``;
+    ``force`` starts over with a new key (and rewrites the key file, if any, so
+    the two agree)."""
+    path = settings.config
+    wgquick.interface_name(path.name)
+    # Validate every input before touching anything.
+    iface_addr = wgquick.parse_interface(address, what="address") if address else None
+    endpoint = parse_endpoint(server_endpoint, DEFAULT_SERVER_PORT) if server_endpoint else None
+    server_key = Key.parse(server_public_key, what="server public key") if server_public_key \
+        else None
+    key_file = key_path or default_key_path()
+    subnet: IPv4Network = parse_subnet(settings.subnet)
+    existing_text = read_text(path)
+
+    if existing_text is not None and not force:
+        try:
+            doc = wgquick.parse(existing_text, source=str(path))
+            view = wgquick.client_view(doc)
+        except BadInput as exc:
+            raise BadInput(f"{exc.message}; fix the file or start over with --force",
+                           code=exc.code) from None
+        if view.private_key is None:
+            raise BadInput(f"{path} has no PrivateKey; start over with --force",
+                           code="no_key")
+        changed: list[str] = []
+        if iface_addr is not None and iface_addr not in view.addresses:
+            doc = doc.with_interface("Address", str(iface_addr))
+            changed.append("address")
+        if (endpoint or server_key) and not doc.peers:
+            raise BadInput(f"{path} has no [Peer] section; start over with --force",
+                           code="bad_config")
+        if endpoint is not None and endpoint != view.endpoint:
+            doc = doc.with_peer(0, "Endpoint", endpoint)
+            changed.append("server_endpoint")
+        if server_key is not None and server_key != view.server_public_key:
+            doc = doc.with_peer(0, "PublicKey", str(server_key))
+            changed.append("server_public_key")
+        if changed:
+            atomic_write(path, doc.render(), mode=0o600)
+        view = wgquick.client_view(doc)
+        pub = public_key(view.private_key) if view.private_key else None
+        assert pub is not None
+        addr = str(view.address) if view.address else None
+        return InitResult(pub, path, addr, False, tuple(changed), next_step_for_key(pub, addr))
+
+    # A new config (or --force): the server peer from flags, else the old config (force),
+    # else the factory's wireguard-server file.
+    old_view: wgquick.ClientConfig | None = None
+    if existing_text is not None:
+        try:
+            old_view = wgquick.client_view(wgquick.parse(existing_text))
+        except BadInput:
+            old_view = None
+    server_address: IPv4Address | None = None
+    if endpoint is None and old_view is not None and old_view.endpoint:
+        endpoint = old_view.endpoint
+    if server_key is None and old_view is not None:
+        server_key = old_view.server_public_key
+    if old_view is not None:
+        server_address = old_view.server_address
+    if endpoint is None or server_key is None:
+        server = _server_from_factory(api or default_api(settings))
+        endpoint = endpoint or server.endpoint
+        server_key = server_key or server.pubkey
+        server_address = server_address or server.server_address
+    if server_address is None:
+        server_address = server_vpn_address(settings)
+    if iface_addr is None and old_view is not None and old_view.addresses:
+        iface_addr = old_view.addresses[0]
+
+    if force:
+        pair = KeyPair.generate()
+        private = pair.private
+        if key_file.exists():
+            atomic_write(key_file, f"{private}\n", mode=0o600)
+    elif key_file.exists():
+        private = read_private_key(key_file)
+    else:
+        private = KeyPair.generate().private
+    doc = wgquick.new_client_config(
+        private_key=private, address=iface_addr, server_public_key=server_key,
+        endpoint=endpoint, allowed_ips=subnet, server_address=server_address)
+    atomic_write(path, doc.render(), mode=0o600)
+    pub = public_key(private)
+    addr = str(iface_addr.ip) if iface_addr else None
+    return InitResult(pub, path, addr, True, ("config",), next_step_for_key(pub, addr))
+
+
+# --- the live interface -------------------------------------------------------------------
+
+
+def read_dump(runner: Runner, iface: str) -> WgDump | None:
+    """The interface's ``wg show dump``, or None when it does not exist."""
+    try:
+        result = runner.run(["wg", "show", iface, "dump"], check=False, timeout=10)
+    except MissingTool:
+        raise
+    if not result.ok:
+        err = result.stderr.lower()
+        if "operation not permitted" in err or "permission denied" in err:
+            raise PermanentError(f"reading WireGuard interface {iface} needs root",
+                                 code="needs_root", hint="run the command with sudo")
+        return None
+    return parse_dump(result.stdout)
+
+
+def nm_running(runner: Runner) -> bool:
+    """True when NetworkManager runs here (then connections go through it)."""
+    try:
+        result = runner.run(["nmcli", "-t", "-f", "RUNNING", "general"], check=False,
+                            timeout=10)
+    except MissingTool:
+        return False
+    return result.ok and result.stdout.strip() == "running"
+
+
+def _nm_has(runner: Runner, name: str) -> bool:
+    result = runner.run(["nmcli", "-t", "-f", "NAME", "connection", "show"], check=False,
+                        timeout=10)
+    return result.ok and name in result.stdout.split("\n")
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    interface: str
+    config: Path
+    connected: bool
+    changed: bool
+    backend: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interface": self.interface, "config": str(self.config),
+                "connected": self.connected, "changed": self.changed,
+                "backend": self.backend, "message": self.message}
+
+
+def connect(settings: ClientSettings, runner: Runner) -> ConnectResult:
+    """Bring the tunnel up with wg-quick (or NetworkManager when it runs). Idempotent."""
+    iface = interface_name(settings)
+    doc = load_config(settings.config)
+    view = wgquick.client_view(doc)
+    if view.private_key is None or not doc.peers:
+        raise BadInput(f"{settings.config} has no key or no server peer",
+                       code="bad_config", hint="run `fiovpn client init --force`")
+    if read_dump(runner, iface) is not None:
+        return ConnectResult(iface, settings.config, True, False, "-",
+                             f"already connected ({iface} is up)")
+    if nm_running(runner):
+        if _nm_has(runner, iface):
+            # Re-import so NetworkManager uses the current file, not an old copy.
+            runner.run(["nmcli", "connection", "delete", iface], timeout=30)
+        runner.run(["nmcli", "connection", "import", "type", "wireguard", "file",
+                    str(settings.config)], timeout=30)
+        runner.run(["nmcli", "connection", "up", iface], timeout=60)
+        backend = "networkmanager"
+    else:
+        runner.run(["wg-quick", "up", str(settings.config)], timeout=60)
+        backend = "wg-quick"
+    return ConnectResult(iface, settings.config, True, True, backend,
+                         f"connected: {iface} is up ({backend})")
+
+
+def disconnect(settings: ClientSettings, runner: Runner) -> ConnectResult:
+    """Take the tunnel down. Idempotent."""
+    iface = interface_name(settings)
+    if read_dump(runner, iface) is None:
+        return ConnectResult(iface, settings.config, False, False, "-",
+                             f"already disconnected ({iface} is not up)")
+    if nm_running(runner) and _nm_has(runner, iface):
+        runner.run(["nmcli", "connection", "down", iface], timeout=60)
+        backend = "networkmanager"
+    else:
+        runner.run(["wg-quick", "down", str(settings.config)], timeout=60)
+        backend = "wg-quick"
+    return ConnectResult(iface, settings.config, False, True, backend,
+                         f"disconnected: {iface} is down")
+
+
+def _server_peer(dump: WgDump, view: wgquick.ClientConfig) -> PeerDump | None:
+    if view.server_public_key is not None:
+        found = dump.peer(view.server_public_key)
+        if found is not None:
+            return found
+    return dump.peers[0] if dump.peers else None
+
+
+def handshake_age(peer: PeerDump | None, now: float) -> int | None:
+    if peer is None or peer.latest_handshake <= 0:
+        return None
+    return max(0, int(now - peer.latest_handshake))
+
+
+def status(settings: ClientSettings, runner: Runner, *, now: Clock = time.time
+           ) -> dict[str, Any]:
+    """Interface, address, the server peer, handshake age and transfer."""
+    iface = interface_name(settings)
+    doc = load_config(settings.config)
+    view = wgquick.client_view(doc)
+    dump = read_dump(runner, iface)
+    peer = _server_peer(dump, view) if dump else None
+    return {
+        "interface": iface,
+        "config": str(settings.config),
+        "connected": dump is not None,
+        "address": str(view.address) if view.address else None,
+        "public_key": str(public_key(view.private_key)) if view.private_key else None,
+        "server_address": str(server_vpn_address(settings, view)),
+        "peer": None if peer is None else {
+            "public_key": str(peer.public_key),
+            "endpoint": peer.endpoint,
+            "allowed_ips": list(peer.allowed_ips),
+            "latest_handshake": peer.latest_handshake,
+            "handshake_age_s": handshake_age(peer, now()),
+            "rx": peer.rx,
+            "tx": peer.tx,
+        },
+    }
+
+
+def ping(runner: Runner, ip: IPv4Address | str, *, count: int = 1, wait_s: int = 2) -> bool:
+    result = runner.run(["ping", "-n", "-c", str(count), "-W", str(wait_s), str(ip)],
+                        check=False, timeout=count * wait_s + 5)
+    return result.ok
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    connected: bool
+    handshake_age_s: int | None
+    server_reachable: bool
+    server_address: str
+    interface: str
+
+    @property
+    def ok(self) -> bool:
+        return self.connected and self.server_reachable
+
+    def to_json(self) -> dict[str, Any]:
+        return {"connected": self.connected, "handshake_age_s": self.handshake_age_s,
+                "server_reachable": self.server_reachable,
+                "server_address": self.server_address, "interface": self.interface}
+
+
+def verify(settings: ClientSettings, runner: Runner, *, now: Clock = time.time
+           ) -> VerifyResult:
+    """Is the tunnel up, when was the last handshake, does the server answer a ping?"""
+    iface = interface_name(settings)
+    view = wgquick.client_view(load_config(settings.config))
+    server = server_vpn_address(settings, view)
+    dump = read_dump(runner, iface)
+    if dump is None:
+        return VerifyResult(False, None, False, str(server), iface)
+    reachable = ping(runner, server)
+    # The ping itself may have caused the first handshake: read it again.
+    dump = read_dump(runner, iface) or dump
+    age = handshake_age(_server_peer(dump, view), now())
+    return VerifyResult(True, age, reachable, str(server), iface)
+
+
+# --- registration by handshake ------------------------------------------------------------
+
+
+def not_registered_step(pub: Key) -> str:
+    return (f"send your public key {pub} to an admin, who runs "
+            f"`fiovpn register --public-key {pub}`; if you are registered, check that the "
+            "server is reachable (`fiovpn doctor`)")
+
+
+def check_registered_local(settings: ClientSettings, runner: Runner, *,
+                           timeout: float = 20.0, now: Clock = time.time,
+                           monotonic: Clock = time.monotonic,
+                           sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Registered = the server completes a handshake with this key. Connects for the
+    check when not connected (and disconnects again afterwards); no admin rights."""
+    iface = interface_name(settings)
+    view = wgquick.client_view(load_config(settings.config))
+    if view.private_key is None:
+        raise BadInput(f"{settings.config} has no PrivateKey", code="no_key",
+                       hint="run `fiovpn client init --force`")
+    pub = public_key(view.private_key)
+    server = server_vpn_address(settings, view)
+    connected_here = False
+    if read_dump(runner, iface) is None:
+        connect(settings, runner)
+        connected_here = True
+    try:
+        deadline = monotonic() + timeout
+        age: int | None = None
+        while True:
+            dump = read_dump(runner, iface)
+            age = handshake_age(_server_peer(dump, view) if dump else None, now())
+            if age is not None and age <= FRESH_HANDSHAKE_S:
+                break
+            if monotonic() >= deadline:
+                age = None
+                break
+            ping(runner, server, wait_s=1)  # traffic makes WireGuard start a handshake
+            sleep(0.5)
+    finally:
+        if connected_here:
+            disconnect(settings, runner)
+    registered = age is not None
+    return {
+        "registered": registered,
+        "public_key": str(pub),
+        "method": "handshake",
+        "handshake_age_s": age,
+        "message": ("registered: the server completed a handshake with this key"
+                    if registered else "not registered (or server unreachable)"),
+        "next_step": None if registered else not_registered_step(pub),
+    }
+
+
+# --- doctor -------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: skipped because an earlier check failed
+    detail: str
+    next_step: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail,
+                "next_step": self.next_step}
+
+
+@dataclass
+class Doctor:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, ok: bool | None, detail: str, next_step: str | None = None
+            ) -> bool:
+        self.checks.append(Check(name, ok, detail, None if ok else next_step))
+        return bool(ok)
+
+    def skip(self, *names: str) -> None:
+        for name in names:
+            self.checks.append(Check(name, None, "skipped: an earlier check failed"))
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok is not False for c in self.checks)
+
+
+ALL_CHECKS = ("config", "key", "address", "connected", "handshake", "server_reachable",
+              "registered")
+
+
+def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = None,
+           api: ApiFactory | None = None, now: Clock = time.time) -> Doctor:
+    """Walk the decision tree; each check says what is wrong and the next step."""
+    d = Doctor()
+    rest = list(ALL_CHECKS)
+
+    def done(name: str) -> None:
+        rest.remove(name)
+
+    # 1. config exists and is valid
+    try:
+        iface = interface_name(settings)
+        doc = load_config(settings.config)
+        view = wgquick.client_view(doc)
+        if not doc.peers:
+            raise BadInput(f"{settings.config} has no [Peer] (server) section",
+                           code="bad_config")
+    except FiovpnError as exc:
+        d.add("config", False, str(exc),
+              "run `fiovpn client init` (or `fiovpn client init --force` to start over)")
+        done("config")
+        d.skip(*rest)
+        return d
+    d.add("config", True, f"{settings.config} is a valid wg-quick config")
+    done("config")
+    # 2. key
+    if view.private_key is None:
+        d.add("key", False, "the config has no PrivateKey", "run `fiovpn client init --force`")
+        done("key")
+        d.skip(*rest)
+        return d
+    pub = public_key(view.private_key)
+    d.add("key", True, f"public key {pub}")
+    done("key")
+    # 3. address
+    d.add("address", view.address is not None,
+          f"address {view.address}" if view.address else "the config has no Address",
+          "ask the admin who registered you for your VPN IP, then run "
+          "`fiovpn client init --address IP`")
+    done("address")
+    server = server_vpn_address(settings, view)
+    # 4. connected
+    try:
+        dump = read_dump(runner, iface)
+    except FiovpnError as exc:
+        d.add("connected", False, str(exc), "run fiovpn with sudo")
+        done("connected")
+        d.skip(*rest)
+        return d
+    if dump is None:
+        d.add("connected", False, f"{iface} is not up", "run `fiovpn connect`")
+        done("connected")
+        d.skip(*rest)
+        return d
+    d.add("connected", True, f"{iface} is up")
+    done("connected")
+    # 5./6. handshake and server reachability (the ping also triggers a handshake)
+    reachable = ping(runner, server)
+    dump = read_dump(runner, iface) or dump
+    age = handshake_age(_server_peer(dump, view), now())
+    fresh = age is not None and age <= FRESH_HANDSHAKE_S
+    d.add("handshake", fresh,
+          f"last handshake {age} s ago" if age is not None else "no handshake with the server",
+          f"the server does not accept this key (or is unreachable at {view.endpoint}): "
+          + not_registered_step(pub))
+    done("handshake")
+    d.add("server_reachable", reachable,
+          f"the server {server} answers ping" if reachable else
+          f"the server {server} does not answer ping",
+          "check that the server daemon runs (`fiovpn server status` on the server) and "
+          f"that UDP to {view.endpoint} is not blocked" if fresh else
+          not_registered_step(pub))
+    done("server_reachable")
+    d.add("registered", fresh,
+          "registered (the server completed a handshake with this key)" if fresh else
+          "not registered (or server unreachable)", not_registered_step(pub))
+    done("registered")
+    if device is not None:
+        _doctor_device(d, settings, runner, device, api)
+    return d
+
+
+def _doctor_device(d: Doctor, settings: ClientSettings, runner: Runner, device: str,
+                   api: ApiFactory | None) -> None:
+    from fiovpn.services import device_access
+
+    try:
+        target = device_access.resolve_device(settings, device, api=api)
+    except FiovpnError as exc:
+        d.add("device", False, str(exc), "check the name with `fiovpn devices list`")
+        return
+    ok = ping(runner, target.ip)
+    d.add("device_reachable", ok,
+          f"{target.name} ({target.ip}) answers ping" if ok else
+          f"{target.name} ({target.ip}) does not answer ping",
+          f"is VPN enabled on it? `fiovpn devices enable-vpn {target.name}`; is the device "
+          "online? (`fiovpn devices list`)")
+    if ok:
+        d2d = device_access.d2d_state(settings, runner, target)
+        if d2d is not None:
+            expected, actual = d2d
+            d.add("device_to_device", actual == expected,
+                  f"device-to-device is {'on' if actual else 'off'}"
+                  + ("" if actual == expected else
+                     f" but you enabled it with `fiovpn devices enable-d2d {target.name}`"),
+                  "the device's config handler rewrote its VPN connection (the factory VPN "
+                  f"config changed): run `fiovpn devices enable-d2d {target.name}` again")
