@@ -1,9 +1,322 @@
-"""Placeholder: commands of this noun are being built (see the open issues)."""
+"""``fiovpn server``: the WireGuard server (run as root on the server).
+
+Every command reads ``/etc/fiovpn/server.toml`` (``--config PATH`` or env
+``FIOVPN_SERVER_CONFIG`` points elsewhere); flags override it.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from fiovpn.cli.output import Result, command
+from fiovpn.services import server as service
+from fiovpn.services.registry import ClientRegistry
+from fiovpn.settings import ServerSettings, load_server
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def register(cli: click.Group) -> None:
-    """Add this module's commands to the root group."""
+    cli.add_command(server)
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger("fiovpn")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%Y-%m-%dT%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config", "config", type=click.Path(path_type=Path), default=None,
+        help="Settings file (TOML; default /etc/fiovpn/server.toml, env FIOVPN_SERVER_CONFIG).",
+    )(fn)
+
+
+def _config(config: Path | None) -> Path | None:
+    if config is not None:
+        return config
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        found = ctx.meta.get("fiovpn.server_config")
+        if found is not None:
+            return Path(found)
+        ctx = ctx.parent
+    return None
+
+
+def _settings(config: Path | None, **flags: Any) -> ServerSettings:
+    return load_server(flags, _config(config))
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="Settings file (TOML; default /etc/fiovpn/server.toml, "
+                   "env FIOVPN_SERVER_CONFIG).")
+@click.pass_context
+def server(ctx: click.Context, config: Path | None) -> None:
+    """The WireGuard server: publish it in the factory, run the daemon, manage clients."""
+    if config is not None:
+        ctx.meta["fiovpn.server_config"] = str(config)
+    _setup_logging()
+
+
+# --------------------------------------------------------------------------- enable
+
+
+@server.command("enable")
+@command
+@config_option
+@click.option("--factory", default=None, help="Factory name (env FIOVPN_FACTORY).")
+@click.option("--endpoint", required=True,
+              help="HOST[:PORT] devices and engineers reach this server at (public address).")
+@click.option("--address", default=None, help="Server VPN address (default 10.42.42.1).")
+@click.option("--port", type=int, default=None, help="WireGuard UDP port (default 5555).")
+@click.option("--private-key", "private_key", type=click.Path(path_type=Path), default=None,
+              help="Server private key (generated, 0600, if missing; "
+                   "default /etc/fiovpn/server.key).")
+@click.option("--api-url", default=None, help="FoundriesFactory API URL.")
+@click.option("--api-token-file", type=click.Path(path_type=Path), default=None,
+              help="File (0600) holding the API token.")
+def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address: str | None,
+               port: int | None, private_key: Path | None, api_url: str | None,
+               api_token_file: Path | None) -> Result:
+    """Publish this server in the factory and install its daemon's systemd unit.
+
+    Writes the factory's `wireguard-server` file (endpoint, server address,
+    public key), the settings file when it does not exist yet, and
+    fiovpn-<factory>.service (no secret in it). Then start it with
+    `systemctl enable --now fiovpn-<factory>`.
+    """
+    settings = _settings(config, factory=factory, address=address, port=port,
+                         private_key=private_key, api_url=api_url,
+                         api_token_file=api_token_file, endpoint=endpoint)
+    api = service.build_api(settings)
+    path = service.config_path_for(_config(config))
+    data = service.enable(settings, api, endpoint=endpoint, config_path=path)
+    human = (f"Factory {data['factory']}: wireguard-server published "
+             f"(endpoint {data['endpoint']}, server {data['server_address']}).\n"
+             f"Server public key: [bold]{data['public_key']}[/]"
+             + (" (new key)" if data["key_created"] else "") + "\n"
+             + (f"Settings written to {data['config']}.\n" if data["config_written"] else "")
+             + f"Unit written to {data['unit']}.\n"
+             f"Next: systemctl daemon-reload && systemctl enable --now "
+             f"fiovpn-{data['factory']}")
+    return Result(data, human)
+
+
+@server.command("disable")
+@command
+@config_option
+@click.option("--factory", default=None, help="Factory name (env FIOVPN_FACTORY).")
+@click.option("--api-url", default=None, help="FoundriesFactory API URL.")
+@click.option("--api-token-file", type=click.Path(path_type=Path), default=None,
+              help="File (0600) holding the API token.")
+def disable_cmd(config: Path | None, factory: str | None, api_url: str | None,
+                api_token_file: Path | None) -> Result:
+    """Mark the factory's wireguard-server file enabled=0 (devices turn VPN off)."""
+    settings = _settings(config, factory=factory, api_url=api_url,
+                         api_token_file=api_token_file)
+    data = service.disable(settings, service.build_api(settings))
+    return Result(data, f"Factory {data['factory']}: WireGuard server disabled (enabled=0).")
+
+
+# --------------------------------------------------------------------------- daemon
+
+
+@server.command("daemon")
+@command
+@config_option
+@click.option("--factory", default=None, help="Factory name (env FIOVPN_FACTORY).")
+@click.option("--api-url", default=None, help="FoundriesFactory API URL.")
+@click.option("--api-token-file", type=click.Path(path_type=Path), default=None,
+              help="File (0600) holding the API token.")
+@click.option("--interface", default=None, help="WireGuard interface (default factory).")
+@click.option("--private-key", "private_key", type=click.Path(path_type=Path), default=None,
+              help="Server private key (default /etc/fiovpn/server.key).")
+@click.option("--subnet", default=None, help="VPN subnet (default 10.42.42.0/24).")
+@click.option("--client-pool", default=None,
+              help="Client addresses FIRST-LAST (default .200-.254 of a /24).")
+@click.option("--interval", type=float, default=None,
+              help="Seconds between factory polls (default 60).")
+@click.option("--clients-file", type=click.Path(path_type=Path), default=None,
+              help="Client registry (default /etc/wireguard/factory-clients.conf).")
+@click.option("--hosts-file", type=click.Path(path_type=Path), default=None,
+              help="Hosts file for device names (default /etc/hosts).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="State directory (default /var/lib/fiovpn).")
+@click.option("--allow-device-to-device", "allow_device_to_device", is_flag=True,
+              default=None, help="Forward device<->device traffic.")
+@click.option("--once", is_flag=True, help="One reconcile, then exit 0 (ok) or 1 (failed).")
+def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
+    """Keep WireGuard in sync with the factory and the client registry.
+
+    Creates the interface if missing (kernel WireGuard, else wireguard-go),
+    then reconciles every interval and within a second of a clients-file edit.
+    SIGTERM/SIGINT stop it cleanly; the interface and its tunnels stay up.
+    """
+    settings = _settings(config, **flags)
+    api = service.build_api(settings)
+    ctx = service.ServerContext.from_settings(settings, api=api)
+    code = service.Daemon(ctx).run(once=once)
+    doc = ctx.state.load_status() or {}
+    human = None
+    if once:
+        human = (f"reconciled: {len(doc.get('peers', []))} peers, "
+                 f"{len(doc.get('last_changes', []))} change(s)"
+                 + (f"; error: {doc['last_error']}" if doc.get("last_error") else ""))
+    return Result(doc, human, exit_code=code)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _age(ts: Any) -> str:
+    import time
+
+    if not isinstance(ts, int) or ts <= 0:
+        return "never"
+    secs = max(0, int(time.time()) - ts)
+    return f"{secs}s ago" if secs < 120 else f"{secs // 60}m ago"
+
+
+def _bytes(n: Any) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def status_view(data: dict[str, Any]) -> Group:
+    head = Text.assemble(
+        ("Interface ", "bold"), f"{data['interface']} ",
+        ("up" if data["interface_up"] else "DOWN", "green" if data["interface_up"] else "red"),
+        f"  server {data['server_address']}  port {data['port']}  factory {data['factory']}\n",
+        ("Daemon ", "bold"), "running" if data["daemon_running"] else "not running",
+        f"  last sync {data['last_sync'] or 'never'}",
+        (f"  last error: {data['last_error']}" if data["last_error"] else ""),
+    )
+    table = Table(title=f"{len(data['peers'])} peers", title_justify="left")
+    for col in ("kind", "name", "ip", "public key", "handshake", "rx", "tx"):
+        table.add_column(col)
+    for p in data["peers"]:
+        table.add_row(p["kind"], p.get("name") or "-", p.get("ip") or "-",
+                      p["public_key"], _age(p.get("latest_handshake")), _bytes(p.get("rx")),
+                      _bytes(p.get("tx")))
+    parts: list[Any] = [head, table]
+    for c in data["conflicts"]:
+        parts.append(Text(f"conflict: {c['message']}", style="yellow"))
+    for s in data["skipped"]:
+        parts.append(Text(f"skipped {s['kind']} {s.get('name') or ''}: {s['reason']}",
+                          style="yellow"))
+    for p in data["registry_problems"]:
+        parts.append(Text(f"clients file line {p['line']}: {p['message']}", style="red"))
+    return Group(*parts)
+
+
+@server.command("status")
+@command
+@config_option
+def status_cmd(config: Path | None) -> Result:
+    """Peers (kind, name, IP, key, handshake, traffic), conflicts, last sync and error."""
+    settings = _settings(config)
+    data = service.status(settings)
+    return Result(data, status_view(data))
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@server.group("clients")
+def clients() -> None:
+    """The client registry (engineers' machines): add, remove, list, check."""
+
+
+def _registry(config: Path | None, *, apply_now: bool) -> ClientRegistry:
+    settings = _settings(config)
+    ctx = service.ServerContext.from_settings(settings)
+    return ctx.registry(apply_now=apply_now)
+
+
+@clients.command("add")
+@command
+@config_option
+@click.option("--public-key", "public_key", required=True, help="The client's public key.")
+@click.option("--ip", default="auto", show_default=True,
+              help="auto (next free in the client pool) or an address from the pool.")
+@click.option("--name", default=None, help="A name for the client (letters, digits, ._-).")
+def clients_add(config: Path | None, public_key: str, ip: str, name: str | None) -> Result:
+    """Register a client; applied to the live interface at once."""
+    entry = _registry(config, apply_now=True).add(public_key, ip=ip, name=name)
+    data = entry.to_json()
+    human = (f"Registered {entry.public_key} with IP [bold]{entry.ip}[/]"
+             + (f" as {entry.name}" if entry.name else "") + ".\n"
+             f"Next (on the client): fiovpn client init --address {entry.ip}")
+    return Result(data, human)
+
+
+@clients.command("remove")
+@command
+@config_option
+@click.option("--public-key", "public_key", default=None, help="The client's public key.")
+@click.option("--name", default=None, help="The client's name.")
+def clients_remove(config: Path | None, public_key: str | None, name: str | None) -> Result:
+    """Remove a client (by key or name); applied to the live interface at once."""
+    removed = _registry(config, apply_now=True).remove(public_key=public_key, name=name)
+    data = [e.to_json() for e in removed]
+    human = "\n".join(f"Removed {e.public_key} ({e.ip}{', ' + e.name if e.name else ''})."
+                      for e in removed)
+    return Result(data[0] if len(data) == 1 else data, human)
+
+
+@clients.command("list")
+@command
+@config_option
+def clients_list(config: Path | None) -> Result:
+    """Registered clients: public key, IP, name."""
+    registry = _registry(config, apply_now=False)
+    doc = registry.read()
+    data = [e.to_json() for e in doc.entries]
+    table = Table(title=f"{len(data)} clients", title_justify="left")
+    for col in ("public key", "ip", "name"):
+        table.add_column(col)
+    for e in doc.entries:
+        table.add_row(str(e.public_key), str(e.ip), e.name or "-")
+    parts: list[Any] = [table]
+    for p in doc.problems:
+        parts.append(Text(f"{registry.path} line {p.line}: {p.message} (skipped)",
+                          style="red"))
+    return Result(data, Group(*parts))
+
+
+@clients.command("check")
+@command
+@config_option
+@click.option("--public-key", "public_key", required=True, help="The client's public key.")
+def clients_check(config: Path | None, public_key: str) -> Result:
+    """Is this key registered (in the registry and on the live interface)?"""
+    data = _registry(config, apply_now=False).check(public_key)
+    if data["registered"]:
+        human = f"Registered: {public_key} has IP {data['ip']} and is on the interface."
+    elif data["in_registry"]:
+        human = (f"In the registry with IP {data['ip']} but not on the interface yet: is the "
+                 "daemon running? (fiovpn server status)")
+    else:
+        human = (f"Not registered: {public_key}. Add it with "
+                 f"`fiovpn server clients add --public-key {public_key}`.")
+    return Result(data, human)
