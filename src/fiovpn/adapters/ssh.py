@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ class SshClient:
         """Run with the terminal attached (a login shell when ``command`` is empty);
         returns the remote exit code. Not through the Runner: it needs the real stdio."""
         require_tool("ssh")
-        argv = [*self.base_argv(tty=True), "--", self.target.host]
+        argv = [*self.base_argv(tty=sys.stdin.isatty()), "--", self.target.host]
         if command:
             argv.append(shlex.join(command))
         return subprocess.call(argv)

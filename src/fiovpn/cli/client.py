@@ -1,9 +1,372 @@
-"""Placeholder: commands of this noun are being built (see the open issues)."""
+"""Engineer / admin machine commands: ``client init``, ``connect``, ``disconnect``,
+``status``, ``verify``, ``doctor``, ``register``, ``unregister``, ``check-registered``,
+``ssh``, and ``devices enable-d2d`` / ``disable-d2d``.
+
+Every command takes ``--config P`` (the wg-quick client config) and ``--json``.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+from fiovpn.adapters.runner import SubprocessRunner
+from fiovpn.cli.output import Result, command, json_mode, progress
+from fiovpn.errors import BadInput
+from fiovpn.services import client as service
+from fiovpn.services import device_access, remote
+from fiovpn.settings import ClientSettings, load_client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PATH = click.Path(dir_okay=False, path_type=Path)
 
 
 def register(cli: click.Group) -> None:
-    """Add this module's commands to the root group."""
+    for cmd in (client, connect_cmd, disconnect_cmd, status_cmd, verify_cmd, doctor_cmd,
+                register_cmd, unregister_cmd, check_registered_cmd, ssh_cmd):
+        cli.add_command(cmd)
+    attach_device_commands(cli)
+
+
+def attach_device_commands(cli: click.Group) -> None:
+    """Add enable-d2d / disable-d2d to the ``devices`` group (made by cli/devices.py);
+    without one yet, make a group to hold them."""
+    group = cli.commands.get("devices")
+    if not isinstance(group, click.Group):
+        group = click.Group("devices", help="The factory's devices.")
+        cli.add_command(group)
+    group.add_command(enable_d2d_cmd)
+    group.add_command(disable_d2d_cmd)
+
+
+# --- shared options -----------------------------------------------------------------------
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config", "config", type=PATH, default=None,
+        help="The wg-quick client config (default ~/.config/wireguard/foundries.conf); "
+             "the interface is named after the file.")(fn)
+
+
+def api_options(fn: F) -> F:
+    fn = click.option("--api-token-file", "api_token_file", type=PATH, default=None,
+                      help="File holding the FoundriesFactory API token.")(fn)
+    fn = click.option("--api-url", "api_url", default=None,
+                      help="FoundriesFactory API URL (env FIOVPN_API_URL).")(fn)
+    fn = click.option("--factory", default=None,
+                      help="Factory name (env FIOVPN_FACTORY, else fioctl's).")(fn)
+    return fn
+
+
+def ssh_key_options(fn: F) -> F:
+    fn = click.option("--known-hosts", "known_hosts", type=PATH, default=None,
+                      help="known_hosts file to check host keys against "
+                           "(default: OpenSSH's own).")(fn)
+    fn = click.option("--identity-file", "identity_file", type=PATH, default=None,
+                      help="SSH private key to use (default: ssh-agent / OpenSSH's "
+                           "defaults).")(fn)
+    return fn
+
+
+def server_ssh_options(fn: F) -> F:
+    fn = click.option("--server-command", "server_command", default=None,
+                      help="The fiovpn command on the server (env FIOVPN_SERVER_COMMAND; "
+                           "default fiovpn), e.g. '/opt/fiovpn/bin/fiovpn'.")(fn)
+    fn = click.option("--server-ssh", "server_ssh", default=None,
+                      help="user@host:port of the server's sshd on its VPN address "
+                           "(env FIOVPN_SERVER_SSH; default root@10.42.42.1:5025).")(fn)
+    return ssh_key_options(fn)
+
+
+def device_ssh_options(fn: F) -> F:
+    fn = click.option("--user", default=None,
+                      help="User on the device (env FIOVPN_DEVICE_USER; default fio).")(fn)
+    return ssh_key_options(api_options(fn))
+
+
+def settings_from(**flags: Any) -> ClientSettings:
+    return load_client(flags)
+
+
+def runner() -> SubprocessRunner:
+    return SubprocessRunner()
+
+
+# --- client init --------------------------------------------------------------------------
+
+
+@click.group()
+def client() -> None:
+    """This machine's VPN client config."""
+
+
+@client.command("init")
+@command
+@config_option
+@click.option("--address", default=None,
+              help="Your VPN IP, as the admin who registered you said (e.g. 10.42.42.200).")
+@click.option("--server-endpoint", "server_endpoint", default=None,
+              help="HOST:PORT of the WireGuard server (default: from the factory).")
+@click.option("--server-public-key", "server_public_key", default=None,
+              help="The server's public key (default: from the factory).")
+@api_options
+@click.option("--force", is_flag=True, help="Start over with a new key.")
+def init_cmd(config: Path | None, address: str | None, server_endpoint: str | None,
+             server_public_key: str | None, factory: str | None, api_url: str | None,
+             api_token_file: Path | None, force: bool) -> Result:
+    """Create the client config (or change only what is given) and print the public key.
+
+    A new config uses the key of `fiovpn keys generate` when it exists, else a new
+    key; the server's endpoint and key come from the factory's wireguard-server
+    file unless given. An existing key is never replaced without --force.
+    """
+    settings = settings_from(config=config, factory=factory, api_url=api_url,
+                             api_token_file=api_token_file)
+    res = service.init_client(settings, address=address, server_endpoint=server_endpoint,
+                              server_public_key=server_public_key, force=force)
+    if res.created:
+        head = f"Wrote {res.config} (mode 0600)."
+    elif res.changed:
+        head = f"Updated {', '.join(res.changed)} in {res.config}; the key is unchanged."
+    else:
+        head = f"{res.config} already exists; nothing changed (--force starts over)."
+    human = (f"{head}\nPublic key: [bold]{res.public_key}[/]\n"
+             f"Address: {res.address or '(not set yet)'}\nNext: {res.next_step}")
+    return Result(res.to_json(), human)
+
+
+# --- tunnel -------------------------------------------------------------------------------
+
+
+@click.command("connect")
+@command
+@config_option
+def connect_cmd(config: Path | None) -> Result:
+    """Bring the tunnel up (wg-quick, or NetworkManager when it runs). Idempotent."""
+    res = service.connect(settings_from(config=config), runner())
+    return Result(res.to_json(), res.message)
+
+
+@click.command("disconnect")
+@command
+@config_option
+def disconnect_cmd(config: Path | None) -> Result:
+    """Take the tunnel down. Idempotent."""
+    res = service.disconnect(settings_from(config=config), runner())
+    return Result(res.to_json(), res.message)
+
+
+@click.command("status")
+@command
+@config_option
+def status_cmd(config: Path | None) -> Result:
+    """Interface, address, server peer, handshake age and transfer."""
+    data = service.status(settings_from(config=config), runner())
+    lines = [f"interface: {data['interface']} "
+             f"({'up' if data['connected'] else 'down'}), config {data['config']}",
+             f"address:   {data['address'] or '(not set)'}",
+             f"public key: {data['public_key']}"]
+    peer = data["peer"]
+    if peer:
+        age = peer["handshake_age_s"]
+        lines += [f"server:    {peer['public_key']} at {peer['endpoint'] or '?'}",
+                  f"handshake: {'never' if age is None else f'{age} s ago'}",
+                  f"transfer:  {peer['rx']} B received, {peer['tx']} B sent"]
+    return Result(data, "\n".join(lines))
+
+
+@click.command("verify")
+@command
+@config_option
+def verify_cmd(config: Path | None) -> Result:
+    """Is the tunnel up, is the handshake recent, does the server answer?"""
+    res = service.verify(settings_from(config=config), runner())
+    age = res.handshake_age_s
+    mark = {True: "✓", False: "✗"}
+    human = "\n".join([
+        f"{mark[res.connected]} connected ({res.interface})",
+        f"{mark[age is not None]} handshake: {'never' if age is None else f'{age} s ago'}",
+        f"{mark[res.server_reachable]} server {res.server_address} "
+        f"{'reachable' if res.server_reachable else 'not reachable'}",
+    ])
+    if not res.ok:
+        human += "\nNext: run `fiovpn doctor`"
+    return Result(res.to_json(), human, 0 if res.ok else 1)
+
+
+@click.command("doctor")
+@command
+@config_option
+@click.option("--device", default=None,
+              help="Also check this device (name or VPN IP): reachable, device-to-device.")
+@click.option("--user", default=None, help="User on the device (for --device).")
+@ssh_key_options
+@api_options
+def doctor_cmd(config: Path | None, device: str | None, user: str | None,
+               identity_file: Path | None, known_hosts: Path | None, factory: str | None,
+               api_url: str | None, api_token_file: Path | None) -> Result:
+    """Walk the decision tree: config, key, connected, handshake, server, registered."""
+    settings = settings_from(config=config, user=user, identity_file=identity_file,
+                             known_hosts=known_hosts, factory=factory, api_url=api_url,
+                             api_token_file=api_token_file)
+    d = service.doctor(settings, runner(), device=device)
+    lines = []
+    for c in d.checks:
+        sym = "✓" if c.ok else ("✗" if c.ok is False else "-")
+        lines.append(f"{sym} {c.name}: {c.detail}")
+        if c.next_step:
+            lines.append(f"    next: {c.next_step}")
+    return Result([c.to_json() for c in d.checks], "\n".join(lines), 0 if d.ok else 1)
+
+
+# --- admin over SSH -----------------------------------------------------------------------
+
+
+@click.command("register")
+@command
+@config_option
+@click.option("--public-key", "public_key", required=True, help="The client's public key.")
+@click.option("--ip", default="auto", show_default=True,
+              help="'auto' or an address of the client pool.")
+@click.option("--name", default=None, help="A label, e.g. the engineer's name.")
+@server_ssh_options
+def register_cmd(config: Path | None, public_key: str, ip: str, name: str | None,
+                 identity_file: Path | None, known_hosts: Path | None,
+                 server_ssh: str | None, server_command: str | None) -> Result:
+    """Register a client's public key on the server (admin, over SSH)."""
+    settings = settings_from(config=config, identity_file=identity_file,
+                             known_hosts=known_hosts, server_ssh=server_ssh,
+                             server_command=server_command)
+    data = remote.register(settings, runner(), public_key=public_key, ip=ip, name=name)
+    human = (f"Registered {data['public_key']} as {data['name'] or '(no name)'} with IP "
+             f"{data['ip']}.\nTell the engineer to run: "
+             f"fiovpn client init --address {data['ip']} && fiovpn connect")
+    return Result(data, human)
+
+
+@click.command("unregister")
+@command
+@config_option
+@click.option("--public-key", "public_key", default=None, help="The client's public key.")
+@click.option("--name", default=None, help="The client's name.")
+@server_ssh_options
+def unregister_cmd(config: Path | None, public_key: str | None, name: str | None,
+                   identity_file: Path | None, known_hosts: Path | None,
+                   server_ssh: str | None, server_command: str | None) -> Result:
+    """Remove a client from the server (admin, over SSH); its tunnel stops at once."""
+    settings = settings_from(config=config, identity_file=identity_file,
+                             known_hosts=known_hosts, server_ssh=server_ssh,
+                             server_command=server_command)
+    data = remote.unregister(settings, runner(), public_key=public_key, name=name)
+    return Result(data, f"Removed {public_key or name} from the server's clients.")
+
+
+@click.command("check-registered")
+@command
+@config_option
+@click.option("--public-key", "public_key", default=None,
+              help="Ask the server's registry about this key (admin). Without it: check "
+                   "this machine's key by handshake (no admin rights needed).")
+@click.option("--timeout", default=20.0, show_default=True,
+              help="Seconds to wait for a handshake (local check).")
+@server_ssh_options
+def check_registered_cmd(config: Path | None, public_key: str | None, timeout: float,
+                         identity_file: Path | None, known_hosts: Path | None,
+                         server_ssh: str | None, server_command: str | None) -> Result:
+    """Is a key registered on the server?"""
+    settings = settings_from(config=config, identity_file=identity_file,
+                             known_hosts=known_hosts, server_ssh=server_ssh,
+                             server_command=server_command)
+    if public_key is not None:
+        data = remote.check_registered_remote(settings, runner(), public_key=public_key)
+        human = (f"{data['public_key']}: "
+                 + ("registered" if data["registered"] else "NOT registered")
+                 + f" (in registry: {data.get('in_registry')}, on interface: "
+                 f"{data.get('on_interface')}, ip: {data.get('ip')})")
+    else:
+        if timeout <= 0:
+            raise BadInput("--timeout must be positive")
+        progress("checking for a handshake with the server")
+        data = service.check_registered_local(settings, runner(), timeout=timeout)
+        human = data["message"] + (f"\nNext: {data['next_step']}" if data["next_step"] else "")
+    return Result(data, human, 0 if data["registered"] else 1)
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+@click.command("ssh", context_settings={"ignore_unknown_options": True,
+                                        "allow_interspersed_args": False})
+@command
+@config_option
+@device_ssh_options
+@click.argument("device")
+@click.argument("remote_command", nargs=-1, type=click.UNPROCESSED)
+def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
+            known_hosts: Path | None, factory: str | None, api_url: str | None,
+            api_token_file: Path | None, device: str, remote_command: tuple[str, ...]
+            ) -> Result:
+    """SSH to DEVICE (name or VPN IP); `fiovpn ssh DEVICE -- CMD ...` runs CMD and
+    returns its exit code. Key authentication only; host keys are checked."""
+    settings = settings_from(config=config, user=user, identity_file=identity_file,
+                             known_hosts=known_hosts, factory=factory, api_url=api_url,
+                             api_token_file=api_token_file)
+    cmd = list(remote_command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        if json_mode():
+            raise BadInput("--json needs a command: fiovpn ssh DEVICE --json -- CMD",
+                           code="bad_usage")
+        code = device_access.interactive_ssh(settings, runner(), device, [])
+        return Result({"exit_code": code}, None, code)
+    res = device_access.run_on_device(settings, runner(), device, cmd)
+    if not json_mode():
+        sys.stdout.write(res.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(res.stderr)
+        sys.stderr.flush()
+    return Result(res.to_json(), None, res.exit_code)
+
+
+def _d2d(enable: bool, name: str, **flags: Any) -> Result:
+    settings = settings_from(**flags)
+    action = "enable" if enable else "disable"
+    progress(f"{action} device-to-device on {name} over SSH")
+    data = (device_access.enable_d2d if enable else device_access.disable_d2d)(
+        settings, runner(), name)
+    state = "on" if enable else "off"
+    head = (f"device-to-device {state} for {data['name']} ({data['vpn_ip']}): "
+            + ("changed" if data["changed"] else "already so, nothing changed")
+            + f"; server peer allowed-ips {', '.join(data['allowed_ips'])}")
+    if enable:
+        head += ("\nThe server must run with --allow-device-to-device."
+                 f"\nWarning: {data['warning']}")
+    return Result(data, head)
+
+
+@click.command("enable-d2d")
+@command
+@click.argument("name")
+@config_option
+@device_ssh_options
+def enable_d2d_cmd(name: str, **flags: Any) -> Result:
+    """Let device NAME reach other devices: widen its server peer to the VPN subnet
+    (edits factory-vpn0.nmconnection on the device over SSH)."""
+    return _d2d(True, name, **flags)
+
+
+@click.command("disable-d2d")
+@command
+@click.argument("name")
+@config_option
+@device_ssh_options
+def disable_d2d_cmd(name: str, **flags: Any) -> Result:
+    """Put device NAME back to reaching only the server (as the factory handler wrote)."""
+    return _d2d(False, name, **flags)
