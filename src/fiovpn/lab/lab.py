@@ -1,0 +1,446 @@
+"""``Lab``: builds the namespaces, roles and processes, and removes all of them.
+
+    with Lab.create(devices=2, engineers=1) as lab:
+        lab.server.enable()
+        lab.server.start_daemon()
+        lab.apply_factory_config()
+        ...
+
+Topology: a bridge in the lab's ``<prefix>n`` namespace; every role namespace
+has a veth to it on 198.18.0.0/24 (server .1, factory .2, devices .10+,
+engineers .100+). Names are ``<prefix>...`` with ``prefix = fv + 4 hex``,
+unique per run and at most 15 characters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from fiovpn.adapters.runner import require_tool
+from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.names import validate_interface, validate_name
+from fiovpn.lab import net, record
+from fiovpn.lab.proc import Child, LabError, become_subreaper, spawn, start_time, wait_for
+from fiovpn.lab.roles import (
+    SYSTEM_PATH,
+    Device,
+    Engineer,
+    Factory,
+    Role,
+    Server,
+    host_key_line,
+    sshd_config,
+)
+
+LAB_TOOLS = ("ip", "wg", "wireguard-go", "nft", "sshd", "ssh", "ssh-keygen", "ping",
+             "unshare", "nsenter", "ss")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device of the lab: its factory name and whether VPN is enabled for it
+    (an address assigned fioctl-style in its wireguard-client file)."""
+
+    name: str
+    vpn: bool = True
+
+
+def preflight() -> None:
+    """Clear errors before anything is built: root, and every tool the lab runs."""
+    if os.geteuid() != 0:
+        raise LabError("the namespace lab needs root (network namespaces, wireguard-go): "
+                       "run it with sudo")
+    for tool in LAB_TOOLS:
+        require_tool(tool)
+    if not Path("/dev/net/tun").exists():
+        raise LabError("/dev/net/tun is missing: wireguard-go needs the tun device")
+
+
+def fiovpn_executable() -> str:
+    """The absolute path of the `fiovpn` entry point of this Python (for namespaces,
+    sshd sessions and `--server-command`)."""
+    sibling = Path(sys.executable).parent / "fiovpn"
+    if sibling.exists():
+        return str(sibling)
+    found = shutil.which("fiovpn")
+    if found is None:
+        raise LabError("the `fiovpn` command is not installed: run `pip install -e .`")
+    return found
+
+
+def sandbox_available() -> bool:
+    """Whether this fiovpn has the `sandbox serve` command (the sandbox factory)."""
+    proc = subprocess.run([fiovpn_executable(), "sandbox", "serve", "--help"],
+                          capture_output=True, text=True, check=False, timeout=60)
+    return proc.returncode == 0
+
+
+class Lab:
+    """A whole fleet in network namespaces: factory, server, devices, engineers."""
+
+    def __init__(self, *, prefix: str, directory: Path, record_dir: Path, keep: bool,
+                 factory_name: str) -> None:
+        self.prefix = prefix
+        self.dir = directory
+        self.record_dir = record_dir
+        self.keep = keep
+        self.factory_name = factory_name
+        self.hub_ns = f"{prefix}n"
+        self.bridge = f"{prefix}br"
+        self.namespaces: list[str] = []
+        self.children: list[Child] = []
+        self.fiovpn_path = fiovpn_executable()
+        self.server_command = self.fiovpn_path
+        self.known_hosts = directory / "known_hosts"
+        self.factory: Factory | None = None
+        self.server: Server
+        self.devices: list[Device] = []
+        self.engineers: list[Engineer] = []
+        self.setup_seconds = 0.0
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def create(cls, *, devices: int | Sequence[str | DeviceSpec] = 2, engineers: int = 1,
+               admins: int | None = None, factory: bool = True, keep: bool = False,
+               factory_name: str = "lab", record_dir: Path | None = None,
+               base_dir: Path | None = None,
+               server_settings: Mapping[str, Any] | None = None) -> Iterator[Lab]:
+        """Build a lab; remove it (every process, namespace, file) on exit unless
+        ``keep``. ``devices``: a count (device1..N, all VPN-enabled) or names/specs.
+        ``admins``: how many of the engineers (the first ones) may SSH to the server
+        (default: all). ``factory=False``: no sandbox (server/devices configured by hand).
+        ``server_settings``: extra/overriding keys of the server TOML."""
+        lab = cls.build(devices=devices, engineers=engineers, admins=admins, factory=factory,
+                        keep=keep, factory_name=factory_name, record_dir=record_dir,
+                        base_dir=base_dir, server_settings=server_settings)
+        try:
+            yield lab
+        finally:
+            if keep:
+                lab.save_record()
+                lab.release()
+            else:
+                lab.close()
+
+    @classmethod
+    def build(cls, *, devices: int | Sequence[str | DeviceSpec] = 2, engineers: int = 1,
+              admins: int | None = None, factory: bool = True, keep: bool = False,
+              factory_name: str = "lab", record_dir: Path | None = None,
+              base_dir: Path | None = None,
+              server_settings: Mapping[str, Any] | None = None) -> Lab:
+        """Like :meth:`create` without the context manager: call ``close()`` yourself."""
+        preflight()
+        validate_name(factory_name, what="factory name")
+        specs = _device_specs(devices)
+        if not 0 < len(specs) + engineers <= 80:
+            raise LabError("a lab holds 1-80 devices and engineers together")
+        prefix = "fv" + secrets.token_hex(2)
+        directory = Path(tempfile.mkdtemp(prefix=f"fiovpn-lab-{prefix}-", dir=base_dir))
+        lab = cls(prefix=prefix, directory=directory, record_dir=record.lab_dir(record_dir),
+                  keep=keep, factory_name=factory_name)
+        started = time.monotonic()
+        try:
+            become_subreaper()
+            lab._build(specs, engineers, admins, factory, dict(server_settings or {}))
+        except BaseException:
+            lab.close()
+            raise
+        lab.setup_seconds = time.monotonic() - started
+        return lab
+
+    def _build(self, specs: list[DeviceSpec], n_engineers: int, admins: int | None,
+               with_factory: bool, server_settings: dict[str, Any]) -> None:
+        p = self.prefix
+        self.save_record()  # from now on `fiovpn lab down` can clean up even after a crash
+        self._add_ns(self.hub_ns)
+        net.add_bridge(self.hub_ns, self.bridge)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+
+        if with_factory:
+            self._add_role_ns(f"{p}f", "198.18.0.2")
+            self.factory = Factory(self, f"{p}f", "198.18.0.2", factory=self.factory_name,
+                                   token=secrets.token_hex(16))
+        self._add_role_ns(f"{p}s", "198.18.0.1")
+        # sshd binds the VPN address before the daemon has created it
+        net.sysctl(f"{p}s", "net.ipv4.ip_nonlocal_bind", "1")
+        self.server = Server(self, f"{p}s", "198.18.0.1", interface=validate_interface(
+            f"{p}srv"), settings=server_settings)
+
+        network = VpnNetwork.build(Server.subnet, Server.vpn_ip)
+        used: list[IPv4Address] = []
+        for i, spec in enumerate(specs, start=1):
+            ns, underlay = f"{p}d{i}", f"198.18.0.{9 + i}"
+            self._add_role_ns(ns, underlay)
+            vpn_ip = None
+            if spec.vpn:
+                vpn_ip = network.next_device_ip(used)
+                used.append(vpn_ip)
+            device = Device(self, i, spec.name, ns, underlay,
+                            interface=validate_interface(f"{p}d{i}w"), vpn_ip=vpn_ip)
+            self.devices.append(device)
+        for i in range(1, n_engineers + 1):
+            ns, underlay = f"{p}e{i}", f"198.18.0.{99 + i}"
+            self._add_role_ns(ns, underlay)
+            admin = admins is None or i <= admins
+            self.engineers.append(Engineer(self, i, ns, underlay, admin=admin))
+
+        if self.factory is not None:
+            self.factory.seed(self.devices)
+            self.factory.start()
+        for eng in self.engineers:
+            eng.setup()
+        self._start_server_sshd()
+        for device in self.devices:
+            device.start_namespace()
+            device.spawn([require_tool("wireguard-go"), "-f", device.interface],
+                         name="wireguard-go", log=device.home / "wireguard-go.log")
+            self._start_device_sshd(device)
+        self.save_record()
+        for device in self.devices:
+            sock = Path("/run/wireguard", f"{device.interface}.sock")
+            wait_for(sock.exists, timeout=10, what=f"{device.name}'s wireguard-go interface")
+            self._wait_listening(device, 22)
+        self._wait_listening(self.server, Server.ssh_port)
+        self.write_known_hosts()
+        if self.factory is not None:
+            self.factory.wait_ready()
+        self.save_record()
+
+    def _add_ns(self, ns: str) -> None:
+        validate_interface(ns)
+        self.namespaces.append(ns)
+        net.add_netns(ns)
+
+    def _add_role_ns(self, ns: str, address: str) -> None:
+        self._add_ns(ns)
+        net.connect(self.hub_ns, self.bridge, ns, hub_if=validate_interface(f"{ns}h"),
+                    role_if=validate_interface(f"{ns}u"), address=address)
+
+    def _wait_listening(self, role: Role, port: int) -> None:
+        sshd = next((c for c in self.children if c.name == f"{role.name}: sshd"), None)
+
+        def check() -> bool:
+            if sshd is not None and not sshd.running():
+                raise LabError(f"sshd of {role.name} exited: {sshd.log_tail()}")
+            return role.listening(port)
+        wait_for(check, timeout=10, what=f"sshd of {role.name} on port {port}",
+                 detail=lambda: sshd.log_tail() if sshd else "")
+
+    def ssh_keygen(self, path: Path, *, comment: str) -> None:
+        subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C",
+                        comment, "-f", str(path)], check=True, capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+
+    def _write_authorized_keys(self, path: Path, engineers: Sequence[Engineer]) -> None:
+        path.write_text("".join(f"{e.ssh_public_key}\n" for e in engineers))
+        path.chmod(0o600)
+
+    def _start_sshd(self, role: Role, *, listen: Sequence[str], port: int,
+                    engineers: Sequence[Engineer], setenv: Mapping[str, str]) -> None:
+        ssh_dir = role.home / "sshd"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        host_key = ssh_dir / "ssh_host_ed25519_key"
+        self.ssh_keygen(host_key, comment=f"{role.name}@{self.prefix}")
+        authorized = ssh_dir / "authorized_keys"
+        self._write_authorized_keys(authorized, engineers)
+        config = ssh_dir / "sshd_config"
+        config.write_text(sshd_config(listen=listen, port=port, host_key=host_key,
+                                      authorized_keys=authorized,
+                                      pid_file=ssh_dir / "sshd.pid", setenv=setenv))
+        role.spawn([require_tool("sshd"), "-D", "-e", "-f", str(config)], name="sshd",
+                   log=ssh_dir / "sshd.log")
+
+    def _start_server_sshd(self) -> None:
+        admins = [e for e in self.engineers if e.admin]
+        self._start_sshd(self.server, listen=[Server.vpn_ip], port=Server.ssh_port,
+                         engineers=admins, setenv=self.server.sshd_setenv())
+
+    def _start_device_sshd(self, device: Device) -> None:
+        # every address of the device: the VPN address may be assigned later
+        anywhere = "0.0.0.0"  # noqa: S104 - inside the device's own namespace
+        self._start_sshd(device, listen=[anywhere], port=22, engineers=self.engineers,
+                         setenv={"PATH": f"{device.bin}:{Path(sys.executable).parent}:"
+                                         f"{SYSTEM_PATH}"})
+
+    def write_known_hosts(self) -> None:
+        """Host keys of the server ([10.42.42.1]:5025) and of every device (by name,
+        VPN address and underlay address) for the engineers' ssh."""
+        lines = []
+        server_key = self.server.home / "sshd" / "ssh_host_ed25519_key.pub"
+        if server_key.exists():
+            lines.append(f"[{Server.vpn_ip}]:{Server.ssh_port} {host_key_line(server_key)}")
+        for d in self.devices:
+            pub = d.home / "sshd" / "ssh_host_ed25519_key.pub"
+            if not pub.exists():
+                continue
+            names = [d.device_name, d.underlay_ip] + ([str(d.vpn_ip)] if d.vpn_ip else [])
+            lines.append(f"{','.join(names)} {host_key_line(pub)}")
+        tmp = self.known_hosts.with_suffix(".tmp")
+        tmp.write_text("".join(f"{ln}\n" for ln in lines))
+        tmp.chmod(0o644)
+        tmp.replace(self.known_hosts)
+
+    def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str],
+              log: Path | None) -> Child:
+        child = spawn(name, argv, env=env, log=log)
+        self.children.append(child)
+        return child
+
+    def untrack(self, child: Child) -> None:
+        with contextlib.suppress(ValueError):
+            self.children.remove(child)
+
+    def close(self) -> None:
+        """Remove everything: children (newest first), leftovers in the namespaces
+        (e.g. a daemonized wireguard-go), /run/wireguard sockets, namespaces, the dir."""
+        if self._closed:
+            return
+        self._closed = True
+        problems: list[str] = []
+        for child in reversed(self.children):
+            try:
+                child.stop(grace=3.0)
+            except Exception as exc:  # keep tearing down the rest
+                problems.append(f"{child.name}: {exc}")
+        self.children.clear()
+        problems += record.destroy({"prefix": self.prefix, "namespaces": self.namespaces,
+                                    "dir": str(self.dir)})
+        (self.record_dir / f"{self.prefix}.json").unlink(missing_ok=True)
+        if problems:
+            raise LabError("lab teardown left things behind: " + "; ".join(problems))
+
+    def release(self) -> None:
+        """Keep the lab running after this process exits (``keep=True``): close our
+        log handles but leave every process alone."""
+        for child in self.children:
+            if child._log_fh is not None:
+                child._log_fh.close()
+                child._log_fh = None
+        self._closed = True
+
+    # --- records and roles -----------------------------------------------------------
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        out: dict[str, Role] = {}
+        if self.factory is not None:
+            out["factory"] = self.factory
+        if hasattr(self, "server"):
+            out["server"] = self.server
+        out.update({d.name: d for d in self.devices})
+        out.update({e.name: e for e in self.engineers})
+        return out
+
+    def role(self, name: str) -> Role:
+        """A role by lab name (server, factory, device1, engineer1) or device name."""
+        roles = self.roles
+        if name in roles:
+            return roles[name]
+        for d in self.devices:
+            if d.device_name == name:
+                return d
+        raise LabError(f"no role {name!r} in this lab (roles: {', '.join(roles)})")
+
+    def device(self, name: str) -> Device:
+        role = self.role(name)
+        if not isinstance(role, Device):
+            raise LabError(f"{name} is not a device")
+        return role
+
+    def to_record(self) -> dict[str, Any]:
+        roles = {}
+        for name, role in self.roles.items():
+            entry = role.record()
+            if isinstance(role, Device) and role.holder is not None:
+                entry["holder_started"] = role.holder.started
+            roles[name] = entry
+        return {
+            "prefix": self.prefix, "dir": str(self.dir), "keep": self.keep,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "factory": self.factory_name,
+            "api_url": self.factory.api_url if self.factory else None,
+            "namespaces": list(self.namespaces),
+            "pids": [[c.pid, c.started] for c in self.children if c.running()],
+            "roles": roles,
+        }
+
+    def save_record(self) -> Path:
+        return record.write(self.record_dir, self.to_record())
+
+    # --- conveniences ----------------------------------------------------------------
+
+    def apply_factory_config(self) -> dict[str, bool]:
+        """Every device applies its current factory config (as fioconfig would)."""
+        return {d.device_name: d.apply_factory_config() for d in self.devices}
+
+    def ping(self, role: str | Role, ip: str, *, timeout: float = 10.0) -> bool:
+        r = role if isinstance(role, Role) else self.role(role)
+        return r.ping(ip, timeout=timeout)
+
+    def tcp_connect(self, role: str | Role, ip: str, port: int, *,
+                    timeout: float = 3.0) -> bool:
+        r = role if isinstance(role, Role) else self.role(role)
+        return r.tcp_connect(ip, port, timeout=timeout)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.keep:
+            self.save_record()
+            self.release()
+        else:
+            self.close()
+
+
+def _device_specs(devices: int | Sequence[str | DeviceSpec]) -> list[DeviceSpec]:
+    if isinstance(devices, int):
+        return [DeviceSpec(f"device{i}") for i in range(1, devices + 1)]
+    specs = [d if isinstance(d, DeviceSpec) else DeviceSpec(d) for d in devices]
+    for s in specs:
+        validate_name(s.name, what="device name")
+    if len({s.name for s in specs}) != len(specs):
+        raise LabError("device names must be unique")
+    return specs
+
+
+def leftovers(prefix: str) -> list[str]:
+    """What of lab ``prefix`` still exists (namespaces, links, sockets, processes):
+    empty after a clean teardown."""
+    found: list[str] = []
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False,
+                        timeout=30).stdout
+    found += [f"netns {line.split()[0]}" for line in ns.splitlines()
+              if line.startswith(prefix)]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False,
+                           timeout=30).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
+              if prefix in line]
+    if net.WIREGUARD_RUN.is_dir():
+        found += [f"socket {p}" for p in net.WIREGUARD_RUN.glob(f"{prefix}*")]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue
+        if prefix in cmdline and start_time(int(proc.name)) is not None:
+            found.append(f"process {proc.name}: {cmdline.strip()[:120]}")
+    return found

@@ -1,0 +1,95 @@
+"""Namespaces and the underlay: a bridge inside the lab's own ``<prefix>n``
+namespace, one veth from every role namespace to it, 198.18.0.0/24 addresses.
+
+Nothing here touches the root namespace's links: both ends of each veth are
+created directly inside lab namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from fiovpn.lab.proc import LabError, kill_pid, reap
+
+UNDERLAY_PREFIX = 24
+UNDERLAY_NET = "198.18.0"
+WIREGUARD_RUN = Path("/run/wireguard")
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False,
+                          timeout=30, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise LabError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc
+
+
+def netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def add_netns(name: str) -> None:
+    if netns_exists(name):
+        raise LabError(f"network namespace {name} already exists")
+    ip("netns", "add", name)
+    ip("-n", name, "link", "set", "lo", "up")
+
+
+def sysctl(ns: str, key: str, value: str) -> None:
+    """Set a per-namespace sysctl (written through /proc/sys inside the namespace)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    proc = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", 'echo "$1" > "$2"', "sysctl",
+                           value, path], capture_output=True, text=True, check=False,
+                          timeout=30, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise LabError(f"cannot set {key}={value} in namespace {ns}: {proc.stderr.strip()}")
+
+
+def add_bridge(ns: str, bridge: str) -> None:
+    ip("-n", ns, "link", "add", bridge, "type", "bridge")
+    ip("-n", ns, "link", "set", bridge, "up")
+
+
+def connect(hub_ns: str, bridge: str, ns: str, *, hub_if: str, role_if: str,
+            address: str) -> None:
+    """A veth from ``ns`` (``role_if`` with ``address``/24) to the bridge in ``hub_ns``."""
+    ip("link", "add", hub_if, "netns", hub_ns, "type", "veth", "peer", "name", role_if,
+       "netns", ns)
+    ip("-n", hub_ns, "link", "set", hub_if, "master", bridge, "up")
+    ip("-n", ns, "addr", "add", f"{address}/{UNDERLAY_PREFIX}", "dev", role_if)
+    ip("-n", ns, "link", "set", role_if, "up")
+
+
+def netns_pids(name: str) -> list[int]:
+    if not netns_exists(name):
+        return []
+    proc = ip("netns", "pids", name, check=False)
+    return [int(p) for p in proc.stdout.split() if p.strip().isdigit()]
+
+
+def remove_everything(prefix: str, namespaces: Sequence[str],
+                      pids: Sequence[tuple[int, int | None]] = ()) -> list[str]:
+    """Kill ``pids`` (each with its start time) and every process left in the
+    namespaces, remove /run/wireguard sockets of the prefix, delete the
+    namespaces. Returns what could not be removed (empty when all went)."""
+    problems: list[str] = []
+    for pid, started in pids:
+        kill_pid(pid, started)
+    for ns in namespaces:
+        for pid in netns_pids(ns):
+            kill_pid(pid)
+            reap(pid)
+    if prefix and WIREGUARD_RUN.is_dir():
+        for sock in WIREGUARD_RUN.glob(f"{prefix}*"):
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+    for ns in namespaces:
+        if not netns_exists(ns):
+            continue
+        proc = ip("netns", "del", ns, check=False)
+        if proc.returncode != 0:
+            problems.append(f"namespace {ns}: {proc.stderr.strip()}")
+    return problems

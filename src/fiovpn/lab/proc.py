@@ -1,0 +1,213 @@
+"""Processes of the lab: commands run inside a role's namespaces, tracked
+long-running children, and waits that always end.
+
+A role's commands run behind an *enter prefix*: ``ip netns exec NS`` for a
+plain network namespace, ``nsenter -t PID -m -n --`` for a device that also has
+its own mount namespace (held by a sleeping process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar
+
+from fiovpn.adapters.runner import CommandFailed, Completed
+from fiovpn.errors import PermanentError, TemporaryError
+
+T = TypeVar("T")
+
+
+class LabError(PermanentError):
+    """The lab could not be built, used or removed."""
+
+    code = "lab"
+
+
+class LabTimeout(TemporaryError):
+    """A wait of the lab ran past its deadline."""
+
+    code = "lab_timeout"
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
+             interval: float = 0.1, detail: Callable[[], str] | None = None) -> T:
+    """Call ``check`` until it returns something other than None/False, or fail
+    after ``timeout`` seconds naming ``what`` (and ``detail()``, e.g. a log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
+            extra = ""
+            if detail is not None:
+                with contextlib.suppress(Exception):
+                    extra = f": {detail()}"
+            raise LabTimeout(f"timed out after {timeout:g}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+class EnterRunner:
+    """Runs commands behind an enter prefix with a fixed environment.
+
+    Implements ``fiovpn.adapters.runner.Runner`` so services under test can be
+    handed a role's runner.
+    """
+
+    def __init__(self, prefix: Sequence[str], env: Mapping[str, str]) -> None:
+        self.prefix = tuple(prefix)
+        self.env = dict(env)
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        return [*self.prefix, *argv]
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Completed:
+        full = self.argv(argv)
+        try:
+            proc = subprocess.run(full, input=input, capture_output=True, text=True,
+                                  timeout=timeout, check=False,
+                                  env={**self.env, **(env or {})},
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise LabTimeout(f"`{' '.join(argv[:4])}` did not finish within {timeout:g}s",
+                             code="timeout") from None
+        result = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel start time of ``pid`` (field 22 of /proc/PID/stat), None when gone.
+    Recorded with a pid so a later cleanup never signals a recycled pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces; fields after the last ')' are plain.
+    rest = stat.rsplit(")", 1)[1].split()
+    return int(rest[19])
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    st = start_time(pid)
+    if st is None:
+        return False
+    if started is not None and st != started:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid`` if it is our (possibly adopted) child; ignore it otherwise."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def kill_pid(pid: int, started: int | None = None, *, grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; only if still the same process."""
+    if not alive(pid, started):
+        reap(pid)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not alive(pid, started):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not alive(pid, started):
+            return
+        time.sleep(0.05)
+
+
+def become_subreaper() -> None:
+    """Adopt orphans of our children (e.g. wireguard-go daemonized by wg-quick), so
+    teardown can reap them instead of leaving zombies under a PID 1 that never does."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_child_subreaper = 36
+        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Child:
+    """A long-running process of the lab (sshd, wireguard-go, the daemon, ...)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path | None
+    started: int | None = None
+    _log_fh: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self.log is None:
+            return ""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, *, grace: float = 5.0) -> int:
+        """Signal the child's whole process group, wait; SIGKILL after ``grace``."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=grace)
+        # anything left in its process group (a forked helper) goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        return self.popen.returncode
+
+
+def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str],
+          log: Path | None) -> Child:
+    """Start ``argv`` in its own session (so its group can be signalled as one and
+    a terminal's Ctrl-C does not hit it), output appended to ``log``."""
+    fh: IO[bytes] | None = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log, "ab")  # noqa: SIM115 - closed by Child.stop
+    popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
+                             stdout=fh if fh else subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT if fh else subprocess.DEVNULL,
+                             env=dict(env), start_new_session=True)
+    return Child(name, popen, log, start_time(popen.pid), fh)

@@ -1,0 +1,711 @@
+"""The lab's roles: each has a network namespace, a home dir under the lab dir,
+an environment, and runs commands and long-lived children inside its namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fiovpn.adapters.fs import atomic_write
+from fiovpn.adapters.runner import Completed
+from fiovpn.core.factory_files import (
+    VPN_HANDLER,
+    WIREGUARD_CLIENT_FILE,
+    WIREGUARD_SERVER_FILE,
+    ClientConfigFile,
+    ServerConfigFile,
+)
+from fiovpn.core.keys import Key, KeyPair
+from fiovpn.lab.probes import HTTP_SCRIPT, TCP_SCRIPT, HttpReply, PingStream
+from fiovpn.lab.proc import Child, EnterRunner, LabError, wait_for
+
+if TYPE_CHECKING:
+    from fiovpn.lab.lab import Lab
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CONNECTION_ID = "factory-vpn0"
+KEYFILE_DIR = "etc/NetworkManager/system-connections"
+
+
+def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A small, explicit environment: nothing of the caller's FIOVPN_* or proxies leaks in."""
+    bindir = str(Path(sys.executable).parent)
+    env = {"PATH": f"{bindir}:{SYSTEM_PATH}", "HOME": str(home), "LANG": "C.UTF-8",
+           "LC_ALL": "C.UTF-8"}
+    env.update(extra or {})
+    return env
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def render_toml(values: Mapping[str, Any]) -> str:
+    return "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items() if v is not None)
+
+
+def sshd_config(*, listen: Sequence[str], port: int, host_key: Path, authorized_keys: Path,
+                pid_file: Path, setenv: Mapping[str, str]) -> str:
+    lines = [f"Port {port}"]
+    lines += [f"ListenAddress {addr}" for addr in listen]
+    lines += [
+        f"HostKey {host_key}",
+        f"AuthorizedKeysFile {authorized_keys}",
+        f"PidFile {pid_file}",
+        "StrictModes no",  # keys live under /tmp
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "UsePAM no",
+        "PrintMotd no",
+        "UseDNS no",
+        "LogLevel VERBOSE",
+        "Subsystem sftp internal-sftp",
+    ]
+    if setenv:
+        lines.append("SetEnv " + " ".join(f"{k}={v}" for k, v in setenv.items()))
+    return "\n".join(lines) + "\n"
+
+
+def host_key_line(pub_file: Path) -> str:
+    """``TYPE BASE64`` of an OpenSSH public key file (comment dropped)."""
+    kind, blob, *_ = pub_file.read_text().split()
+    return f"{kind} {blob}"
+
+
+@dataclass(frozen=True)
+class WgPeer:
+    public_key: str
+    endpoint: str | None
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int
+    rx: int
+    tx: int
+
+
+def parse_wg_dump(text: str) -> dict[str, WgPeer]:
+    """Peers of ``wg show IFACE dump`` (first line is the interface itself)."""
+    peers: dict[str, WgPeer] = {}
+    for line in text.splitlines()[1:]:
+        f = line.split("\t")
+        if len(f) < 8:
+            continue
+        allowed = () if f[3] == "(none)" else tuple(a for a in f[3].split(",") if a)
+        peers[f[0]] = WgPeer(f[0], None if f[2] == "(none)" else f[2], allowed,
+                             int(f[4]), int(f[5]), int(f[6]))
+    return peers
+
+
+class Role:
+    """One participant of the lab, living in network namespace ``ns``."""
+
+    kind = "role"
+
+    def __init__(self, lab: Lab, name: str, ns: str, underlay_ip: str) -> None:
+        self.lab = lab
+        self.name = name
+        self.ns = ns
+        self.underlay_ip = underlay_ip
+        self.home = lab.dir / name
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.env: dict[str, str] = base_env(self.home)
+
+    # --- running things --------------------------------------------------------------
+
+    @property
+    def enter(self) -> list[str]:
+        """The argv prefix that puts a command inside this role's namespace(s)."""
+        return ["ip", "netns", "exec", self.ns]
+
+    @property
+    def runner(self) -> EnterRunner:
+        return EnterRunner(self.enter, self.env)
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Completed:
+        return self.runner.run(argv, input=input, check=check, timeout=timeout, env=env)
+
+    def spawn(self, argv: Sequence[str], *, name: str | None = None, log: Path | None = None,
+              env: Mapping[str, str] | None = None) -> Child:
+        """Start a long-running child in this role's namespace; the lab kills it at teardown."""
+        return self.lab.spawn(f"{self.name}: {name or argv[0]}", [*self.enter, *argv],
+                              env={**self.env, **(env or {})}, log=log)
+
+    def fiovpn(self, *args: str, input: str | None = None, check: bool = True,
+               timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Completed:
+        """``fiovpn ARGS`` in this role's namespace with its environment."""
+        return self.run([self.lab.fiovpn_path, *args], input=input, check=check,
+                        timeout=timeout, env=env)
+
+    def fiovpn_json(self, *args: str, check: bool = True, timeout: float = 60.0) -> Any:
+        """``fiovpn ARGS --json``, parsed (also when it failed: ``{"error": ...}``)."""
+        result = self.fiovpn(*args, "--json", check=check, timeout=timeout)
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            raise LabError(f"`fiovpn {' '.join(args)} --json` printed no JSON "
+                           f"(exit {result.returncode}): {result.stdout[:200]!r} "
+                           f"{result.stderr[-300:]!r}") from None
+
+    # --- probes (always from inside the namespace) -----------------------------------
+
+    def ping_once(self, ip: str, *, wait: float = 1.0) -> bool:
+        return self.run(["ping", "-n", "-c1", f"-W{max(1, round(wait))}", ip],
+                        check=False, timeout=wait + 5).ok
+
+    def ping(self, ip: str, *, timeout: float = 10.0) -> bool:
+        """True as soon as one ping is answered; False when none was before ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ping_once(ip):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def tcp_connect(self, ip: str, port: int, *, timeout: float = 3.0) -> bool:
+        return self.run([sys.executable, "-c", TCP_SCRIPT, ip, str(port), str(timeout)],
+                        check=False, timeout=timeout + 10).ok
+
+    def ping_stream(self, ip: str, *, interval: float = 0.2) -> PingStream:
+        return PingStream(self, ip, interval=interval)
+
+    def http(self, method: str, url: str, *, body: Any = None, token: str | None = None,
+             timeout: float = 10.0) -> HttpReply:
+        request = {"method": method, "url": url, "body": body, "token": token,
+                   "timeout": timeout}
+        result = self.run([sys.executable, "-c", HTTP_SCRIPT], input=json.dumps(request),
+                          check=False, timeout=timeout + 10)
+        if not result.ok:
+            raise LabError(f"HTTP probe from {self.name} failed: {result.stderr.strip()[-300:]}")
+        reply = json.loads(result.stdout)
+        return HttpReply(int(reply["status"]), str(reply["body"]))
+
+    def listening(self, port: int) -> bool:
+        out = self.run(["ss", "-Hltn"], check=False).stdout
+        return any(line.split()[3].endswith(f":{port}") for line in out.splitlines()
+                   if len(line.split()) >= 4)
+
+    def wg_dump(self, iface: str) -> dict[str, WgPeer]:
+        return parse_wg_dump(self.run(["wg", "show", iface, "dump"]).stdout)
+
+    def record(self) -> dict[str, Any]:
+        """What `fiovpn lab exec` needs to enter this role later."""
+        return {"kind": self.kind, "ns": self.ns, "enter": self.enter, "home": str(self.home),
+                "env": self.env, "underlay_ip": self.underlay_ip}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} ns={self.ns}>"
+
+
+# --- the factory ---------------------------------------------------------------------
+
+
+class Factory(Role):
+    """``fiovpn sandbox serve`` playing the FoundriesFactory API on the underlay."""
+
+    kind = "factory"
+    port = 8080
+
+    def __init__(self, lab: Lab, ns: str, underlay_ip: str, *, factory: str,
+                 token: str) -> None:
+        super().__init__(lab, "factory", ns, underlay_ip)
+        self.factory = factory
+        self.token = token
+        self.api_url = f"http://{underlay_ip}:{self.port}"
+        self.token_file = self.home / "api-token"
+        atomic_write(self.token_file, token + "\n", mode=0o600)
+        self.state_file = self.home / "state.json"
+        self.log = self.home / "sandbox.log"
+        self.child: Child | None = None
+
+    def seed(self, devices: Sequence[Device]) -> None:
+        """Pre-seed the sandbox state with the lab's devices and their keys."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        entries = []
+        for d in devices:
+            if d.vpn_ip is not None:
+                value = ClientConfigFile(d.vpn_ip, d.keys.public).render()
+            else:
+                value = f"pubkey={d.keys.public}"
+            entries.append({
+                "name": d.name, "uuid": d.uuid, "status": "OK", "last-seen": now,
+                "target-name": "lab-lmp-1", "device-group": "lab",
+                "config": [{"created-at": now, "reason": "lab: device keys",
+                            "files": [{"name": WIREGUARD_CLIENT_FILE, "value": value,
+                                       "unencrypted": True, "on-changed": [VPN_HANDLER]}]}],
+            })
+        state = {"factory": self.factory, "token": self.token, "devices": entries,
+                 "factory_config": []}
+        atomic_write(self.state_file, json.dumps(state, indent=2), mode=0o600)
+
+    def start(self) -> None:
+        self.child = self.spawn(
+            [self.lab.fiovpn_path, "sandbox", "serve", "--bind", self.underlay_ip,
+             "--port", str(self.port), "--factory", self.factory, "--token", self.token,
+             "--state", str(self.state_file)], name="sandbox", log=self.log)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if self.child is not None and not self.child.running():
+                raise LabError(f"the sandbox factory exited ({self.child.popen.returncode}): "
+                               f"{self.child.log_tail()}")
+            return self.api("GET", f"/ota/factories/{self.factory}/wireguard-ips/",
+                            check=False).ok
+        wait_for(ready, timeout=timeout, what="the sandbox factory API", interval=0.2,
+                 detail=lambda: self.child.log_tail() if self.child else "")
+
+    def api(self, method: str, path: str, body: Any = None, *, check: bool = True,
+            timeout: float = 10.0) -> HttpReply:
+        """One API call, made from inside the factory's namespace."""
+        reply = self.http(method, self.api_url + path, body=body, token=self.token,
+                          timeout=timeout)
+        if check and not reply.ok:
+            raise LabError(f"sandbox {method} {path} answered {reply.status}: "
+                           f"{reply.body[:300]}")
+        return reply
+
+    # control endpoints of the sandbox
+    def fail(self, status: int = 500, count: int = 1) -> None:
+        """The next ``count`` API calls answer ``status`` (-1: until ``clear()``)."""
+        self.api("POST", "/_sandbox/fail", {"status": status, "count": count})
+
+    def slow(self, seconds: float, count: int = 1) -> None:
+        self.api("POST", "/_sandbox/slow", {"seconds": seconds, "count": count})
+
+    def clear(self) -> None:
+        self.api("POST", "/_sandbox/clear", {})
+
+    def add_device(self, name: str, pubkey: str | None = None) -> Any:
+        body: dict[str, Any] = {"name": name}
+        if pubkey is not None:
+            body["pubkey"] = pubkey
+        return self.api("POST", "/_sandbox/devices", body).json()
+
+    def request_count(self) -> int:
+        data = self.api("GET", "/_sandbox/requests").json()
+        if isinstance(data, dict):
+            for key in ("count", "requests", "total"):
+                if isinstance(data.get(key), int):
+                    return int(data[key])
+        if isinstance(data, int):
+            return data
+        raise LabError(f"unexpected /_sandbox/requests answer: {data!r}")
+
+    # reads as a device or the server would see them
+    def device_files(self, device: str) -> dict[str, str]:
+        data = self.api("GET", f"/ota/devices/{device}/config/?factory={self.factory}").json()
+        return _current_files(data)
+
+    def factory_files(self) -> dict[str, str]:
+        return _current_files(self.api("GET", f"/ota/factories/{self.factory}/config/").json())
+
+    def wireguard_ips(self) -> list[dict[str, Any]]:
+        data = self.api("GET", f"/ota/factories/{self.factory}/wireguard-ips/").json()
+        return list(data)
+
+
+def _current_files(data: Any) -> dict[str, str]:
+    config = data.get("config") if isinstance(data, dict) else None
+    if not config:
+        return {}
+    return {f["name"]: f["value"] for f in config[0].get("files", [])}
+
+
+# --- the WireGuard server ------------------------------------------------------------
+
+
+class Server(Role):
+    """The VPN server's namespace: config TOML, key, daemon, sshd on the VPN address."""
+
+    kind = "server"
+    vpn_ip = "10.42.42.1"
+    subnet = "10.42.42.0/24"
+    port = 5555
+    ssh_port = 5025
+
+    def __init__(self, lab: Lab, ns: str, underlay_ip: str, *, interface: str,
+                 settings: Mapping[str, Any]) -> None:
+        super().__init__(lab, "server", ns, underlay_ip)
+        self.interface = interface
+        self.endpoint = f"{underlay_ip}:{self.port}"
+        self.config_path = self.home / "server.toml"
+        self.private_key_path = self.home / "server.key"
+        self.keys = KeyPair.generate()
+        atomic_write(self.private_key_path, f"{self.keys.private}\n", mode=0o600)
+        self.clients_file = self.home / "factory-clients.conf"
+        self.hosts_file = self.home / "hosts"
+        atomic_write(self.hosts_file, "127.0.0.1\tlocalhost\n", mode=0o644)
+        self.state_dir = self.home / "state"
+        self.daemon_log_path = self.home / "daemon.log"
+        self.daemon: Child | None = None
+        factory = lab.factory
+        values: dict[str, Any] = {
+            "factory": lab.factory_name,
+            "api-url": factory.api_url if factory else None,
+            "api-token-file": str(factory.token_file) if factory else None,
+            "interface": interface,
+            "private-key": str(self.private_key_path),
+            "subnet": self.subnet,
+            "port": self.port,
+            "endpoint": self.endpoint,
+            "clients-file": str(self.clients_file),
+            "hosts-file": str(self.hosts_file),
+            "state-dir": str(self.state_dir),
+            "unit-dir": str(self.home / "systemd"),
+            "ssh-port": self.ssh_port,
+        }
+        values.update(settings)
+        self.settings = values
+        atomic_write(self.config_path, render_toml(values), mode=0o600)
+        self.env["FIOVPN_SERVER_CONFIG"] = str(self.config_path)
+
+    @property
+    def public_key(self) -> Key:
+        return self.keys.public
+
+    def enable(self, *extra: str, check: bool = True) -> Completed:
+        """``fiovpn server enable``: publishes the factory's wireguard-server file."""
+        return self.fiovpn("server", "enable", "--config", str(self.config_path),
+                           "--factory", self.lab.factory_name, "--endpoint", self.endpoint,
+                           *extra, check=check)
+
+    def start_daemon(self, *extra_args: str) -> Child:
+        if self.daemon is not None and self.daemon.running():
+            raise LabError("the server daemon is already running")
+        self.daemon = self.spawn([self.lab.fiovpn_path, "server", "daemon", "--config",
+                                  str(self.config_path), *extra_args],
+                                 name="daemon", log=self.daemon_log_path)
+        return self.daemon
+
+    def stop_daemon(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the daemon and wait; returns its exit code (None if not running)."""
+        if self.daemon is None:
+            return None
+        code = self.daemon.stop(grace=timeout)
+        self.lab.untrack(self.daemon)
+        self.daemon = None
+        return code
+
+    def kill_daemon(self) -> None:
+        """SIGKILL the daemon (for restart tests): nothing of it gets to clean up."""
+        import signal
+
+        if self.daemon is not None:
+            self.daemon.stop(signal.SIGKILL)
+            self.lab.untrack(self.daemon)
+            self.daemon = None
+
+    def daemon_log(self) -> str:
+        try:
+            return self.daemon_log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def status(self) -> Any:
+        """``fiovpn server status --json`` (the daemon's own JSON)."""
+        return self.fiovpn_json("server", "status", "--config", str(self.config_path),
+                                check=False)
+
+    def wait_status(self, predicate: Callable[[Any], bool], *, timeout: float = 30.0,
+                    what: str = "the server status") -> Any:
+        def check() -> Any:
+            if self.daemon is not None and not self.daemon.running():
+                raise LabError(f"the server daemon exited ({self.daemon.popen.returncode}): "
+                               f"{self.daemon.log_tail()}")
+            status = self.status()
+            return status if predicate(status) else None
+        return wait_for(check, timeout=timeout, what=what, interval=0.3,
+                        detail=lambda: self.daemon.log_tail() if self.daemon else "")
+
+    def wait_synced(self, timeout: float = 30.0) -> Any:
+        """Wait until ``server status`` reports a successful sync and no error."""
+        return self.wait_status(_synced, timeout=timeout, what="the server to sync")
+
+    def peers(self) -> dict[str, WgPeer]:
+        """The live peers of the server's interface (ground truth, not the daemon's view)."""
+        return self.wg_dump(self.interface)
+
+    def wait_peers(self, allowed: Mapping[str, str] | Sequence[str], *,
+                   timeout: float = 30.0) -> dict[str, WgPeer]:
+        """Wait until the interface holds exactly these peers: a list of ``ip``s or a
+        ``{public_key: ip}`` mapping, each ``/32``."""
+        def wanted(peers: dict[str, WgPeer]) -> bool:
+            have = {p.public_key: p.allowed_ips for p in peers.values()}
+            if isinstance(allowed, Mapping):
+                return have == {k: (f"{ip}/32",) for k, ip in allowed.items()}
+            return sorted(a for ips in have.values() for a in ips) == sorted(
+                f"{ip}/32" for ip in allowed) and all(len(v) == 1 for v in have.values())
+
+        def check() -> dict[str, WgPeer] | None:
+            result = self.run(["wg", "show", self.interface, "dump"], check=False)
+            if not result.ok:
+                return None
+            peers = parse_wg_dump(result.stdout)
+            return peers if wanted(peers) else None
+        return wait_for(check, timeout=timeout, what=f"server peers {allowed}", interval=0.2,
+                        detail=lambda: self.run(["wg", "show", self.interface],
+                                                check=False).stdout)
+
+    def sshd_setenv(self) -> dict[str, str]:
+        return {"FIOVPN_SERVER_CONFIG": str(self.config_path),
+                "PATH": f"{Path(sys.executable).parent}:{SYSTEM_PATH}"}
+
+
+def _synced(status: Any) -> bool:
+    if not isinstance(status, dict):
+        return False
+    for key in ("last_error", "sync_error", "error"):
+        if status.get(key):
+            return False
+    return any(status.get(k) for k in ("last_sync", "last_sync_time", "synced_at",
+                                         "last_success", "last_sync_at"))
+
+
+# --- devices -------------------------------------------------------------------------
+
+
+class Device(Role):
+    """A fleet device: its own network *and* mount namespace (so it has its own
+    /etc/NetworkManager/system-connections), a wireguard-go interface, a
+    stand-in ``nmcli``, and sshd for engineers (user root)."""
+
+    kind = "device"
+
+    def __init__(self, lab: Lab, index: int, name: str, ns: str, underlay_ip: str, *,
+                 interface: str, vpn_ip: IPv4Address | None) -> None:
+        super().__init__(lab, f"device{index}", ns, underlay_ip)
+        self.index = index
+        self.device_name = name
+        self.uuid = f"00000000-0000-4000-8000-{lab.prefix.encode().hex()[:8]}{index:04x}"
+        self.interface = interface
+        self.vpn_ip = vpn_ip
+        self.keys = KeyPair.generate()
+        self.private_key_path = self.home / "wg-priv"  # /var/sota/wg-priv on a real device
+        atomic_write(self.private_key_path, f"{self.keys.private}\n", mode=0o600)
+        self.bin = self.home / "bin"
+        self.nm_state = self.home / "nm-active.json"
+        self.holder: Child | None = None
+        self.env["PATH"] = f"{self.bin}:{self.env['PATH']}"
+
+    @property
+    def enter(self) -> list[str]:
+        if self.holder is None:
+            return ["ip", "netns", "exec", self.ns]
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--"]
+
+    def start_namespace(self) -> None:
+        """A sleeping holder process owns the device's mount namespace; /etc in it is
+        an overlay whose writes land in the device's home (the host /etc is untouched)."""
+        self.holder = self.lab.spawn(
+            f"{self.name}: mount namespace",
+            ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation", "private",
+             "sleep", "infinity"], env=self.env, log=None)
+        holder = self.holder
+        wait_for(lambda: _comm(holder.pid) == "sleep", timeout=10,
+                 what=f"{self.name}'s mount namespace")
+        upper, work = self.home / "etc-upper", self.home / "etc-work"
+        upper.mkdir(exist_ok=True)
+        work.mkdir(exist_ok=True)
+        self.run(["mount", "-t", "overlay", "overlay", "-o",
+                  f"lowerdir=/etc,upperdir={upper},workdir={work}", "/etc"])
+        self.run(["mkdir", "-p", f"/{KEYFILE_DIR}"])
+        self.bin.mkdir(exist_ok=True)
+        script = (f"#!{sys.executable}\nimport sys\nfrom fiovpn.lab.nmcli import main\n"
+                  f"sys.exit(main(state_file={str(self.nm_state)!r}))\n")
+        atomic_write(self.bin / "nmcli", script, mode=0o755)
+
+    @property
+    def keyfile_path(self) -> Path:
+        """``/etc/NetworkManager/system-connections/factory-vpn0.nmconnection`` as the
+        device sees it (reached through its mount namespace)."""
+        if self.holder is None:
+            raise LabError(f"{self.name} has no mount namespace yet")
+        return Path(f"/proc/{self.holder.pid}/root/{KEYFILE_DIR}/{CONNECTION_ID}.nmconnection")
+
+    def read_keyfile(self) -> str | None:
+        try:
+            return self.keyfile_path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def render_keyfile(self, server: ServerConfigFile, address: IPv4Address) -> str:
+        """What fioconfig's factory-config-vpn handler writes (interface name made
+        unique for the lab: /run/wireguard is shared by every namespace)."""
+        return (f"[connection]\nid={CONNECTION_ID}\ntype=wireguard\n"
+                f"interface-name={self.interface}\npermissions=\n\n"
+                f"[wireguard]\nprivate-key={self.keys.private}\n\n"
+                f"[wireguard-peer.{server.pubkey}]\nendpoint={server.endpoint}\n"
+                f"persistent-keepalive=25\nallowed-ips={server.server_address}\n\n"
+                f"[ipv4]\naddress1={address}\ndns-search=\nmethod=manual\n\n"
+                f"[ipv6]\naddr-gen-mode=stable-privacy\ndns-search=\nmethod=ignore\n")
+
+    def nmcli(self, *args: str, check: bool = True) -> Completed:
+        return self.run(["nmcli", *args], check=check)
+
+    def configure_vpn(self, server: ServerConfigFile, address: IPv4Address) -> None:
+        """Write the keyfile and bring the connection up, as the handler does."""
+        self.remove_vpn()
+        atomic_write(self.keyfile_path, self.render_keyfile(server, address), mode=0o600)
+        self.nmcli("connection", "load", f"/{KEYFILE_DIR}/{CONNECTION_ID}.nmconnection")
+        self.nmcli("connection", "up", CONNECTION_ID)
+        self.vpn_ip = address
+
+    def remove_vpn(self) -> None:
+        path = self.keyfile_path
+        if path.exists():
+            path.unlink()
+            self.nmcli("connection", "reload")
+
+    def apply_factory_config(self) -> bool:
+        """Do what fioconfig does on a config change: read the device's
+        wireguard-client and the factory's wireguard-server files (fetched from
+        inside the device's namespace) and (re)write + apply the keyfile, or remove
+        it when either is missing or disabled. Returns whether the VPN is configured."""
+        factory = self.lab.factory
+        if factory is None:
+            raise LabError("this lab has no factory: use configure_vpn() directly")
+        url = factory.api_url
+        dev = self.http("GET", f"{url}/ota/devices/{self.device_name}/config/"
+                               f"?factory={factory.factory}", token=factory.token)
+        fac = self.http("GET", f"{url}/ota/factories/{factory.factory}/config/",
+                        token=factory.token)
+        for reply in (dev, fac):
+            if not reply.ok:
+                raise LabError(f"{self.name} cannot read its config: {reply.status} "
+                               f"{reply.body[:200]}")
+        client_text = _current_files(dev.json()).get(WIREGUARD_CLIENT_FILE)
+        server_text = _current_files(fac.json()).get(WIREGUARD_SERVER_FILE)
+        if not client_text or not server_text:
+            self.remove_vpn()
+            return False
+        client = ClientConfigFile.parse(client_text)
+        server = ServerConfigFile.parse(server_text)
+        if not server.enabled or not client.enabled or client.address is None:
+            self.remove_vpn()
+            return False
+        self.configure_vpn(server, client.address)
+        self.lab.write_known_hosts()
+        return True
+
+    def server_allowed_ips(self) -> tuple[str, ...]:
+        """The allowed-ips of the device's (only) peer on its live interface."""
+        peers = self.wg_dump(self.interface)
+        return next(iter(peers.values())).allowed_ips if peers else ()
+
+    def record(self) -> dict[str, Any]:
+        data = super().record()
+        data["device_name"] = self.device_name
+        return data
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+# --- engineers -----------------------------------------------------------------------
+
+
+class Engineer(Role):
+    """An engineer's or admin's machine: a HOME for fiovpn, an SSH key, a client
+    settings TOML, and its own WireGuard config file name (the interface is named
+    after it and /run/wireguard is shared)."""
+
+    kind = "engineer"
+
+    def __init__(self, lab: Lab, index: int, ns: str, underlay_ip: str, *,
+                 admin: bool) -> None:
+        super().__init__(lab, f"engineer{index}", ns, underlay_ip)
+        self.index = index
+        self.admin = admin
+        self.interface = f"{lab.prefix}e{index}"
+        self.config_path = self.home / ".config" / "wireguard" / f"{self.interface}.conf"
+        self.config_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.identity_file = self.home / ".ssh" / "id_ed25519"
+        self.identity_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.hosts_file = self.home / "hosts"
+        atomic_write(self.hosts_file, "127.0.0.1\tlocalhost\n", mode=0o644)
+        self.settings_path = self.home / ".config" / "fiovpn" / "config.toml"
+        self.ssh_public_key = ""
+
+    def setup(self) -> None:
+        self.lab.ssh_keygen(self.identity_file, comment=f"{self.name}@{self.lab.prefix}")
+        self.ssh_public_key = self.identity_file.with_suffix(".pub").read_text().strip()
+        factory = self.lab.factory
+        server = self.lab.server
+        values: dict[str, Any] = {
+            "config": str(self.config_path),
+            "factory": self.lab.factory_name,
+            "api-url": factory.api_url if factory else None,
+            "api-token-file": str(factory.token_file) if factory else None,
+            "server-ssh": f"root@{server.vpn_ip}:{server.ssh_port}",
+            "server-command": self.lab.server_command,
+            "user": "root",
+            "identity-file": str(self.identity_file),
+            "known-hosts": str(self.lab.known_hosts),
+            "ssh-options": list(self.ssh_options),
+            "hosts-file": str(self.hosts_file),
+            "subnet": server.subnet,
+        }
+        atomic_write(self.settings_path, render_toml(values), mode=0o600)
+        self.env.update({
+            "FIOVPN_CLIENT_SETTINGS": str(self.settings_path),
+            "FIOVPN_FACTORY": self.lab.factory_name,
+            "FIOVPN_SERVER_SSH": f"root@{server.vpn_ip}:{server.ssh_port}",
+            "FIOVPN_SERVER_COMMAND": self.lab.server_command,
+            "FIOVPN_DEVICE_USER": "root",
+        })
+        if factory is not None:
+            self.env["FIOVPN_API_URL"] = factory.api_url
+
+    @property
+    def ssh_options(self) -> tuple[str, ...]:
+        return ("GlobalKnownHostsFile=/dev/null", "IdentitiesOnly=yes", "BatchMode=yes",
+                "ConnectTimeout=10")
+
+    def ssh_argv(self, host: str, *command: str, port: int = 22,
+                 user: str = "root") -> list[str]:
+        argv = ["ssh", "-F", "/dev/null", "-i", str(self.identity_file),
+                "-o", f"UserKnownHostsFile={self.lab.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes"]
+        for opt in self.ssh_options:
+            argv += ["-o", opt]
+        return [*argv, "-p", str(port), f"{user}@{host}", "--", *command]
+
+    def ssh(self, host: str, *command: str, port: int = 22, user: str = "root",
+            check: bool = True, timeout: float = 30.0) -> Completed:
+        """Plain ``ssh`` from this engineer's namespace (key auth, host key checked)."""
+        return self.run(self.ssh_argv(host, *command, port=port, user=user), check=check,
+                        timeout=timeout)
+
+    def wg_public_key(self) -> str | None:
+        """The public key of the engineer's WireGuard config, once `client init` made it."""
+        try:
+            text = self.config_path.read_text()
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "PrivateKey":
+                from fiovpn.core.keys import public_key
+
+                return str(public_key(Key.parse(value.strip(), what="private key")))
+        return None
+
