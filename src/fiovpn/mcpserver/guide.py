@@ -31,7 +31,7 @@ class SetupFacts:
     server_endpoint: str | None
     interface: str
     connected: bool
-    handshake_age_s: float | None
+    handshake_age_s: int | None
     this_machine_is_server: bool
     server_ssh: str
 

@@ -38,7 +38,7 @@ class SetupFactsModel(BaseModel):
     server_endpoint: str | None
     interface: str
     connected: bool
-    handshake_age_s: float | None
+    handshake_age_s: int | None
     this_machine_is_server: bool
     server_ssh: str
 
@@ -55,34 +55,43 @@ class SetupGuide(BaseModel):
     docs: list[str] = Field(description="MCP resources with the full flows")
 
 
-class VpnStatus(BaseModel):
-    """The local tunnel: interface, address, server peer and handshake."""
+class PeerStatus(BaseModel):
+    public_key: str = Field(description="the server's public key")
+    endpoint: str | None
+    allowed_ips: list[str]
+    latest_handshake: int = Field(description="unix seconds; 0 when never")
+    handshake_age_s: int | None
+    rx: int
+    tx: int
 
-    config: str
+
+class VpnStatus(BaseModel):
+    """The local tunnel: interface, address, public key and the server peer."""
+
     interface: str
+    config: str
     connected: bool
     address: str | None
-    public_key: str | None
-    endpoint: str | None
-    latest_handshake: int | None = Field(description="unix seconds; null when never")
-    handshake_age_s: float | None
-    rx: int | None
-    tx: int | None
+    public_key: str | None = Field(description="this machine's public key (safe to share)")
+    server_address: str
+    peer: PeerStatus | None = Field(description="the server peer; null when not connected")
 
 
 class ConnectResult(BaseModel):
-    config: str
     interface: str
+    config: str
     connected: bool
     changed: bool = Field(description="false when the tunnel was already up (or already down)")
+    backend: str = Field(description="wg-quick or networkmanager; '-' when nothing was done")
     message: str
 
 
 class VerifyResult(BaseModel):
     connected: bool
-    handshake_age_s: float | None
+    handshake_age_s: int | None
     server_reachable: bool
-    server_address: str | None
+    server_address: str
+    interface: str
     message: str
 
 
@@ -91,10 +100,12 @@ class RegistrationCheck(BaseModel):
     public_key: str
     method: Literal["handshake", "server"] = Field(
         description="handshake: local check, no admin rights; server: the registry over SSH")
+    handshake_age_s: int | None = None
     in_registry: bool | None = None
     on_interface: bool | None = None
     ip: str | None = None
     message: str
+    next_step: str | None = None
 
 
 class ClientEntry(BaseModel):
@@ -112,10 +123,11 @@ class DeviceInfo(BaseModel):
     status: str
     vpn_ip: str | None
     vpn_enabled: bool
-    uuid: str = ""
-    last_seen: str = ""
-    target_name: str = ""
-    device_group: str = ""
+    last_seen: str | None = None
+    target: str | None = None
+    pubkey: str | None = Field(default=None, description="the device's VPN public key")
+    uuid: str | None = None
+    device_group: str | None = None
 
 
 class DeviceList(BaseModel):
@@ -134,17 +146,20 @@ class DeviceVpnResult(BaseModel):
 
 class DeviceToDeviceResult(BaseModel):
     name: str
+    vpn_ip: str
     device_to_device: bool = Field(description="whether the device now routes the VPN subnet")
-    changed: bool
+    changed: bool = Field(description="false when the device already was in that state")
+    allowed_ips: list[str] = Field(description="the server peer's allowed IPs on the device")
+    warning: str | None
     message: str
 
 
 class SshResult(BaseModel):
     device: str
-    host: str = Field(description="the VPN address connected to")
+    ip: str = Field(description="the device's VPN address that was connected to")
     user: str
     command: str
-    exit_code: int
+    exit_code: int = Field(description="the remote command's exit code")
     stdout: str
     stderr: str
     stdout_truncated: bool

@@ -7,7 +7,7 @@ returned as an error value. No tool takes a password, token or private key.
 """
 
 import contextlib
-import time
+import dataclasses
 from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -19,7 +19,9 @@ from pydantic import Field
 
 from fiovpn import __version__
 from fiovpn.adapters.factory_api import FactoryApi, current_file
+from fiovpn.core import wgquick
 from fiovpn.core.factory_files import WIREGUARD_SERVER_FILE, ServerConfigFile
+from fiovpn.core.keys import public_key
 from fiovpn.errors import (
     ApiTemporaryError,
     AuthError,
@@ -28,8 +30,11 @@ from fiovpn.errors import (
     MissingTool,
     TemporaryError,
 )
+from fiovpn.mcpserver import guide
 from fiovpn.mcpserver import models as m
 from fiovpn.mcpserver.services import Services
+from fiovpn.services import client, devices
+from fiovpn.services.keys import read_private_key
 from fiovpn.settings import ClientSettings
 
 TOOL_NAMES = (
@@ -184,48 +189,107 @@ def build_server(services: Services) -> MCPServer:
                 server_address=str(parsed.server_address), pubkey=str(parsed.pubkey),
                 enabled=parsed.enabled)
 
-    # --- not yet wired: the services land from the other helpers ----------
-
-    def pending(name: str) -> ToolError:
-        return ToolError(f"{name} is not available in this build yet")
+    # --- this machine: setup guide, tunnel, verification --------------------------
 
     @server.tool(annotations=_hints(read_only=True, open_world=False,
                                     title="Set up the Foundries VPN"))
     def setup_foundries_vpn(role: RoleParam = "auto", config: ConfigParam = None) -> m.SetupGuide:
-        """The bootstrap guide. Inspects this machine (private key, client config, the
-        tunnel, whether a handshake with the server completed) and answers which flow
-        applies (first_admin, engineer, or ready) and the next concrete step with the exact
-        commands. Changes nothing. Call this first."""
-        raise pending("setup_foundries_vpn")
+        """The bootstrap guide: call this first. Inspects this machine (private key file,
+        client config, whether the tunnel is up and a handshake with the server completed)
+        and answers which flow applies (first_admin, engineer, or ready) and the next
+        concrete step with the exact commands. Changes nothing."""
+        with reported():
+            s = settings(config=config)
+            facts = gather_facts(s)
+            g = guide.guide(facts, role)
+            return m.SetupGuide(
+                flow=g.flow, stage=g.stage, summary=g.summary, next_step=g.next_step,
+                steps=[m.SetupStep(command=st.command, why=st.why) for st in g.steps],
+                facts=m.SetupFactsModel(**dataclasses.asdict(facts)),
+                docs=[uri for uri, _t, _d in DOCS.values()])
+
+    def gather_facts(s: ClientSettings) -> guide.SetupFacts:
+        key_file = services.key_path()
+        public: str | None = None
+        if key_file.exists():
+            public = str(public_key(read_private_key(key_file)))
+        address = endpoint = None
+        connected = False
+        age: int | None = None
+        iface = wgquick.interface_name(s.config.name)
+        config_exists = s.config.exists()
+        if config_exists:
+            view = wgquick.client_view(client.load_config(s.config))
+            address = str(view.address) if view.address else None
+            endpoint = view.endpoint
+            if view.private_key is not None:
+                public = str(public_key(view.private_key))
+            if address is not None:
+                # verify() pings the server, which makes WireGuard attempt a handshake:
+                # a fresh handshake is the proof that the server accepts this key.
+                result = services.verify(s, services.runner)
+                connected, age = result.connected, result.handshake_age_s
+        return guide.SetupFacts(
+            key_file=str(key_file), key_file_exists=key_file.exists(), config=str(s.config),
+            config_exists=config_exists, address=address, public_key=public,
+            server_endpoint=endpoint, interface=iface, connected=connected,
+            handshake_age_s=age,
+            this_machine_is_server=any(p.exists() for p in services.server_markers),
+            server_ssh=s.server_ssh)
 
     @server.tool(annotations=_hints(read_only=True, open_world=False,
                                     title="Foundries VPN status"))
     def foundries_vpn_status(config: ConfigParam = None) -> m.VpnStatus:
-        """Show the local Foundries VPN tunnel: interface, address, public key, server
-        endpoint, latest handshake and traffic. Read-only."""
-        raise pending("foundries_vpn_status")
+        """Show the local Foundries VPN tunnel: interface, address, this machine's public
+        key, the server peer (endpoint, latest handshake and its age, traffic). Read-only."""
+        with reported():
+            return m.VpnStatus.model_validate(
+                services.status(settings(config=config), services.runner))
 
     @server.tool(annotations=_hints(read_only=False, destructive=False, idempotent=True,
-                                    open_world=True, title="Connect to the Foundries VPN"))
+                                    title="Connect to the Foundries VPN"))
     def connect_foundries_vpn(config: ConfigParam = None) -> m.ConnectResult:
-        """Bring the Foundries VPN tunnel up from the client config (wg-quick). Connecting
-        when already connected is fine and says so."""
-        raise pending("connect_foundries_vpn")
+        """Bring the Foundries VPN tunnel up from the client config (wg-quick, or
+        NetworkManager where it runs). Connecting when already connected changes nothing
+        and says so. Then call verify_foundries_vpn_connection."""
+        with reported():
+            result = services.connect(settings(config=config), services.runner)
+            return m.ConnectResult.model_validate(result.to_json())
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
                                     open_world=False, title="Disconnect the Foundries VPN"))
     def disconnect_foundries_vpn(config: ConfigParam = None) -> m.ConnectResult:
-        """Take the Foundries VPN tunnel down. Open connections through it drop.
-        Disconnecting when not connected is fine and says so."""
-        raise pending("disconnect_foundries_vpn")
+        """Take the Foundries VPN tunnel down; open connections through it drop.
+        Disconnecting when not connected changes nothing and says so."""
+        with reported():
+            result = services.disconnect(settings(config=config), services.runner)
+            return m.ConnectResult.model_validate(result.to_json())
 
     @server.tool(annotations=_hints(read_only=True, title="Verify the Foundries VPN"))
     def verify_foundries_vpn_connection(config: ConfigParam = None) -> m.VerifyResult:
         """Verify the tunnel works: the interface is up, a handshake with the server
-        completed recently, and the server's VPN address answers through the tunnel."""
-        raise pending("verify_foundries_vpn_connection")
+        completed, and the server's VPN address answers a ping through the tunnel."""
+        with reported():
+            r = services.verify(settings(config=config), services.runner)
+            if not r.connected:
+                message = (f"not connected: {r.interface} is down; call "
+                           "connect_foundries_vpn (`fiovpn connect`)")
+            elif r.server_reachable:
+                message = f"OK: the server {r.server_address} answers through the tunnel"
+            elif r.handshake_age_s is None:
+                message = ("connected but no handshake with the server: this key is not "
+                           "registered, or the endpoint is unreachable; call "
+                           "check_client_peer_registered and setup_foundries_vpn")
+            else:
+                message = (f"handshake {r.handshake_age_s}s ago but {r.server_address} does "
+                           "not answer: check the server daemon (`fiovpn server status`) "
+                           "and fiovpn://docs/troubleshooting")
+            return m.VerifyResult(**r.to_json(), message=message)
 
-    @server.tool(annotations=_hints(read_only=True, title="Is a client registered?"))
+    # --- registration (admin over SSH; local check by handshake) ------------------
+
+    @server.tool(annotations=_hints(read_only=False, destructive=False, idempotent=True,
+                                    title="Is a client registered?"))
     def check_client_peer_registered(
         public_key: Annotated[str | None, Field(
             description="A client's WireGuard PUBLIC key to look up in the server's registry "
@@ -234,9 +298,30 @@ def build_server(services: Services) -> MCPServer:
         config: ConfigParam = None,
     ) -> m.RegistrationCheck:
         """Check whether a client's public key is registered on the WireGuard server.
-        Without public_key: checks this machine's own key by looking for a completed
-        handshake. With public_key: asks the server's registry over SSH (admin)."""
-        raise pending("check_client_peer_registered")
+        Without public_key: checks this machine's own key by waiting (up to ~20 s) for a
+        handshake; if the tunnel was down it is brought up for the check and taken down
+        again. With public_key: asks the server's registry over SSH (admin)."""
+        with reported():
+            s = settings(config=config)
+            if public_key is None:
+                local = services.check_registered_local(s, services.runner)
+                return m.RegistrationCheck.model_validate(local)
+            answer = services.check_registered_remote(s, services.runner,
+                                                      public_key=public_key)
+            registered = bool(answer.get("registered"))
+            if registered:
+                message = f"registered with IP {answer.get('ip')} and live on the server"
+            elif answer.get("in_registry"):
+                message = ("in the registry but not on the server's interface yet: the "
+                           "server daemon applies it within seconds; check `fiovpn server "
+                           "status` if it stays so")
+            else:
+                message = ("not registered: call register_foundries_vpn_client "
+                           f"(`fiovpn register --public-key {answer['public_key']}`)")
+            return m.RegistrationCheck(
+                registered=registered, public_key=answer["public_key"], method="server",
+                in_registry=answer.get("in_registry"), on_interface=answer.get("on_interface"),
+                ip=answer.get("ip"), message=message)
 
     @server.tool(annotations=_hints(read_only=False, destructive=False, idempotent=False,
                                     title="Register a VPN client"))
@@ -249,9 +334,13 @@ def build_server(services: Services) -> MCPServer:
         config: ConfigParam = None,
     ) -> m.ClientEntry:
         """Register an engineer's WireGuard public key on the server (admin, over SSH to
-        the server's VPN address). Returns the IP assigned; tell the engineer to run
-        `fiovpn client init --address IP`. The server applies it at once."""
-        raise pending("register_foundries_vpn_client")
+        the server's VPN address; key auth, host key checked). Returns the IP assigned;
+        tell the engineer to run `fiovpn client init --address IP`. The server applies it
+        at once."""
+        with reported():
+            entry = services.register(settings(config=config), services.runner,
+                                      public_key=public_key, ip=ip, name=name)
+            return m.ClientEntry.model_validate(entry)
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
                                     title="Unregister a VPN client"))
@@ -263,8 +352,11 @@ def build_server(services: Services) -> MCPServer:
         config: ConfigParam = None,
     ) -> m.UnregisterResult:
         """Remove a client from the server's registry (admin, over SSH): its tunnel stops
-        working at once."""
-        raise pending("unregister_foundries_vpn_client")
+        working at once. Give exactly one of public_key or name."""
+        with reported():
+            answer = services.unregister(settings(config=config), services.runner,
+                                         public_key=public_key, name=name)
+            return m.UnregisterResult(removed=_removed_entries(answer))
 
     @server.tool(annotations=_hints(read_only=True, title="List Foundries devices"))
     def list_foundries_devices(
@@ -276,24 +368,65 @@ def build_server(services: Services) -> MCPServer:
     ) -> m.DeviceList:
         """List the factory's devices with their status, VPN IP and whether VPN is
         enabled. Read-only."""
-        raise pending("list_foundries_devices")
+        with reported(), factory_api(factory) as api:
+            found = services.list_devices(api)
+            rows = [d for d in found
+                    if (vpn == "all" or d.vpn_enabled == (vpn == "enabled"))
+                    and (not name_contains or name_contains in d.name)]
+            return m.DeviceList(factory=api.factory, total=len(found),
+                                devices=[m.DeviceInfo(**d.to_json()) for d in rows])
+
+    def vpn_change(change: devices.VpnChange, factory: str) -> m.DeviceVpnResult:
+        state = "enabled" if change.vpn_enabled else "disabled"
+        if not change.changed:
+            message = f"VPN on {change.name} was already {state}; nothing changed."
+        else:
+            message = (f"VPN {state} on {change.name} in factory {factory}"
+                       + (f" with IP {change.vpn_ip}" if change.vpn_enabled else "")
+                       + "; the WireGuard server applies it on its next reconcile "
+                         "(default within 60 s).")
+        return m.DeviceVpnResult(**change.to_json(), message=message)
 
     @server.tool(annotations=_hints(read_only=False, destructive=False, idempotent=True,
                                     title="Enable VPN on a device"))
     def enable_foundries_vpn_device(device: DeviceParam,
                                     factory: FactoryParam = None) -> m.DeviceVpnResult:
-        """Enable the VPN on a device: assigns its VPN IP (as fioctl does) in the device's
-        factory config. The server picks it up on its next reconcile. The device must have
-        published its VPN public key."""
-        raise pending("enable_foundries_vpn_device")
+        """Enable the VPN on a device: assigns its VPN IP (as fioctl does: first free
+        address after the server, outside the client pool) in the device's factory config;
+        an existing IP is kept. The server adds the peer on its next reconcile. The device
+        must have published its VPN public key."""
+        with reported():
+            s = settings(factory=factory)
+            with factory_api(factory) as api:
+                change = services.enable_vpn(api, device, subnet=s.subnet,
+                                             client_pool=s.client_pool)
+                return vpn_change(change, api.factory)
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
                                     title="Disable VPN on a device"))
     def disable_foundries_vpn_device(device: DeviceParam,
                                      factory: FactoryParam = None) -> m.DeviceVpnResult:
-        """Disable the VPN on a device (keeps its IP for later). The server removes the
-        device's peer on its next reconcile."""
-        raise pending("disable_foundries_vpn_device")
+        """Disable the VPN on a device (its IP is kept for a later enable). The server
+        removes the device's peer on its next reconcile; open sessions to it drop."""
+        with reported(), factory_api(factory) as api:
+            return vpn_change(services.disable_vpn(api, device), api.factory)
+
+    @contextlib.contextmanager
+    def lazy_api(s: ClientSettings) -> Iterator[Callable[[], FactoryApi]]:
+        """An API factory for services that may not need the API (a device given by IP);
+        every client it made is closed afterwards."""
+        made: list[FactoryApi] = []
+
+        def make() -> FactoryApi:
+            made.append(services.factory(s))
+            return made[-1]
+        try:
+            yield make
+        finally:
+            for api in made:
+                close = getattr(api, "close", None)
+                if callable(close):
+                    close()
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
                                     title="Device-to-device on a device"))
@@ -304,33 +437,66 @@ def build_server(services: Services) -> MCPServer:
                         "disable: restore the server-only route.")] = "enable",
         config: ConfigParam = None,
     ) -> m.DeviceToDeviceResult:
-        """Let a device reach other devices over the VPN (over SSH to the device: widens
-        the server peer's allowed IPs in its NetworkManager VPN connection). Both devices
-        need it, and the server must run with --allow-device-to-device. action=disable
-        restores isolation."""
-        raise pending("enable_foundries_device_to_device")
+        """Let a device reach other devices over the VPN: over SSH to the device, widens
+        the server peer's allowed IPs in its NetworkManager VPN connection to the VPN
+        subnet and re-activates it, then checks the result. Both devices need it, and the
+        server must run with --allow-device-to-device. action=disable restores isolation.
+        Idempotent."""
+        with reported():
+            s = settings(config=config)
+            change = services.enable_d2d if action == "enable" else services.disable_d2d
+            with lazy_api(s) as api:
+                r = change(s, services.runner, device, api=api)
+            state = "on" if r["device_to_device"] else "off"
+            message = (f"device-to-device is {state} on {r['name']} ({r['vpn_ip']})"
+                       + ("" if r["changed"] else "; it already was, nothing changed")
+                       + (". The other device needs it too, and the server "
+                          "--allow-device-to-device." if r["device_to_device"] else "."))
+            return m.DeviceToDeviceResult(**r, message=message)
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=False,
                                     title="Run a command on a device"))
     def ssh_to_device(
         device: Annotated[str, Field(description="Device name or its VPN IP.",
                                      min_length=1, max_length=127)],
-        command: Annotated[str, Field(description="ONE command line, run by the device "
-                                                  "user's shell.", min_length=1)],
+        command: Annotated[str, Field(description="ONE command line, run on the device by "
+                                                  "`sh -c` (pipes and quotes work as in a "
+                                                  "shell).", min_length=1,
+                                      max_length=8192)],
         user: Annotated[str | None, Field(description="Login user on the device. Default: "
                                                       "FIOVPN_DEVICE_USER or 'fio'.")] = None,
-        timeout_s: Annotated[float, Field(description="Give up waiting after this many "
+        timeout_s: Annotated[float, Field(description="Stop waiting after this many "
                                                       "seconds.", gt=0, le=600)] = 60.0,
         max_output_bytes: Annotated[int, Field(description="Cap on each of stdout and "
-                                                           "stderr.", ge=256,
+                                                           "stderr, in bytes.", ge=256,
                                                le=1_048_576)] = 65_536,
         config: ConfigParam = None,
     ) -> m.SshResult:
         """Run one command on a device over SSH through the VPN (key authentication, host
-        keys checked) and return its exit code, stdout and stderr (each capped; says when
-        truncated). Runs the command once: never retries it on another path and never
+        keys checked) and return its exit code, stdout and stderr (each capped at
+        max_output_bytes; says when truncated). A non-zero exit code is a result, not an
+        error. Runs the command exactly once: never retries it on another path and never
         kills processes on the device."""
-        raise pending("ssh_to_device")
+        with reported():
+            s = settings(config=config, user=user)
+            try:
+                with lazy_api(s) as api:
+                    r = services.run_on_device(s, services.runner, device, ["sh", "-c", command],
+                                               api=api, timeout=timeout_s)
+            except TemporaryError as exc:
+                if exc.code != "timeout":
+                    raise
+                raise ToolError(
+                    f"`{command[:80]}` on {device} did not finish within {timeout_s:g}s; "
+                    "fiovpn stopped waiting but did not kill anything on the device (it may "
+                    "still be running there). Retry with a larger timeout_s, or run it in "
+                    "the background on the device.") from exc
+            out, out_cut, out_n = _cap(r.stdout, max_output_bytes)
+            err, err_cut, err_n = _cap(r.stderr, max_output_bytes)
+            return m.SshResult(
+                device=r.name, ip=str(r.ip), user=s.user, command=command,
+                exit_code=r.exit_code, stdout=out, stderr=err, stdout_truncated=out_cut,
+                stderr_truncated=err_cut, stdout_bytes=out_n, stderr_bytes=err_n)
 
     return server
 
@@ -343,7 +509,20 @@ def _doc_reader(key: str) -> Callable[[], str]:
     return read
 
 
-def _age(latest: int | None, now: float | None = None) -> float | None:
-    if not latest:
-        return None
-    return max(0.0, (time.time() if now is None else now) - latest)
+def _removed_entries(answer: Any) -> list[m.ClientEntry]:
+    """``server clients remove --json`` answers the removed entries (a list, or an object
+    holding them under ``removed``)."""
+    if isinstance(answer, dict):
+        answer = answer.get("removed", [answer] if "public_key" in answer else [])
+    if not isinstance(answer, list):
+        raise ToolError(f"unexpected answer from the server: {answer!r}"[:200])
+    return [m.ClientEntry.model_validate(e) for e in answer]
+
+
+def _cap(text: str, limit: int) -> tuple[str, bool, int]:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (never mid-character), whether it was
+    cut, and its full size in bytes."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit:
+        return text, False, len(raw)
+    return raw[:limit].decode("utf-8", errors="ignore"), True, len(raw)
