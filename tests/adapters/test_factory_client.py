@@ -300,6 +300,11 @@ def test_missing_token_says_where_to_put_one(tmp_path: Path) -> None:
     assert "--api-token-file" in str(info.value)
     with pytest.raises(BadInput, match="does not exist"):
         load_credentials(tmp_path / "nope", {"HOME": str(tmp_path)})
+    pasted = tmp_path / "pasted"
+    pasted.write_text("two words\n")
+    with pytest.raises(BadInput, match="characters a token cannot have") as bad:
+        load_credentials(pasted, {"HOME": str(tmp_path)})
+    assert "two words" not in str(bad.value)
 
 
 def test_factory_from_settings_env_or_fioctl(tmp_path: Path) -> None:

@@ -106,6 +106,15 @@ def read_fioctl_config(env: Mapping[str, str] | None = None) -> dict[str, str]:
         return {}
 
 
+def _check_token(token: str, source: str) -> str:
+    # A header value: printable ASCII without spaces (a pasted newline or a
+    # non-ASCII character would otherwise fail deep inside httpx).
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise BadInput(f"the API token from {source} contains characters a token cannot "
+                       "have (spaces, control or non-ASCII characters)", code="bad_token")
+    return token
+
+
 @dataclass(frozen=True)
 class Credentials:
     """An API token and where it came from (the source is safe to print, the token is not)."""
@@ -113,6 +122,9 @@ class Credentials:
     token: str = field(repr=False)
     source: str
     bearer: bool = False  # fioctl's OAuth access token: `Authorization: Bearer base64(token)`
+
+    def __post_init__(self) -> None:
+        _check_token(self.token, self.source)
 
     def headers(self) -> dict[str, str]:
         if self.bearer:
@@ -453,7 +465,7 @@ class FactoryClient:
             status = response.status_code
             if status in OK_STATUSES:
                 return self._json(response, what)
-            if status >= 500 or status == 429:
+            if status >= 500 or status in (408, 429):
                 last_problem = f"HTTP {status}: {_api_message(response)}"
                 if status == 429:
                     after = _retry_after(response.headers.get("Retry-After"))

@@ -383,10 +383,17 @@ class _Handler(BaseHTTPRequestHandler):
         except BadInput as exc:  # e.g. a state file another process broke
             self._send(500, {"message": str(exc), "errors": []})
             return
+        except Exception as exc:  # a sandbox bug must still answer like an API would
+            self._send(500, {"message": f"sandbox error: {exc.__class__.__name__}: {exc}",
+                             "errors": []})
+            return
         self._send(status, data)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise HttpProblem(400, "Invalid Content-Length") from None
         if length > MAX_BODY:
             raise HttpProblem(413, "Request body too large")
         raw = self.rfile.read(length) if length else b""
