@@ -1,0 +1,65 @@
+"""The nftables ruleset text for table fiovpn (applied for real in
+tests/adapters/test_wireguard_nft.py)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address as A
+
+from fiovpn.core.firewall import FirewallPolicy, render_ruleset
+from fiovpn.core.keys import KeyPair
+from fiovpn.core.peers import Peer
+
+PEERS = [Peer("device", "d1", KeyPair.generate().public, A("10.42.42.3")),
+         Peer("device", "d2", KeyPair.generate().public, A("10.42.42.2")),
+         Peer("client", "alice", KeyPair.generate().public, A("10.42.42.200"))]
+
+
+def _rules(d2d: bool = False, peers: list[Peer] = PEERS) -> str:
+    return render_ruleset(FirewallPolicy("fiovpn", "factory", A("10.42.42.1"), d2d), peers)
+
+
+def test_atomic_replacement_of_the_table() -> None:
+    lines = _rules().splitlines()
+    assert lines[:3] == ["add table inet fiovpn", "delete table inet fiovpn",
+                         "table inet fiovpn {"]
+
+
+def test_sets_hold_current_peers_sorted() -> None:
+    text = _rules()
+    assert "set client_ips {\n\t\ttype ipv4_addr\n\t\telements = { 10.42.42.200 }" in text
+    assert "elements = { 10.42.42.2, 10.42.42.3 }" in text
+    assert "set devices" not in text  # `devices` is reserved in nft
+
+
+def test_empty_sets_have_no_elements_line() -> None:
+    text = _rules(peers=[])
+    assert "elements" not in text and "set device_ips {" in text
+
+
+def test_policy_rules() -> None:
+    text = _rules()
+    fwd = text.split("chain forward {")[1].split("}")[0]
+    assert 'iifname "factory" oifname "factory" ip saddr @client_ips ip daddr @device_ips accept' \
+        in fwd
+    assert "ct state established,related accept" in fwd
+    assert "reject with icmpx type admin-prohibited" in fwd
+    assert "@device_ips ip daddr @device_ips" not in fwd  # no d2d by default
+    nat = text.split("chain postrouting {")[1]
+    assert ('oifname "factory" ip saddr @client_ips ip daddr @device_ips snat ip to 10.42.42.1'
+            in nat)
+    inp = text.split("chain input {")[1].split("}")[0]
+    assert "ip saddr @client_ips accept" in inp
+    assert "ip saddr @device_ips icmp type echo-request accept" in inp
+
+
+def test_device_to_device_only_when_allowed() -> None:
+    fwd = _rules(d2d=True).split("chain forward {")[1].split("}")[0]
+    allow = fwd.index("ip saddr @device_ips ip daddr @device_ips accept")
+    assert allow < fwd.index("reject")
+
+
+def test_other_traffic_on_the_host_is_not_judged() -> None:
+    text = _rules()
+    assert 'iifname != "factory" oifname != "factory" accept' in text
+    assert 'iifname != "factory" accept' in text
+    assert "policy accept" in text and "policy drop" not in text

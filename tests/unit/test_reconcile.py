@@ -1,0 +1,376 @@
+"""reconcile_once and the daemon loop with a fake WireGuard (FakeRunner) and a
+fake FactoryApi: API failures never remove peers, a restart with the API down
+keeps the cached devices, one log line per change."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address as A
+from pathlib import Path
+
+import pytest
+
+from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, Device, WireguardIp
+from fiovpn.adapters.runner import FakeRunner
+from fiovpn.core.factory_files import ServerConfigFile
+from fiovpn.core.keys import Key, KeyPair, public_key
+from fiovpn.errors import ApiError, ApiTemporaryError, PermanentError
+from fiovpn.services import server as svc
+from fiovpn.services.keys import ensure_key_file
+from fiovpn.settings import ServerSettings
+
+
+@dataclass
+class FakeApi:
+    rows: list[WireguardIp] = field(default_factory=list)
+    fail: Exception | None = None
+    config: list[ConfigEntry] = field(default_factory=list)
+    patches: list[tuple[str, list[ConfigFile]]] = field(default_factory=list)
+    factory: str = "acme"
+    calls: int = 0
+
+    def wireguard_ips(self) -> list[WireguardIp]:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return list(self.rows)
+
+    def factory_config(self) -> list[ConfigEntry]:
+        if self.fail is not None:
+            raise self.fail
+        return self.config
+
+    def patch_factory_config(self, reason: str, files: list[ConfigFile]) -> None:
+        self.patches.append((reason, files))
+        self.config = [ConfigEntry("now", reason, tuple(files)), *self.config]
+
+    def device_config(self, device: str) -> list[ConfigEntry]:
+        return []
+
+    def patch_device_config(self, device: str, reason: str, files: list[ConfigFile]) -> None:
+        raise NotImplementedError
+
+    def list_devices(self) -> list[Device]:
+        return []
+
+    def get_device(self, device: str) -> Device:
+        raise NotImplementedError
+
+
+class FakeWg:
+    """Enough of `ip`/`wg`/`nft` to reconcile against, recording every call."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, dict[str, str]] = {}
+        self.exists = True
+        self.rulesets: list[str] = []
+        self.runner = FakeRunner()
+        self.runner.on("ip", "link", "show", reply=lambda a, i: (0 if self.exists else 1, ""))
+        self.runner.on("wg", "show", reply=self._dump)
+        self.runner.on("wg", "set", reply=self._set)
+        self.runner.on("nft", "-f", "-", reply=self._nft)
+
+    def _dump(self, argv: Sequence[str], _input: str | None) -> str:
+        lines = [f"(none)\t{KeyPair.generate().public}\t5555\toff"]
+        for key, p in self.peers.items():
+            lines.append(f"{key}\t(none)\t{p['endpoint']}\t{p['ips']}\t{p['hs']}\t10\t20\toff")
+        return "\n".join(lines) + "\n"
+
+    def _set(self, argv: Sequence[str], _input: str | None) -> str:
+        args = list(argv[3:])
+        while args and args[0] != "peer":  # private-key FILE, listen-port N
+            args = args[2:]
+        while args:
+            assert args.pop(0) == "peer"
+            key = args.pop(0)
+            if args[0] == "remove":
+                args.pop(0)
+                self.peers.pop(key, None)
+            elif args[0] == "allowed-ips":
+                args.pop(0)
+                ips = args.pop(0)
+                for other in self.peers.values():  # WireGuard moves a prefix
+                    if other["ips"] == ips:
+                        other["ips"] = "(none)"
+                self.peers.setdefault(key, {"endpoint": "(none)", "hs": "0"})["ips"] = ips
+            else:
+                args.pop(0)
+        return ""
+
+    def _nft(self, argv: Sequence[str], text: str | None) -> str:
+        assert text is not None
+        self.rulesets.append(text)
+        return ""
+
+    @property
+    def wg_sets(self) -> list[tuple[str, ...]]:
+        return [c for c, _ in self.runner.calls if c[:2] == ("wg", "set")]
+
+
+K = [KeyPair.generate().public for _ in range(10)]
+
+
+def row(name: str, n: int, key: Key, enabled: bool = True) -> WireguardIp:
+    return WireguardIp(name, A(f"10.42.42.{n}"), enabled, key)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[ServerSettings, FakeWg, FakeApi]:
+    (tmp_path / "hosts").write_text("127.0.0.1\tlocalhost\n")
+    settings = ServerSettings(
+        factory="acme", interface="fvtest0", private_key=tmp_path / "server.key",
+        clients_file=tmp_path / "clients.conf", hosts_file=tmp_path / "hosts",
+        state_dir=tmp_path / "state", unit_dir=tmp_path / "units",
+        ip_forward_file=tmp_path / "ip_forward", interval=60.0)
+    (tmp_path / "ip_forward").write_text("0\n")
+    api = FakeApi(rows=[row("dev-a", 2, K[0]), row("dev-b", 3, K[1]),
+                        row("dev-off", 4, K[2], enabled=False)])
+    return settings, FakeWg(), api
+
+
+def ctx_for(settings: ServerSettings, fake: FakeWg, api: FakeApi | None) -> svc.ServerContext:
+    return svc.ServerContext.from_settings(settings, runner=fake.runner, api=api)
+
+
+def test_first_reconcile_adds_enabled_devices_and_clients(env: tuple[ServerSettings, FakeWg,
+                                                                     FakeApi]) -> None:
+    settings, fake, api = env
+    settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n")
+    report = svc.reconcile_once(ctx_for(settings, fake, api))
+    assert report.ok, report.error
+    assert {k: p["ips"] for k, p in fake.peers.items()} == {
+        str(K[0]): "10.42.42.2/32", str(K[1]): "10.42.42.3/32", str(K[5]): "10.42.42.200/32"}
+    assert len(fake.wg_sets) == 1  # one batched `wg set`
+    assert "elements = { 10.42.42.200 }" in fake.rulesets[-1]
+    hosts = settings.hosts_file.read_text()
+    assert "10.42.42.2\tdev-a\n10.42.42.3\tdev-b\n" in hosts and "dev-off" not in hosts
+    status = json.loads((settings.state_dir / "status.json").read_text())
+    assert {p["name"] for p in status["peers"]} == {"dev-a", "dev-b", "alice"}
+    assert status["last_error"] is None and status["last_sync"]
+    assert stat.S_IMODE((settings.state_dir / "status.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((settings.state_dir / "devices.json").stat().st_mode) == 0o600
+
+
+def test_second_reconcile_changes_nothing(env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    calls = len(fake.runner.calls)
+    hosts_mtime = settings.hosts_file.stat().st_mtime_ns
+    report = svc.reconcile_once(ctx)
+    assert report.changes == [] and not report.firewall_applied and not report.hosts_changed
+    new_calls = [c for c, _ in fake.runner.calls[calls:]]
+    assert new_calls == [("wg", "show", "fvtest0", "dump")]  # an idle poll is one read
+    assert settings.hosts_file.stat().st_mtime_ns == hosts_mtime
+
+
+def test_api_500_keeps_every_peer(env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    before = dict(fake.peers)
+    api.fail = ApiTemporaryError("factory API answered 500", delay=7.0)
+    report = svc.reconcile_once(ctx)
+    assert not report.ok and "500" in (report.error or "")
+    assert report.retry_after == 7.0
+    assert fake.peers == before
+    status = json.loads((settings.state_dir / "status.json").read_text())
+    assert "500" in status["last_error"] and status["api_ok"] is False
+    assert len(status["peers"]) == 2
+
+
+def test_api_failure_never_removes_even_peers_missing_from_the_cache(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    fake.peers[str(K[7])] = {"endpoint": "(none)", "hs": "0", "ips": "10.42.42.9/32"}
+    api.fail = ApiError("factory API answered 401", status=401)
+    svc.reconcile_once(ctx)
+    assert str(K[7]) in fake.peers  # only a successful answer may remove a device peer
+    api.fail = None
+    svc.reconcile_once(ctx)
+    assert str(K[7]) not in fake.peers
+
+
+def test_registry_edit_applies_while_api_down(env: tuple[ServerSettings, FakeWg,
+                                                         FakeApi]) -> None:
+    settings, fake, api = env
+    settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n{K[6]} 10.42.42.201 bob\n")
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    api.fail = ApiTemporaryError("timeout")
+    settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n")
+    svc.reconcile_once(ctx)
+    assert str(K[6]) not in fake.peers and str(K[0]) in fake.peers
+
+
+def test_restart_with_api_down_keeps_peers_from_the_cache(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    svc.reconcile_once(ctx_for(settings, fake, api))
+    before = dict(fake.peers)
+    # kill -9 and restart: a fresh context, the API down, the interface as it was
+    down = FakeApi(fail=ApiTemporaryError("connection refused"))
+    report = svc.reconcile_once(ctx_for(settings, fake, down))
+    assert fake.peers == before and report.changes == []
+    assert report.devices_source == "cache"
+    assert "elements = { 10.42.42.2, 10.42.42.3 }" in fake.rulesets[-1]
+    # and even with a fresh interface (reboot), the cached devices come back
+    fake.peers.clear()
+    report = svc.reconcile_once(ctx_for(settings, fake, down))
+    assert set(fake.peers) == {str(K[0]), str(K[1])}
+
+
+def test_one_log_line_per_change_with_reason(env: tuple[ServerSettings, FakeWg, FakeApi],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    api.rows = [row("dev-a", 2, K[0]), row("dev-b", 5, K[1]), row("dev-c", 6, K[3])]
+    fake.peers[str(K[0])]["endpoint"] = "198.18.0.2:4444"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fiovpn.server"):
+        report = svc.reconcile_once(ctx)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("peer ")]
+    assert lines == [c.describe() for c in report.changes]
+    assert len(lines) == 2
+    assert lines[0].startswith("peer updated: device 'dev-b' 10.42.42.3/32 -> 10.42.42.5/32")
+    assert lines[1].startswith("peer added: device 'dev-c' 10.42.42.6/32")
+    assert fake.peers[str(K[0])]["endpoint"] == "198.18.0.2:4444"  # untouched peer
+    api.rows = api.rows[:2]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fiovpn.server"):
+        svc.reconcile_once(ctx)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("peer ")]
+    assert line.startswith("peer removed: device 'dev-c'")
+    assert "no longer an enabled device" in line
+
+
+def test_conflicts_and_bad_registry_lines_are_reported(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    settings.clients_file.write_text(
+        f"# team\n{K[5]} 10.42.42.2 thief\nthis is not valid\n{K[6]} 10.42.42.201 bob\n")
+    report = svc.reconcile_once(ctx_for(settings, fake, api))
+    assert str(K[5]) not in fake.peers and str(K[6]) in fake.peers
+    status = report.status
+    assert status["registry_problems"][0]["line"] == 3
+    assert status["conflicts"][0]["kind"] == "ip" and "thief" in status["conflicts"][0]["message"]
+    assert fake.peers[str(K[0])]["ips"] == "10.42.42.2/32"  # the device keeps its IP
+
+
+def test_daemon_checks_server_key_and_runs_once(env: tuple[ServerSettings, FakeWg,
+                                                           FakeApi]) -> None:
+    settings, fake, api = env
+    private, _ = ensure_key_file(settings.private_key)
+    other = KeyPair.generate().public
+    api.config = [ConfigEntry("t", "r", (ConfigFile(
+        "wireguard-server", ServerConfigFile("vpn.example:5555", A("10.42.42.1"), other).render()),
+    ))]
+    with pytest.raises(PermanentError, match="announces public key"):
+        svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
+    api.config = [ConfigEntry("t", "r", (ConfigFile(
+        "wireguard-server",
+        ServerConfigFile("vpn.example:5555", A("10.42.42.1"), public_key(private)).render()),
+    ))]
+    assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0
+    assert settings.ip_forward_file.read_text().strip() == "1"
+    assert any(c[:3] == ("wg", "set", "fvtest0") and "private-key" in c
+               for c, _ in fake.runner.calls)
+    assert all(str(private) not in " ".join(c) for c, _ in fake.runner.calls)
+    api.fail = ApiTemporaryError("down")
+    assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 1
+
+
+def test_daemon_creates_missing_interface(env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    fake.exists = False
+
+    def create(argv: Sequence[str], _input: str | None) -> str:
+        fake.exists = True
+        return ""
+    fake.runner.on("ip", "link", "add", reply=lambda a, i: (2, "Error: Unknown device type."))
+    fake.runner.on("wireguard-go", reply=create)
+    assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0
+    assert ("wireguard-go", "fvtest0") in [c for c, _ in fake.runner.calls]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.01)
+
+
+def test_daemon_backoff_and_clients_file_wakeup(env: tuple[ServerSettings, FakeWg,
+                                                           FakeApi]) -> None:
+    settings, fake, api = env
+    clock = Clock()
+    ctx = ctx_for(settings, fake, api)
+    daemon = svc.Daemon(ctx, sleep=clock.sleep, monotonic=clock.monotonic)
+    times: list[float] = []
+    real = svc.reconcile_once
+
+    def spy(c: svc.ServerContext, **kw: bool) -> svc.ReconcileReport:
+        times.append(clock.now)
+        if len(times) == 2:
+            api.fail = ApiTemporaryError("500")
+        if len(times) == 5:
+            api.fail = None
+            settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n")
+        if len(times) == 7:
+            daemon.stop()
+        return real(c, **kw)
+
+    svc_reconcile = svc.reconcile_once
+    svc.reconcile_once = spy  # type: ignore[assignment]
+    try:
+        assert daemon.run() == 0
+    finally:
+        svc.reconcile_once = svc_reconcile  # type: ignore[assignment]
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+    # 60 s interval; then failures retry after 5, 10, 20 s; a clients-file edit
+    # wakes the daemon within a second of the write
+    assert gaps[0] == pytest.approx(60, abs=0.6)
+    assert gaps[1:4] == [pytest.approx(5, abs=0.6), pytest.approx(10, abs=0.6),
+                         pytest.approx(20, abs=0.6)]
+    assert gaps[4] <= 1.0
+    assert str(K[5]) in fake.peers
+
+
+def test_enable_publishes_server_file_and_unit_without_secrets(
+        env: tuple[ServerSettings, FakeWg, FakeApi], tmp_path: Path) -> None:
+    settings, _fake, api = env
+    config = tmp_path / "etc" / "server.toml"
+    data = svc.enable(settings, api, endpoint="vpn.example.com", config_path=config,
+                      env={"FIOVPN_API_TOKEN": "s3cret-token"})
+    ((_reason, (file,)),) = api.patches
+    assert file.name == "wireguard-server" and file.unencrypted
+    assert file.on_changed == ("/usr/share/fioconfig/handlers/factory-config-vpn",)
+    assert file.value == (f"endpoint=vpn.example.com:5555\nserver_address=10.42.42.1\n"
+                          f"pubkey={data['public_key']}")
+    assert stat.S_IMODE(settings.private_key.stat().st_mode) == 0o600
+    unit = (tmp_path / "units" / "fiovpn-acme.service").read_text()
+    assert f"server daemon --config {config}" in unit and "KillMode=process" in unit
+    assert "s3cret" not in unit and "s3cret" not in config.read_text()
+    token_file = config.parent / "api-token"
+    assert token_file.read_text().strip() == "s3cret-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert f'api-token-file = "{token_file}"' in config.read_text()
+    from fiovpn.settings import load_server
+    loaded = load_server({}, config, env={})
+    assert loaded.factory == "acme" and loaded.endpoint == "vpn.example.com:5555"
+    # disable keeps the rest and adds enabled=0
+    svc.disable(settings, api)
+    assert api.patches[-1][1][0].value.endswith("\nenabled=0")
+    assert data["key_created"] is True
