@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from ipaddress import ip_address, ip_network
@@ -16,11 +18,11 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, Device, WireguardIp
-from fiovpn.adapters.runner import FakeRunner
+from fiovpn.adapters.runner import Completed, FakeRunner
 from fiovpn.core import wgquick
 from fiovpn.core.factory_files import VPN_HANDLER
 from fiovpn.core.keys import KeyPair
-from fiovpn.errors import AuthError
+from fiovpn.errors import AuthError, TemporaryError
 from fiovpn.mcpserver import TOOL_NAMES, Services, build_server
 from fiovpn.settings import ClientSettings
 
@@ -131,6 +133,7 @@ class World:
             self.settings_flags.append(dict(flags))
             config = Path(flags.get("config") or self.tmp / "wg" / "foundries.conf")
             return ClientSettings(config=config, factory=flags.get("factory", "acme"),
+                                  user=flags.get("user", "fio"),
                                   known_hosts=self.tmp / "known_hosts")
 
         return Services(
@@ -596,3 +599,252 @@ def test_setup_broken_config_names_the_line(world: World, tunnel: FakeTunnel) ->
     path.write_text("[Interface]\nAddress = banana\n")
     text = error_text(call(world.services(), "setup_foundries_vpn"))
     assert "line 2" in text and "banana" in text
+
+
+# --- registration: the real services/remote.py, ssh answered by a FakeRunner -------------
+
+ENGINEER = KeyPair.generate().public
+
+
+def remote_command(argv: tuple[str, ...]) -> list[str]:
+    """The remote command the ssh argv carries (the last word, shell-quoted)."""
+    return shlex.split(argv[-1])
+
+
+@dataclasses.dataclass
+class FakeServerSsh:
+    """`ssh root@10.42.42.1 fiovpn server clients ...` as the real server CLI answers."""
+
+    runner: FakeRunner
+    clients: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.runner.on("ssh", reply=self._ssh)
+
+    def _ssh(self, argv: Any, _input: Any) -> tuple[int, str]:
+        cmd = remote_command(argv)
+        assert cmd[:3] == ["fiovpn", "server", "clients"] and cmd[-1] == "--json", cmd
+        verb, args = cmd[3], dict(zip(cmd[4:-1:2], cmd[5:-1:2], strict=False))
+        if verb == "add":
+            key = args["--public-key"]
+            if key in self.clients:
+                return 2, json.dumps({"error": {"code": "conflict",
+                                                "message": f"{key} is already registered"}})
+            entry = {"public_key": key, "ip": f"10.42.42.{200 + len(self.clients)}",
+                     "name": args.get("--name")}
+            self.clients[key] = entry
+            return 0, json.dumps(entry)
+        if verb == "remove":
+            found = [e for e in self.clients.values()
+                     if e["public_key"] == args.get("--public-key")
+                     or (e["name"] is not None and e["name"] == args.get("--name"))]
+            if not found:
+                return 2, json.dumps({"error": {"code": "not_found",
+                                                "message": "no such client"}})
+            for e in found:
+                del self.clients[e["public_key"]]
+            return 0, json.dumps(found[0] if len(found) == 1 else found)
+        if verb == "check":
+            e = self.clients.get(args["--public-key"])
+            return 0, json.dumps({"registered": e is not None, "in_registry": e is not None,
+                                  "on_interface": e is not None,
+                                  "ip": e["ip"] if e else None})
+        raise AssertionError(cmd)
+
+
+@pytest.fixture
+def server_ssh(world: World) -> FakeServerSsh:
+    return FakeServerSsh(world.runner)
+
+
+def test_register_assigns_an_ip_over_ssh_with_host_keys_checked(
+        world: World, server_ssh: FakeServerSsh) -> None:
+    data = ok(call(world.services(), "register_foundries_vpn_client",
+                   {"public_key": str(ENGINEER), "name": "alice"}))
+    assert data == {"public_key": str(ENGINEER), "ip": "10.42.42.200", "name": "alice"}
+    [argv] = argvs(world)
+    assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+    assert f"UserKnownHostsFile={world.tmp / 'known_hosts'}" in argv
+    assert argv[argv.index("--") + 1] == "10.42.42.1" and "5025" in argv
+    assert remote_command(argv) == ["fiovpn", "server", "clients", "add", "--public-key",
+                                    str(ENGINEER), "--ip", "auto", "--name", "alice", "--json"]
+
+
+def test_register_twice_is_a_conflict_error(world: World, server_ssh: FakeServerSsh) -> None:
+    ok(call(world.services(), "register_foundries_vpn_client", {"public_key": str(ENGINEER)}))
+    text = error_text(call(world.services(), "register_foundries_vpn_client",
+                           {"public_key": str(ENGINEER)}))
+    assert "already registered" in text and "[conflict]" in text
+
+
+def test_register_bad_key_or_name_never_reaches_ssh(world: World,
+                                                    server_ssh: FakeServerSsh) -> None:
+    text = error_text(call(world.services(), "register_foundries_vpn_client",
+                           {"public_key": "not-a-key"}))
+    assert "public key" in text and "nothing was changed" in text
+    text = error_text(call(world.services(), "register_foundries_vpn_client",
+                           {"public_key": str(ENGINEER), "name": "bob; rm -rf /"}))
+    assert "invalid client name" in text
+    assert world.runner.calls == []
+
+
+def test_check_registered_on_the_server_and_unregister(world: World,
+                                                       server_ssh: FakeServerSsh) -> None:
+    before = ok(call(world.services(), "check_client_peer_registered",
+                     {"public_key": str(ENGINEER)}))
+    assert before["registered"] is False and before["method"] == "server"
+    assert "register_foundries_vpn_client" in before["message"]
+    ok(call(world.services(), "register_foundries_vpn_client",
+            {"public_key": str(ENGINEER), "name": "alice"}))
+    after = ok(call(world.services(), "check_client_peer_registered",
+                    {"public_key": str(ENGINEER)}))
+    assert after["registered"] is True and after["ip"] == "10.42.42.200"
+    gone = ok(call(world.services(), "unregister_foundries_vpn_client", {"name": "alice"}))
+    assert gone == {"removed": [{"public_key": str(ENGINEER), "ip": "10.42.42.200",
+                                 "name": "alice"}]}
+    assert server_ssh.clients == {}
+    text = error_text(call(world.services(), "unregister_foundries_vpn_client",
+                           {"name": "alice"}))
+    assert "no such client" in text and "[not_found]" in text
+
+
+def test_unregister_needs_exactly_one_of_key_or_name(world: World,
+                                                     server_ssh: FakeServerSsh) -> None:
+    for args in ({}, {"public_key": str(ENGINEER), "name": "alice"}):
+        text = error_text(call(world.services(), "unregister_foundries_vpn_client", args))
+        assert "exactly one" in text
+    assert world.runner.calls == []
+
+
+def test_server_host_key_failure_says_how_to_fix(world: World) -> None:
+    world.runner.on("ssh", reply=lambda _a, _i: (255, "Host key verification failed."))
+    text = error_text(call(world.services(), "register_foundries_vpn_client",
+                           {"public_key": str(ENGINEER)}))
+    assert "host key verification failed" in text and "known_hosts" in text
+
+
+# --- devices over SSH: ssh_to_device and device-to-device --------------------------------
+
+KEYFILE_TEXT = (Path(__file__).parent.parent / "data" / "factory-vpn0.nmconnection").read_text()
+
+
+@dataclasses.dataclass
+class FakeDeviceSsh:
+    """`ssh root@<device>` for one device: runs `sh -c CMD` from a script, and keeps its
+    NetworkManager keyfile for `cat` / `install` / `mv` / `nmcli`."""
+
+    runner: FakeRunner
+    replies: dict[str, tuple[int, str, str]] = dataclasses.field(default_factory=dict)
+    keyfile: str = KEYFILE_TEXT
+    staged: str | None = None
+    commands: list[list[str]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.runner.on("ssh", reply=self._ssh)
+
+    def _ssh(self, argv: Any, stdin: str | None) -> Completed:
+        cmd = remote_command(argv)
+        if cmd[:3] == ["sudo", "-n", "--"]:  # device-side changes as a non-root user
+            cmd = cmd[3:]
+        self.commands.append(cmd)
+        host = argv[argv.index("--") + 1]
+        assert host == "10.42.42.2", host
+        if cmd[:2] == ["sh", "-c"]:
+            code, out, err = self.replies.get(cmd[2], (127, "", f"sh: {cmd[2]}: not found"))
+            return Completed(tuple(argv), code, out, err)
+        if cmd[0] == "cat":
+            return Completed(tuple(argv), 0, self.keyfile, "")
+        if cmd[0] == "install":
+            self.staged = stdin
+            return Completed(tuple(argv), 0, "", "")
+        if cmd[0] == "mv":
+            assert self.staged is not None
+            self.keyfile, self.staged = self.staged, None
+            return Completed(tuple(argv), 0, "", "")
+        if cmd[0] == "nmcli":
+            return Completed(tuple(argv), 0, "", "")
+        raise AssertionError(cmd)
+
+
+@pytest.fixture
+def device_ssh(fleet: World) -> FakeDeviceSsh:
+    write_config(fleet)
+    return FakeDeviceSsh(fleet.runner)
+
+
+def test_ssh_runs_one_command_by_device_name(fleet: World, device_ssh: FakeDeviceSsh) -> None:
+    device_ssh.replies["uname -a"] = (0, "Linux dev-a 6.6.0 aarch64\n", "")
+    data = ok(call(fleet.services(), "ssh_to_device",
+                   {"device": "dev-a", "command": "uname -a", "user": "root"}))
+    assert data == {
+        "device": "dev-a", "ip": "10.42.42.2", "user": "root", "command": "uname -a",
+        "exit_code": 0, "stdout": "Linux dev-a 6.6.0 aarch64\n", "stderr": "",
+        "stdout_truncated": False, "stderr_truncated": False,
+        "stdout_bytes": 26, "stderr_bytes": 0}
+    [argv] = argvs(fleet)
+    assert "StrictHostKeyChecking=yes" in argv and argv[argv.index("-l") + 1] == "root"
+    assert device_ssh.commands == [["sh", "-c", "uname -a"]]
+
+
+def test_ssh_nonzero_exit_is_a_result_not_retried(fleet: World,
+                                                  device_ssh: FakeDeviceSsh) -> None:
+    device_ssh.replies["false"] = (1, "", "")
+    data = ok(call(fleet.services(), "ssh_to_device",
+                   {"device": "10.42.42.2", "command": "false"}))
+    assert data["exit_code"] == 1 and data["user"] == "fio"
+    assert len(argvs(fleet)) == 1, "the command ran exactly once"
+    assert fleet.api.patches == []
+
+
+def test_ssh_output_is_capped_and_says_so(fleet: World, device_ssh: FakeDeviceSsh) -> None:
+    device_ssh.replies["dmesg"] = (0, "é" * 1000, "warn\n" * 10)
+    data = ok(call(fleet.services(), "ssh_to_device",
+                   {"device": "dev-a", "command": "dmesg", "max_output_bytes": 301}))
+    assert data["stdout_truncated"] is True and data["stdout_bytes"] == 2000
+    assert data["stdout"] == "é" * 150  # cut at 300 bytes, never mid-character
+    assert data["stderr_truncated"] is False and data["stderr"] == "warn\n" * 10
+
+
+def test_ssh_timeout_is_reported_without_killing_or_retrying(fleet: World) -> None:
+    write_config(fleet)
+
+    def slow(_argv: Any, _input: Any) -> Completed:
+        raise TemporaryError("`ssh -p 22` did not finish within 5s", code="timeout")
+    fleet.runner.on("ssh", reply=slow)
+    text = error_text(call(fleet.services(), "ssh_to_device",
+                           {"device": "dev-a", "command": "sleep 100", "timeout_s": 5}))
+    assert "did not finish within 5s" in text and "did not kill" in text
+    assert len(argvs(fleet)) == 1
+
+
+def test_ssh_to_unknown_or_disabled_device(fleet: World, device_ssh: FakeDeviceSsh) -> None:
+    text = error_text(call(fleet.services(), "ssh_to_device",
+                           {"device": "dev-b", "command": "true"}))
+    assert "VPN is not enabled on device dev-b" in text and "enable-vpn" in text
+    text = error_text(call(fleet.services(), "ssh_to_device",
+                           {"device": "ghost", "command": "true"}))
+    assert "unknown device 'ghost'" in text
+    assert argvs(fleet) == []
+
+
+def test_enable_then_disable_device_to_device(fleet: World, device_ssh: FakeDeviceSsh) -> None:
+    data = ok(call(fleet.services(), "enable_foundries_device_to_device",
+                   {"device": "dev-a"}))
+    assert data["device_to_device"] is True and data["changed"] is True
+    assert data["allowed_ips"] == ["10.42.42.0/24"] and data["warning"]
+    assert "allowed-ips=10.42.42.0/24" in device_ssh.keyfile
+    assert ["nmcli", "connection", "up", "factory-vpn0"] in device_ssh.commands
+    again = ok(call(fleet.services(), "enable_foundries_device_to_device",
+                    {"device": "dev-a"}))
+    assert again["changed"] is False and "nothing changed" in again["message"]
+    off = ok(call(fleet.services(), "enable_foundries_device_to_device",
+                  {"device": "dev-a", "action": "disable"}))
+    assert off["device_to_device"] is False and off["allowed_ips"] == ["10.42.42.1/32"]
+    assert device_ssh.keyfile == KEYFILE_TEXT
+
+
+def test_device_to_device_private_key_never_in_argv(fleet: World,
+                                                    device_ssh: FakeDeviceSsh) -> None:
+    ok(call(fleet.services(), "enable_foundries_device_to_device", {"device": "dev-a"}))
+    private = "sO3oaa8JZ3yW0B7oZAV+2HgOn3woxDtFMgxKKJDLPEQ="
+    assert all(private not in " ".join(argv) for argv in argvs(fleet))

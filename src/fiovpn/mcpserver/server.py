@@ -100,13 +100,15 @@ _HINTS: list[tuple[type[FiovpnError], str]] = [
     (ApiTemporaryError, "the factory API is unavailable; retry in a minute"),
     (TemporaryError, "this may pass: retry in a moment"),
     (MissingTool, "install the named package, then retry"),
-    (BadInput, "nothing was changed; fix the input and retry"),
+    (BadInput, "fix the input and retry"),
 ]
 
 
 def tool_error(exc: FiovpnError) -> ToolError:
     """A fiovpn error as the tool error the model reads: message, code, next step."""
     text = f"{exc} [{exc.code}]"
+    if isinstance(exc, BadInput):
+        text += "; nothing was changed"
     if exc.hint is None:
         for cls, hint in _HINTS:
             if isinstance(exc, cls):
