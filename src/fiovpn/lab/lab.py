@@ -328,10 +328,7 @@ class Lab:
         """Keep the lab running after this process exits (``keep=True``): close our
         log handles but leave every process alone."""
         for child in self.children:
-            if child._log_fh is not None:
-                child._log_fh.close()
-                child._log_fh = None
-        self._closed = True
+            child.release()
 
     # --- records and roles -----------------------------------------------------------
 

@@ -178,6 +178,12 @@ class Child:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def release(self) -> None:
+        """Close our handle on the log; the process runs on (a kept lab)."""
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
     def stop(self, sig: int = signal.SIGTERM, *, grace: float = 5.0) -> int:
         """Signal the child's whole process group, wait; SIGKILL after ``grace``."""
         if self.popen.poll() is None:
@@ -192,9 +198,7 @@ class Child:
         # anything left in its process group (a forked helper) goes too
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
+        self.release()
         return self.popen.returncode
 
 
