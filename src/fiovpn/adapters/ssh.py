@@ -167,8 +167,8 @@ class SshClient:
             err = result.stderr.lower()
             if "sudo:" in err and any(s in err for s in _SUDO_PASSWORD):
                 raise PermanentError(
-                    f"sudo on {self.target.host} wants a password: allow this command with "
-                    f"NOPASSWD in sudoers: {sudoers_line(self.target.user, command)}",
+                    "sudo wants a password: allow this command with NOPASSWD in sudoers "
+                    f"on {self.target.host}: {sudoers_line(self.target.user, command)}",
                     code="sudo_password")
         if check and result.returncode != 0:
             raise RemoteError(self.target, command, result)

@@ -1,0 +1,377 @@
+from __future__ import annotations
+
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, WireguardIp
+from fiovpn.adapters.runner import Completed, FakeRunner
+from fiovpn.core import wgquick
+from fiovpn.core.keys import Key, KeyPair, public_key
+from fiovpn.errors import BadInput, NotFound
+from fiovpn.services import client as svc
+from fiovpn.services.keys import generate_key_file
+from fiovpn.settings import ClientSettings
+
+SERVER = KeyPair.generate()
+NOW = 1_760_000_000.0
+
+
+class FakeFactory:
+    """The part of FactoryApi the client uses; counts calls."""
+
+    factory = "acme"
+
+    def __init__(self, server_file: str | None) -> None:
+        self.files = [] if server_file is None else [ConfigFile("wireguard-server",
+                                                                server_file)]
+        self.calls = 0
+
+    def factory_config(self) -> list[ConfigEntry]:
+        self.calls += 1
+        return [ConfigEntry("2026-01-01T00:00:00", "test", tuple(self.files))]
+
+    def wireguard_ips(self) -> list[WireguardIp]:
+        return []
+
+
+def server_file(enabled: bool = True) -> str:
+    text = f"endpoint=vpn.acme.example:5555\nserver_address=10.42.42.1\npubkey={SERVER.public}"
+    return text if enabled else text + "\nenabled=0"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def settings(home: Path) -> ClientSettings:
+    return ClientSettings(config=home / ".config" / "wireguard" / "foundries.conf")
+
+
+def init(home: Path, **kw: object) -> svc.InitResult:
+    api = FakeFactory(server_file())
+    return svc.init_client(settings(home), api=lambda: api, **kw)  # type: ignore[arg-type]
+
+
+def config_key(home: Path) -> Key:
+    view = wgquick.client_view(svc.load_config(settings(home).config))
+    assert view.private_key is not None
+    return view.private_key
+
+
+# --- client init --------------------------------------------------------------------------
+
+
+def test_init_uses_the_key_from_keys_generate(home: Path) -> None:
+    pub = generate_key_file(home / ".config" / "wireguard" / "foundries.key")
+    res = init(home)
+    assert res.created
+    assert res.public_key == pub
+    assert public_key(config_key(home)) == pub
+    assert stat.S_IMODE(settings(home).config.stat().st_mode) == 0o600
+    assert f"fiovpn register --public-key {pub}" in res.next_step
+
+
+def test_init_without_a_key_file_makes_a_new_key_and_reads_the_factory(home: Path) -> None:
+    api = FakeFactory(server_file())
+    res = svc.init_client(settings(home), api=lambda: api)
+    assert api.calls == 1
+    view = wgquick.client_view(svc.load_config(settings(home).config))
+    assert view.server_public_key == SERVER.public
+    assert view.endpoint == "vpn.acme.example:5555"
+    assert str(view.allowed_ips[0]) == "10.42.42.0/24"
+    assert str(view.server_address) == "10.42.42.1"
+    assert view.address is None and res.address is None
+    assert res.to_json().keys() >= {"public_key", "config", "address"}
+
+
+def test_given_server_values_need_no_factory(home: Path) -> None:
+    def no_api() -> FakeFactory:
+        raise AssertionError("the factory must not be asked")
+
+    res = svc.init_client(settings(home), server_endpoint="198.18.0.1",
+                          server_public_key=str(SERVER.public), address="10.42.42.200",
+                          api=no_api)  # type: ignore[arg-type,return-value]
+    view = wgquick.client_view(svc.load_config(settings(home).config))
+    assert view.endpoint == "198.18.0.1:5555"
+    assert str(view.addresses[0]) == "10.42.42.200/32"
+    assert res.address == "10.42.42.200"
+
+
+def test_init_never_replaces_the_key_without_force(home: Path) -> None:
+    first = init(home)
+    key = config_key(home)
+    again = init(home)
+    assert not again.created and again.changed == ()
+    assert config_key(home) == key
+    assert again.public_key == first.public_key
+
+
+def test_address_change_keeps_the_key_and_the_rest(home: Path) -> None:
+    init(home)
+    path = settings(home).config
+    path.write_text(path.read_text() + "# my own note\n")
+    key = config_key(home)
+    res = init(home, address="10.42.42.205")
+    assert res.changed == ("address",)
+    assert config_key(home) == key
+    text = path.read_text()
+    assert "Address = 10.42.42.205/32" in text
+    assert text.endswith("# my own note\n")
+
+
+def test_force_starts_over_with_a_new_key(home: Path) -> None:
+    key_file = home / ".config" / "wireguard" / "foundries.key"
+    generate_key_file(key_file)
+    init(home, address="10.42.42.205")
+    old = config_key(home)
+    res = init(home, force=True)
+    new = config_key(home)
+    assert new != old
+    assert res.public_key == public_key(new)
+    assert key_file.read_text().strip() == str(new)  # key file and config agree
+    assert res.address == "10.42.42.205"  # the assigned address survives
+
+
+@pytest.mark.parametrize("kw", [
+    {"address": "10.42.42.999"},
+    {"server_endpoint": "vpn;reboot:5555"},
+    {"server_public_key": "nope"},
+])
+def test_bad_input_changes_nothing(home: Path, kw: dict[str, str]) -> None:
+    init(home)
+    before = settings(home).config.read_bytes()
+    with pytest.raises(BadInput):
+        init(home, **kw)
+    assert settings(home).config.read_bytes() == before
+
+
+def test_factory_without_vpn_is_a_clear_error_and_writes_nothing(home: Path) -> None:
+    api = FakeFactory(None)
+    with pytest.raises(NotFound, match="VPN is not enabled"):
+        svc.init_client(settings(home), api=lambda: api)
+    assert not settings(home).config.exists()
+    api2 = FakeFactory(server_file(enabled=False))
+    with pytest.raises(Exception, match="disabled"):
+        svc.init_client(settings(home), api=lambda: api2)
+    assert not settings(home).config.exists()
+
+
+def test_config_name_must_make_an_interface_name(home: Path) -> None:
+    bad = ClientSettings(config=home / "this-name-is-too-long.conf")
+    with pytest.raises(BadInput):
+        svc.init_client(bad, api=lambda: FakeFactory(server_file()))
+
+
+# --- the live interface, through a fake host ----------------------------------------------
+
+
+@dataclass
+class FakeHost:
+    """wg / wg-quick / ping / nmcli as a machine would answer them."""
+
+    client_key: Key
+    up: bool = False
+    handshake: int = 0  # unix time of the server's latest handshake
+    server_answers: bool = True  # registered and reachable
+    nm: bool = False
+    log: list[str] = field(default_factory=list)
+
+    def runner(self) -> FakeRunner:
+        r = FakeRunner()
+        r.on("wg", "show", reply=self.wg_show)
+        r.on("wg-quick", "up", reply=self.cmd("up"))
+        r.on("wg-quick", "down", reply=self.cmd("down"))
+        r.on("nmcli", "-t", "-f", "RUNNING", reply=lambda a, i: "running\n" if self.nm
+             else (8, "Error: NetworkManager is not running."))
+        r.on("nmcli", "connection", "up", reply=self.cmd("up"))
+        r.on("nmcli", "connection", "down", reply=self.cmd("down"))
+        r.on("ping", reply=self.ping)
+        return r
+
+    def cmd(self, what: str):  # type: ignore[no-untyped-def]
+        def run(argv: Sequence[str], _input: str | None) -> str:
+            self.log.append(" ".join(argv))
+            self.up = what == "up"
+            return ""
+        return run
+
+    def wg_show(self, argv: Sequence[str], _input: str | None) -> Completed:
+        if not self.up:
+            return Completed(tuple(argv), 1, "", "Unable to access interface: No such device")
+        return Completed(tuple(argv), 0, self.dump(), "")
+
+    def dump(self) -> str:
+        # the shape of a real `wg show foundries dump` on a client
+        return (f"{self.client_key}\t{public_key(self.client_key)}\t40123\toff\n"
+                f"{SERVER.public}\t(none)\t198.18.0.1:5555\t10.42.42.0/24\t"
+                f"{self.handshake}\t{1234 if self.handshake else 0}\t2960\t25\n")
+
+    def ping(self, argv: Sequence[str], _input: str | None) -> tuple[int, str]:
+        self.log.append(" ".join(argv))
+        if self.up and self.server_answers:
+            self.handshake = self.handshake or int(NOW) - 3
+            return 0, "1 packets transmitted, 1 received"
+        return 1, "1 packets transmitted, 0 received"
+
+
+@pytest.fixture
+def host(home: Path) -> FakeHost:
+    init(home, address="10.42.42.200")
+    return FakeHost(config_key(home))
+
+
+def test_connect_is_idempotent(home: Path, host: FakeHost) -> None:
+    runner = host.runner()
+    first = svc.connect(settings(home), runner)
+    assert first.changed and first.backend == "wg-quick"
+    assert host.log == [f"wg-quick up {settings(home).config}"]
+    second = svc.connect(settings(home), runner)
+    assert not second.changed and "already connected" in second.message
+    assert len(host.log) == 1
+
+
+def test_connect_through_networkmanager_when_it_runs(home: Path, host: FakeHost) -> None:
+    host.nm = True
+    runner = host.runner()
+    svc.connect(settings(home), runner)
+    cmds = [" ".join(c[0]) for c in runner.calls]
+    assert f"nmcli connection import type wireguard file {settings(home).config}" in cmds
+    assert "nmcli connection up foundries" in cmds
+    assert not any(c.startswith("wg-quick") for c in cmds)
+
+
+def test_disconnect_is_idempotent(home: Path, host: FakeHost) -> None:
+    runner = host.runner()
+    assert "already disconnected" in svc.disconnect(settings(home), runner).message
+    svc.connect(settings(home), runner)
+    res = svc.disconnect(settings(home), runner)
+    assert res.changed and not host.up
+    assert host.log[-1] == f"wg-quick down {settings(home).config}"
+
+
+def test_verify_when_down(home: Path, host: FakeHost) -> None:
+    res = svc.verify(settings(home), host.runner(), now=lambda: NOW)
+    assert res.to_json() | {"interface": "x", "server_address": "x"} == {
+        "connected": False, "handshake_age_s": None, "server_reachable": False,
+        "interface": "x", "server_address": "x"}
+    assert not any(line.startswith("ping") for line in host.log)
+
+
+def test_verify_when_working(home: Path, host: FakeHost) -> None:
+    host.up, host.handshake = True, int(NOW) - 42
+    res = svc.verify(settings(home), host.runner(), now=lambda: NOW)
+    assert (res.connected, res.handshake_age_s, res.server_reachable) == (True, 42, True)
+    assert res.ok
+    assert "ping -n -c 1 -W 2 10.42.42.1" in host.log
+
+
+def test_verify_when_not_registered(home: Path, host: FakeHost) -> None:
+    host.up, host.server_answers = True, False
+    res = svc.verify(settings(home), host.runner(), now=lambda: NOW)
+    assert (res.connected, res.handshake_age_s, res.server_reachable) == (True, None, False)
+    assert not res.ok
+
+
+def test_status_reports_peer_and_transfer(home: Path, host: FakeHost) -> None:
+    host.up, host.handshake = True, int(NOW) - 5
+    data = svc.status(settings(home), host.runner(), now=lambda: NOW)
+    assert data["connected"] and data["address"] == "10.42.42.200"
+    assert data["peer"]["handshake_age_s"] == 5
+    assert (data["peer"]["rx"], data["peer"]["tx"]) == (1234, 2960)
+    assert data["peer"]["endpoint"] == "198.18.0.1:5555"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def test_check_registered_by_handshake(home: Path, host: FakeHost) -> None:
+    clock = Clock()
+    data = svc.check_registered_local(settings(home), host.runner(), timeout=5,
+                                      now=lambda: NOW, monotonic=clock.monotonic,
+                                      sleep=clock.sleep)
+    assert data["registered"] is True
+    # it connected for the check and put things back as they were
+    assert host.log[0].startswith("wg-quick up") and host.log[-1].startswith("wg-quick down")
+    assert not host.up
+
+
+def test_check_registered_says_what_to_do_when_not(home: Path, host: FakeHost) -> None:
+    host.server_answers = False
+    clock = Clock()
+    data = svc.check_registered_local(settings(home), host.runner(), timeout=5,
+                                      now=lambda: NOW, monotonic=clock.monotonic,
+                                      sleep=clock.sleep)
+    pub = public_key(host.client_key)
+    assert data["registered"] is False
+    assert data["message"] == "not registered (or server unreachable)"
+    assert f"fiovpn register --public-key {pub}" in data["next_step"]
+    assert 4.5 <= clock.t <= 6  # waited until the deadline, not forever
+    assert not host.up
+
+
+def test_check_registered_stale_handshake_is_not_proof(home: Path, host: FakeHost) -> None:
+    host.up, host.handshake, host.server_answers = True, int(NOW) - 3600, False
+    clock = Clock()
+    data = svc.check_registered_local(settings(home), host.runner(), timeout=2,
+                                      now=lambda: NOW, monotonic=clock.monotonic,
+                                      sleep=clock.sleep)
+    assert data["registered"] is False
+    assert host.up  # it was up before: left up
+
+
+# --- doctor -------------------------------------------------------------------------------
+
+
+def outcome(d: svc.Doctor) -> dict[str, bool | None]:
+    return {c.name: c.ok for c in d.checks}
+
+
+def test_doctor_without_config(home: Path) -> None:
+    d = svc.doctor(settings(home), FakeRunner())
+    assert outcome(d)["config"] is False
+    assert "fiovpn client init" in (d.checks[0].next_step or "")
+    assert all(c.ok is None for c in d.checks[1:])
+    assert not d.ok
+
+
+def test_doctor_not_connected(home: Path, host: FakeHost) -> None:
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW)
+    assert outcome(d) == {"config": True, "key": True, "address": True, "connected": False,
+                          "handshake": None, "server_reachable": None, "registered": None}
+    assert d.checks[3].next_step == "run `fiovpn connect`"
+
+
+def test_doctor_not_registered(home: Path, host: FakeHost) -> None:
+    host.up, host.server_answers = True, False
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW)
+    assert outcome(d)["handshake"] is False and outcome(d)["registered"] is False
+    step = next(c.next_step for c in d.checks if c.name == "registered")
+    assert f"fiovpn register --public-key {public_key(host.client_key)}" in (step or "")
+
+
+def test_doctor_all_good(home: Path, host: FakeHost) -> None:
+    host.up, host.handshake = True, int(NOW) - 10
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW)
+    assert all(c.ok for c in d.checks) and d.ok
+    assert [c.to_json()["name"] for c in d.checks] == list(svc.ALL_CHECKS)
+
+
+def test_doctor_missing_address(home: Path) -> None:
+    init(home)
+    d = svc.doctor(settings(home), FakeHost(config_key(home)).runner(), now=lambda: NOW)
+    assert outcome(d)["address"] is False
+    assert "--address" in (d.checks[2].next_step or "")

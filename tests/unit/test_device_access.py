@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from fiovpn.adapters.factory_api import WireguardIp
+from fiovpn.adapters.runner import Completed, FakeRunner
+from fiovpn.adapters.ssh import SshOptions
+from fiovpn.core.keys import KeyPair
+from fiovpn.errors import AuthError, BadInput, NotFound, PermanentError
+from fiovpn.services import device_access as svc
+from fiovpn.settings import ClientSettings
+
+SAMPLE = (Path(__file__).parent.parent / "data" / "factory-vpn0.nmconnection").read_text()
+NO_SHARING = SshOptions()
+
+
+class FakeFactory:
+    factory = "acme"
+
+    def __init__(self, rows: list[WireguardIp] | Exception) -> None:
+        self.rows = rows
+
+    def wireguard_ips(self) -> list[WireguardIp]:
+        if isinstance(self.rows, Exception):
+            raise self.rows
+        return self.rows
+
+
+def api(rows: list[WireguardIp] | Exception):  # type: ignore[no-untyped-def]
+    fake = FakeFactory(rows)
+    return lambda: fake
+
+
+ROWS = [
+    WireguardIp("dev-a", IPv4Address("10.42.42.2"), True, KeyPair.generate().public),
+    WireguardIp("dev-off", IPv4Address("10.42.42.3"), False, KeyPair.generate().public),
+]
+
+
+class FakeDevice:
+    """A device behind ssh: a file system with the keyfile, and nmcli."""
+
+    def __init__(self, text: str = SAMPLE, user: str = "root") -> None:
+        self.files = {svc.KEYFILE: text}
+        self.commands: list[list[str]] = []
+        self.user = user
+
+    def runner(self) -> FakeRunner:
+        r = FakeRunner()
+        r.on("ssh", reply=self.handle)
+        return r
+
+    def handle(self, argv: Sequence[str], stdin: str | None) -> Completed:
+        words = shlex.split(argv[-1])
+        if words[:3] == ["sudo", "-n", "--"]:
+            words = words[3:]
+        self.commands.append(words)
+        out, rc, err = "", 0, ""
+        if words[0] == "cat":
+            if words[1] in self.files:
+                out = self.files[words[1]]
+            else:
+                rc, err = 1, f"cat: {words[1]}: No such file or directory"
+        elif words[:4] == ["install", "-m", "600", "/dev/stdin"]:
+            self.files[words[4]] = stdin or ""
+        elif words[0] == "mv":
+            self.files[words[3]] = self.files.pop(words[2])
+        elif words[0] == "nmcli":
+            pass
+        else:
+            rc, err = 127, f"{words[0]}: not found"
+        return Completed(tuple(argv), rc, out, err)
+
+
+def settings(tmp_path: Path, **kw: object) -> ClientSettings:
+    return ClientSettings(config=tmp_path / "foundries.conf", user="root",
+                          hosts_file=tmp_path / "hosts", **kw)  # type: ignore[arg-type]
+
+
+# --- name resolution ----------------------------------------------------------------------
+
+
+def test_resolve_by_factory_name(tmp_path: Path) -> None:
+    t = svc.resolve_device(settings(tmp_path), "dev-a", api=api(ROWS))
+    assert (t.name, t.ip, t.source) == ("dev-a", IPv4Address("10.42.42.2"), "factory")
+
+
+def test_resolve_by_ip_needs_no_factory(tmp_path: Path) -> None:
+    t = svc.resolve_device(settings(tmp_path), "10.42.42.9", api=api(AssertionError("no")))
+    assert t.ip == IPv4Address("10.42.42.9")
+
+
+def test_resolve_falls_back_to_the_hosts_block(tmp_path: Path) -> None:
+    (tmp_path / "hosts").write_text(
+        "127.0.0.1\tlocalhost\n10.42.42.77\tdev-z\n"
+        "## Factory(acme) VPN Lookups\n10.42.42.5\tdev-b\n## END Factory(acme) VPN Lookups\n")
+    s = settings(tmp_path)
+    no_api = api(AuthError("no FoundriesFactory API token found"))
+    assert svc.resolve_device(s, "dev-b", api=no_api).ip == IPv4Address("10.42.42.5")
+    assert svc.resolve_device(s, "dev-b", api=no_api).source == "hosts"
+    # lines outside the factory block do not count
+    with pytest.raises(NotFound):
+        svc.resolve_device(s, "dev-z", api=no_api)
+
+
+def test_vpn_disabled_device_says_enable_vpn(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="enable-vpn dev-off"):
+        svc.resolve_device(settings(tmp_path), "dev-off", api=api(ROWS))
+
+
+def test_unknown_device_is_a_clear_error_and_nothing_runs(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    runner = dev.runner()
+    with pytest.raises(NotFound, match="unknown device 'nope'"):
+        svc.run_on_device(settings(tmp_path), runner, "nope", ["true"], api=api(ROWS),
+                          options=NO_SHARING)
+    with pytest.raises(NotFound):
+        svc.enable_d2d(settings(tmp_path), runner, "nope", api=api(ROWS), options=NO_SHARING)
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize("bad", ["dev;reboot", "$(id)", "a b", "-oProxyCommand=x", ""])
+def test_shell_characters_in_a_name_are_refused(tmp_path: Path, bad: str) -> None:
+    runner = FakeDevice().runner()
+    with pytest.raises(BadInput):
+        svc.run_on_device(settings(tmp_path), runner, bad, ["true"], api=api(ROWS),
+                          options=NO_SHARING)
+    assert runner.calls == []
+
+
+# --- fiovpn ssh ---------------------------------------------------------------------------
+
+
+def test_ssh_passes_exit_code_and_output_through(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    runner.on("ssh", reply=lambda a, i: Completed(tuple(a), 7, "out\n", "err\n"))
+    res = svc.run_on_device(settings(tmp_path), runner, "dev-a", ["sh", "-c", "exit 7"],
+                            api=api(ROWS), options=NO_SHARING)
+    assert (res.exit_code, res.stdout, res.stderr) == (7, "out\n", "err\n")
+    argv = runner.calls[0][0]
+    assert argv[-2] == "10.42.42.2"
+    assert shlex.split(argv[-1]) == ["sh", "-c", "exit 7"]
+    assert argv[argv.index("-l") + 1] == "root"
+
+
+# --- device-to-device ---------------------------------------------------------------------
+
+
+def test_enable_d2d_widens_and_is_idempotent(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    s = settings(tmp_path)
+    runner = dev.runner()
+    first = svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert first["changed"] is True and first["allowed_ips"] == ["10.42.42.0/24"]
+    assert "rewrites this connection" in first["warning"]
+    assert "allowed-ips=10.42.42.0/24;" in dev.files[svc.KEYFILE]
+    done = [" ".join(c[:3]) for c in dev.commands]
+    assert "nmcli connection reload" in done
+    assert ["nmcli", "connection", "up", "factory-vpn0"] in dev.commands
+    # only the peer line changed; the private key is still there
+    assert dev.files[svc.KEYFILE].replace("10.42.42.0/24;", "10.42.42.1") == SAMPLE
+
+    dev.commands.clear()
+    second = svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert second["changed"] is False
+    assert all(c[0] == "cat" for c in dev.commands)  # read only: nothing written or reloaded
+
+
+def test_disable_d2d_restores_the_handlers_file(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    s = settings(tmp_path)
+    runner = dev.runner()
+    svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    res = svc.disable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert res["changed"] and res["allowed_ips"] == ["10.42.42.1/32"]
+    assert dev.files[svc.KEYFILE] == SAMPLE
+    again = svc.disable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert again["changed"] is False
+
+
+def test_keyfile_content_goes_through_stdin_never_argv(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    runner = dev.runner()
+    svc.enable_d2d(settings(tmp_path), runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    private = next(ln.split("=", 1)[1] for ln in SAMPLE.splitlines()
+                   if ln.startswith("private-key="))
+    assert all(private not in " ".join(argv) for argv, _ in runner.calls)
+    assert any(stdin and private in stdin for _, stdin in runner.calls)
+
+
+def test_non_root_device_user_goes_through_sudo_n(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    runner = dev.runner()
+    s = ClientSettings(config=tmp_path / "foundries.conf", user="fio",
+                       hosts_file=tmp_path / "hosts")
+    svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert all(shlex.split(argv[-1])[:3] == ["sudo", "-n", "--"] for argv, _ in runner.calls)
+
+
+def test_device_without_the_vpn_connection(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    dev.files.clear()
+    with pytest.raises(NotFound, match="factory-vpn0"):
+        svc.enable_d2d(settings(tmp_path), dev.runner(), "dev-a", api=api(ROWS),
+                       options=NO_SHARING)
+
+
+def test_edit_that_does_not_stick_is_reported(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    runner = FakeRunner()
+
+    def forgetful(argv: Sequence[str], stdin: str | None) -> Completed:
+        words = shlex.split(argv[-1])
+        if words[0] == "mv":  # the write is lost
+            return Completed(tuple(argv), 0, "", "")
+        return dev.handle(argv, stdin)
+
+    runner.on("ssh", reply=forgetful)
+    with pytest.raises(PermanentError, match="after the edit"):
+        svc.enable_d2d(settings(tmp_path), runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+
+
+def test_d2d_state_notices_a_reverted_file(tmp_path: Path) -> None:
+    dev = FakeDevice()
+    s = settings(tmp_path)
+    runner = dev.runner()
+    target = svc.resolve_device(s, "dev-a", api=api(ROWS))
+    assert svc.d2d_state(s, runner, target) is None  # never touched from here
+    svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    dev.files[svc.KEYFILE] = SAMPLE  # the config handler rewrote it
+    assert svc.d2d_state(s, runner, target) == (True, False)
