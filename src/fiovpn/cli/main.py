@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fiovpn import __version__
-from fiovpn.cli import client, devices, keys, lab, mcp, sandbox, server
+from fiovpn.cli import client, demo, devices, keys, lab, mcp, sandbox, server
 from fiovpn.cli.output import json_option
 
 
@@ -28,7 +28,7 @@ def cli() -> None:
 
 
 # devices before client: the client module adds its SSH-based d2d commands to `devices`.
-for module in (keys, server, devices, client, sandbox, lab, mcp):
+for module in (keys, server, devices, client, sandbox, lab, mcp, demo):
     module.register(cli)
 
 
