@@ -119,8 +119,10 @@ def test_nmcli_removed_keyfile_takes_the_tunnel_down(make_lab: Callable[..., Lab
 def test_engineer_ssh_to_device_with_key_auth_and_checked_host_key(hand_lab: Lab) -> None:
     d1, d2 = hand_lab.devices
     eng = hand_lab.engineers[0]
-    out = eng.ssh(d1.underlay_ip, "cat", KEYFILE)
-    assert "address1=10.42.42.2" in out.stdout  # the session runs in the device's mount ns
+    out = eng.ssh(d1.underlay_ip, "hostname; cat", KEYFILE)
+    # the session runs in the device's own namespaces
+    assert out.stdout.splitlines()[0] == d1.device_name
+    assert "address1=10.42.42.2" in out.stdout
     # a known_hosts entry with another device's key under d1's address: refused
     wrong = eng.home / "wrong_known_hosts"
     d2_key = (d2.home / "sshd" / "ssh_host_ed25519_key.pub").read_text().split()[:2]

@@ -480,8 +480,8 @@ def _synced(status: Any) -> bool:
 
 
 class Device(Role):
-    """A fleet device: its own network *and* mount namespace (so it has its own
-    /etc/NetworkManager/system-connections), a wireguard-go interface, a
+    """A fleet device: its own network, mount and UTS namespaces (so it has its own
+    /etc/NetworkManager/system-connections and hostname), a wireguard-go interface, a
     stand-in ``nmcli``, and sshd for engineers (user root)."""
 
     kind = "device"
@@ -506,15 +506,15 @@ class Device(Role):
     def enter(self) -> list[str]:
         if self.holder is None:
             return ["ip", "netns", "exec", self.ns]
-        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--"]
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-u", "-n", "--"]
 
     def start_namespace(self) -> None:
         """A sleeping holder process owns the device's mount namespace; /etc in it is
         an overlay whose writes land in the device's home (the host /etc is untouched)."""
         self.holder = self.lab.spawn(
             f"{self.name}: mount namespace",
-            ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation", "private",
-             "sleep", "infinity"], env=self.env, log=None)
+            ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--uts", "--propagation",
+             "private", "sleep", "infinity"], env=self.env, log=None)
         holder = self.holder
         wait_for(lambda: _comm(holder.pid) == "sleep", timeout=10,
                  what=f"{self.name}'s mount namespace")
@@ -524,6 +524,7 @@ class Device(Role):
         self.run(["mount", "-t", "overlay", "overlay", "-o",
                   f"lowerdir=/etc,upperdir={upper},workdir={work}", "/etc"])
         self.run(["mkdir", "-p", f"/{KEYFILE_DIR}"])
+        self.run(["hostname", self.device_name])  # its own UTS namespace
         self.bin.mkdir(exist_ok=True)
         script = (f"#!{sys.executable}\nimport sys\nfrom fiovpn.lab.nmcli import main\n"
                   f"sys.exit(main(state_file={str(self.nm_state)!r}))\n")
@@ -677,14 +678,16 @@ class Engineer(Role):
 
     @property
     def ssh_options(self) -> tuple[str, ...]:
-        return ("GlobalKnownHostsFile=/dev/null", "IdentitiesOnly=yes", "BatchMode=yes",
-                "ConnectTimeout=10")
+        """Extra ``-o`` options for fiovpn's ssh (settings ``ssh-options``): only the lab's
+        known_hosts counts, never the host's global one."""
+        return ("GlobalKnownHostsFile=/dev/null",)
 
     def ssh_argv(self, host: str, *command: str, port: int = 22,
                  user: str = "root") -> list[str]:
         argv = ["ssh", "-F", "/dev/null", "-i", str(self.identity_file),
                 "-o", f"UserKnownHostsFile={self.lab.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes"]
+                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
         for opt in self.ssh_options:
             argv += ["-o", opt]
         return [*argv, "-p", str(port), f"{user}@{host}", "--", *command]
