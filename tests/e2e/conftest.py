@@ -49,3 +49,13 @@ def lab(make_lab: Callable[..., Lab]) -> Lab:
     """The default lab: sandbox factory, server (daemon not started), device1 and
     device2 (VPN enabled: 10.42.42.2, .3), engineer1 (admin) and engineer2."""
     return make_lab(devices=2, engineers=2, admins=1)
+
+
+@pytest.fixture(scope="module")
+def vpn_lab(make_lab: Callable[..., Lab]) -> Lab:
+    """A lab with the VPN running: server enabled, daemon synced (its log in
+    ``lab.server.daemon_log()``), device1/device2 tunnels configured from the
+    factory. Engineers are not connected yet: ``lab.join(lab.engineers[0])``."""
+    lab = make_lab(devices=2, engineers=2, admins=1)
+    lab.start_vpn()
+    return lab

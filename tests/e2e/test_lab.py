@@ -246,3 +246,18 @@ def test_factory_sandbox_controls_and_device_config(lab: Lab) -> None:
     assert eng.env["FIOVPN_API_URL"] == factory.api_url
     assert eng.http("GET", f"{factory.api_url}/ota/devices/?factory={lab.factory_name}",
                     token=factory.token).ok
+
+
+def test_lab_runs_the_real_vpn(vpn_lab: Lab) -> None:
+    """The lab with the real daemon and client commands: an engineer joins (first-admin
+    flow) and reaches a device through the server; host keys are checked by fiovpn ssh."""
+    lab = vpn_lab
+    eng, outsider = lab.engineers
+    address = lab.join(eng)
+    assert address == "10.42.42.200"
+    d1 = lab.devices[0]
+    assert eng.ping(str(d1.vpn_ip), timeout=10)
+    out = eng.fiovpn("ssh", "device1", "--", "hostname")
+    assert out.stdout.strip() == "device1"
+    # not registered, not connected: no way in
+    assert not outsider.ping_once(SERVER_IP)

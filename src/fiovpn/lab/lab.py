@@ -385,6 +385,36 @@ class Lab:
         """Every device applies its current factory config (as fioconfig would)."""
         return {d.device_name: d.apply_factory_config() for d in self.devices}
 
+    def start_vpn(self, *daemon_args: str, timeout: float = 30.0) -> None:
+        """The usual starting point of a flow test: ``server enable``, the daemon
+        running and synced, every device's factory config applied, and the
+        server holding one peer per VPN-enabled device."""
+        if self.factory is None:
+            raise LabError("start_vpn needs the sandbox factory (Lab.create(factory=True))")
+        self.server.enable()
+        self.server.start_daemon(*daemon_args)
+        self.server.wait_synced(timeout=timeout)
+        self.apply_factory_config()
+        self.server.wait_peers([str(d.vpn_ip) for d in self.devices if d.vpn_ip is not None],
+                               timeout=timeout)
+
+    def join(self, engineer: Engineer, *, name: str | None = None,
+             timeout: float = 20.0) -> str:
+        """The first-admin flow for ``engineer``: `client init`, `server clients add`
+        on the server itself, `client init --address`, `connect`; waits until the
+        server answers through the tunnel. Returns the engineer's VPN address."""
+        init = engineer.fiovpn_json("client", "init")
+        added = self.server.fiovpn_json("server", "clients", "add", "--public-key",
+                                        str(init["public_key"]), "--name",
+                                        name or engineer.name)
+        address = str(added["ip"])
+        engineer.fiovpn("client", "init", "--address", address)
+        engineer.fiovpn("connect")
+        if not engineer.ping(Server.vpn_ip, timeout=timeout):
+            raise LabError(f"{engineer.name} connected but {Server.vpn_ip} does not answer "
+                           "through the tunnel")
+        return address
+
     def ping(self, role: str | Role, ip: str, *, timeout: float = 10.0) -> bool:
         r = role if isinstance(role, Role) else self.role(role)
         return r.ping(ip, timeout=timeout)

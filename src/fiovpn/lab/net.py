@@ -70,12 +70,21 @@ def netns_pids(name: str) -> list[int]:
     return [int(p) for p in proc.stdout.split() if p.strip().isdigit()]
 
 
+def list_netns(prefix: str) -> list[str]:
+    """Namespaces whose name starts with ``prefix`` (a lab's prefix is unique)."""
+    proc = ip("netns", "list", check=False)
+    names = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    return [n for n in names if prefix and n.startswith(prefix)]
+
+
 def remove_everything(prefix: str, namespaces: Sequence[str],
                       pids: Sequence[tuple[int, int | None]] = ()) -> list[str]:
     """Kill ``pids`` (each with its start time) and every process left in the
-    namespaces, remove /run/wireguard sockets of the prefix, delete the
-    namespaces. Returns what could not be removed (empty when all went)."""
+    namespaces (those named and any other of the prefix), remove /run/wireguard
+    sockets of the prefix, delete the namespaces. Returns what could not be
+    removed (empty when all went)."""
     problems: list[str] = []
+    namespaces = list(dict.fromkeys([*namespaces, *list_netns(prefix)]))
     for pid, started in pids:
         kill_pid(pid, started)
     for ns in namespaces:

@@ -1,0 +1,214 @@
+"""The engineer and admin flows of SPEC section 1, for real, in the namespace lab:
+first-admin bootstrap, engineer onboarding with registration over SSH through the
+tunnel, devices reachable after enable-vpn, device-to-device on and off, and bad
+input that changes nothing. Every probe runs inside a lab namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fiovpn.lab import DeviceSpec, Engineer, Lab, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SERVER_IP = "10.42.42.1"
+
+
+@pytest.fixture(scope="module")
+def fleet(make_lab: Callable[..., Lab]) -> Lab:
+    """Server daemon (device-to-device allowed, fast sync), device1/device2 on the VPN,
+    device3 not yet; engineer1 is the (first) admin, engineer2 a new engineer."""
+    lab = make_lab(devices=[DeviceSpec("device1"), DeviceSpec("device2"),
+                            DeviceSpec("device3", vpn=False)],
+                   engineers=2, admins=1,
+                   server_settings={"allow-device-to-device": True, "interval": 2})
+    lab.server.enable()
+    lab.server.start_daemon()
+    lab.server.wait_synced(timeout=30)
+    assert lab.apply_factory_config() == {"device1": True, "device2": True, "device3": False}
+    return lab
+
+
+def js(role: Engineer, *args: str, check: bool = True, timeout: float = 60.0) -> Any:
+    return role.fiovpn_json(*args, check=check, timeout=timeout)
+
+
+def fails(role: Engineer, *args: str, code: int = 2) -> tuple[dict[str, Any], str]:
+    result = role.fiovpn(*args, "--json", check=False, timeout=60)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    return json.loads(result.stdout), result.stderr
+
+
+def ssh_json(role: Engineer, device: str, *command: str) -> Any:
+    """``fiovpn ssh --json DEVICE -- CMD``: --json must come before the remote command."""
+    result = role.fiovpn("ssh", "--json", device, "--", *command, check=False, timeout=60)
+    return json.loads(result.stdout)
+
+
+def registry(lab: Lab) -> str:
+    return lab.server.clients_file.read_text() if lab.server.clients_file.exists() else ""
+
+
+def test_first_admin_bootstrap(fleet: Lab) -> None:
+    admin = fleet.engineers[0]
+    keys = js(admin, "keys", "generate")
+    pub = keys["public_key"]
+    # one-time direct access to the server: register own key locally there
+    added = fleet.server.fiovpn_json("server", "clients", "add", "--public-key", pub,
+                                     "--name", "admin1")
+    assert added["public_key"] == pub and added["name"] == "admin1"
+    init = js(admin, "client", "init", "--address", added["ip"])
+    assert init["public_key"] == pub  # the key from `keys generate`
+    assert init["address"] == added["ip"]
+    assert js(admin, "connect")["connected"] is True
+    again = js(admin, "connect")
+    assert again["changed"] is False and "already connected" in again["message"]
+    verify = js(admin, "verify")
+    assert verify["connected"] is True and verify["server_reachable"] is True
+    assert verify["handshake_age_s"] is not None and verify["handshake_age_s"] < 30
+    assert admin.ping(SERVER_IP, timeout=5)
+    # and the admin reaches the devices through the server
+    assert admin.ping("10.42.42.2", timeout=10)
+
+
+def test_engineer_onboarding(fleet: Lab) -> None:
+    admin, eng = fleet.engineers
+    init = js(eng, "client", "init")
+    pub = init["public_key"]
+    assert init["address"] is None
+    assert f"fiovpn register --public-key {pub}" in init["next_step"]
+
+    result = eng.fiovpn("check-registered", "--timeout", "4", check=False, timeout=60)
+    assert result.returncode == 1
+    assert "not registered (or server unreachable)" in result.stdout
+    assert f"fiovpn register --public-key {pub}" in result.stdout
+    assert not eng.run(["wg", "show", eng.interface], check=False).ok  # put back down
+
+    # an engineer is not an admin: no SSH to the server
+    denied = eng.fiovpn("register", "--public-key", pub, check=False)
+    assert denied.returncode == 1
+
+    # the admin registers them over SSH through the tunnel to 10.42.42.1:5025
+    reg = js(admin, "register", "--public-key", pub, "--name", "engineer2")
+    assert reg["public_key"] == pub and reg["name"] == "engineer2"
+    assert reg["ip"].startswith("10.42.42.2")  # from the client pool .200-.254
+    assert pub in registry(fleet)
+    check = js(admin, "check-registered", "--public-key", pub)
+    assert check["registered"] is True and check["ip"] == reg["ip"]
+
+    assert js(eng, "check-registered", "--timeout", "20")["registered"] is True
+    assert js(eng, "client", "init", "--address", reg["ip"])["public_key"] == pub
+    assert js(eng, "connect")["connected"] is True
+    verify = js(eng, "verify")
+    assert verify == {**verify, "connected": True, "server_reachable": True}
+    assert eng.ping("10.42.42.2", timeout=10)
+
+    ssh = ssh_json(eng, "device1", "sh", "-c", "echo $0 on $(hostname -I)", "a b;c")
+    assert ssh["exit_code"] == 0
+    assert ssh["stdout"].startswith("a b;c on ")  # the remote shell split nothing
+    code = eng.fiovpn("ssh", "device1", "--", "sh", "-c", "exit 7", check=False)
+    assert code.returncode == 7
+
+    doctor = js(eng, "doctor", "--device", "device1")
+    assert all(c["ok"] for c in doctor), doctor
+
+
+def test_enable_vpn_device_reachable_after_next_sync(fleet: Lab) -> None:
+    eng = fleet.engineers[1]
+    assert not eng.ping_once("10.42.42.4")
+    data = js(eng, "devices", "enable-vpn", "device3")
+    assert data["name"] == "device3"
+    ip = data["vpn_ip"]
+    assert ip == "10.42.42.4"  # fioctl's choice: first free after the server
+    # the device applies its new config; the daemon adds the peer on its next reconcile
+    device3 = fleet.device("device3")
+    assert device3.apply_factory_config()
+    fleet.server.wait_peers({**{str(d.keys.public): str(d.vpn_ip) for d in fleet.devices},
+                             **_client_peers(fleet)}, timeout=30)
+    assert eng.ping(ip, timeout=15)
+    ssh = ssh_json(eng, "device3", "true")
+    assert ssh["exit_code"] == 0
+
+
+def _client_peers(lab: Lab) -> dict[str, str]:
+    out = {}
+    for line in registry(lab).splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2:
+            out[fields[0]] = fields[1]
+    return out
+
+
+def test_device_to_device_on_and_off(fleet: Lab) -> None:
+    eng = fleet.engineers[1]
+    d1, d2 = fleet.device("device1"), fleet.device("device2")
+    assert not d1.ping_once(str(d2.vpn_ip))  # isolated by default
+
+    first = js(eng, "devices", "enable-d2d", "device1")
+    assert first["changed"] is True and first["allowed_ips"] == ["10.42.42.0/24"], first
+    assert "rewrites" in first["warning"]
+    assert js(eng, "devices", "enable-d2d", "device1")["changed"] is False  # idempotent
+    assert js(eng, "devices", "enable-d2d", "device2")["changed"] is True
+    assert d1.server_allowed_ips() == ("10.42.42.0/24",)
+    assert d1.ping(str(d2.vpn_ip), timeout=10)
+    assert d2.ping(str(d1.vpn_ip), timeout=10)
+
+    off = js(eng, "devices", "disable-d2d", "device1")
+    assert off["changed"] is True and off["allowed_ips"] == ["10.42.42.1/32"]
+    assert d1.server_allowed_ips() == ("10.42.42.1/32",)
+    assert not d1.ping_once(str(d2.vpn_ip), wait=2)
+    assert d1.ping(SERVER_IP, timeout=5)  # still on the VPN
+    # the handler-written file is back, byte for byte but for the edits we undid
+    text = d1.read_keyfile() or ""
+    assert "allowed-ips=10.42.42.1\n" in text
+
+    # a config change rewrites the keyfile: doctor notices the lost d2d on device2
+    assert d2.apply_factory_config()
+    doctor = js(eng, "doctor", "--device", "device2", check=False)
+    d2d = next(c for c in doctor if c["name"] == "device_to_device")
+    assert d2d["ok"] is False and "enable-d2d device2" in d2d["next_step"]
+    assert js(eng, "devices", "disable-d2d", "device2")["changed"] is False
+
+
+def test_bad_input_is_a_clear_error_and_changes_nothing(fleet: Lab) -> None:
+    admin = fleet.engineers[0]
+    before = registry(fleet)
+    config_before = admin.config_path.read_bytes()
+    keyfile_before = fleet.device("device1").read_keyfile()
+
+    err, msg = fails(admin, "ssh", "no-such-device", "--", "true")
+    assert err["error"]["code"] == "unknown_device" and "no-such-device" in msg
+    err, _ = fails(admin, "devices", "enable-d2d", "no-such-device")
+    assert err["error"]["code"] == "unknown_device"
+    err, msg = fails(admin, "register", "--public-key", "not-a-key")
+    assert "invalid WireGuard public key" in msg
+    valid = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    err, msg = fails(admin, "register", "--public-key", valid, "--name", "x;reboot")
+    assert "invalid client name" in msg
+    err, msg = fails(admin, "ssh", "dev$(id)", "--", "true")
+    assert "invalid device name" in msg
+    err, _ = fails(admin, "client", "init", "--address", "10.42.42.300")
+    assert registry(fleet) == before
+    assert admin.config_path.read_bytes() == config_before
+    assert fleet.device("device1").read_keyfile() == keyfile_before
+
+    # an unreachable server: a clear temporary error, no registry change
+    result = admin.fiovpn("register", "--public-key", valid, "--server-ssh",
+                          "root@10.42.42.99:5025", "--json", check=False, timeout=60)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error"]["code"] == "ssh_unreachable"
+    assert registry(fleet) == before
+
+
+def test_disconnect_is_idempotent(fleet: Lab) -> None:
+    eng = fleet.engineers[1]
+    assert js(eng, "disconnect")["changed"] is True
+    assert js(eng, "disconnect")["changed"] is False
+    assert js(eng, "verify", check=False)["connected"] is False
+    wait_for(lambda: not eng.run(["wg", "show", eng.interface], check=False).ok,
+             timeout=10, what="the engineer's interface to go away")
