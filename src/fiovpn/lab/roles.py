@@ -81,6 +81,18 @@ def sshd_config(*, listen: Sequence[str], port: int, host_key: Path, authorized_
     return "\n".join(lines) + "\n"
 
 
+def handler_keyfile(interface: str, private_key: Key, server: ServerConfigFile,
+                    address: IPv4Address) -> str:
+    """The keyfile fioconfig's factory-config-vpn handler writes for a device."""
+    return (f"[connection]\nid={CONNECTION_ID}\ntype=wireguard\n"
+            f"interface-name={interface}\npermissions=\n\n"
+            f"[wireguard]\nprivate-key={private_key}\n\n"
+            f"[wireguard-peer.{server.pubkey}]\nendpoint={server.endpoint}\n"
+            f"persistent-keepalive=25\nallowed-ips={server.server_address}\n\n"
+            f"[ipv4]\naddress1={address}\ndns-search=\nmethod=manual\n\n"
+            f"[ipv6]\naddr-gen-mode=stable-privacy\ndns-search=\nmethod=ignore\n")
+
+
 def host_key_line(pub_file: Path) -> str:
     """``TYPE BASE64`` of an OpenSSH public key file (comment dropped)."""
     kind, blob, *_ = pub_file.read_text().split()
@@ -545,15 +557,8 @@ class Device(Role):
             return None
 
     def render_keyfile(self, server: ServerConfigFile, address: IPv4Address) -> str:
-        """What fioconfig's factory-config-vpn handler writes (interface name made
-        unique for the lab: /run/wireguard is shared by every namespace)."""
-        return (f"[connection]\nid={CONNECTION_ID}\ntype=wireguard\n"
-                f"interface-name={self.interface}\npermissions=\n\n"
-                f"[wireguard]\nprivate-key={self.keys.private}\n\n"
-                f"[wireguard-peer.{server.pubkey}]\nendpoint={server.endpoint}\n"
-                f"persistent-keepalive=25\nallowed-ips={server.server_address}\n\n"
-                f"[ipv4]\naddress1={address}\ndns-search=\nmethod=manual\n\n"
-                f"[ipv6]\naddr-gen-mode=stable-privacy\ndns-search=\nmethod=ignore\n")
+        # interface name unique for the lab: /run/wireguard is shared by every namespace
+        return handler_keyfile(self.interface, self.keys.private, server, address)
 
     def nmcli(self, *args: str, check: bool = True) -> Completed:
         return self.run(["nmcli", *args], check=check)
