@@ -78,9 +78,14 @@ class ServerContext:
     api: FactoryApi | None = None
     server_key: Key | None = None  # public key, to keep peers from claiming it
     clock: Callable[[], float] = time.time
-    last_ruleset: str | None = None
     last_notes: frozenset[str] = frozenset()
     last_api_success: str | None = None
+    # Memos so an idle poll at 5,000 peers stays cheap: what was last saved,
+    # applied or written, compared before doing it again.
+    last_rows: list[WireguardIp] | None = None
+    last_firewall: tuple[object, ...] | None = None
+    last_hosts: tuple[object, ...] | None = None
+    known: dict[Key, Peer] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
 
     @classmethod
@@ -164,10 +169,13 @@ def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[Wireguar
         return cached
     report.api_ok = True
     ctx.last_api_success = report.at
-    try:
-        ctx.state.save_devices(rows, report.at)
-    except OSError as exc:
-        report.errors.append(f"cannot write the state cache in {ctx.state.directory}: {exc}")
+    if rows != ctx.last_rows:
+        try:
+            ctx.state.save_devices(rows, report.at)
+            ctx.last_rows = rows
+        except OSError as exc:
+            report.errors.append(f"cannot write the state cache in {ctx.state.directory}: "
+                                 f"{exc}")
     return rows
 
 
@@ -221,7 +229,7 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
                             server_key=ctx.server_key)
     report.desired = desired
 
-    known = ctx.state.known_peers()
+    known = ctx.known if ctx.known is not None else ctx.state.known_peers()
     try:
         dump = ctx.wg.show_dump(s.interface)
     except FiovpnError as exc:
@@ -243,13 +251,15 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
         with contextlib.suppress(FiovpnError):
             dump = ctx.wg.show_dump(s.interface)
     report.peers = peers
+    ctx.known = {**known, **{p.public_key: p for p in peers}}
 
-    ruleset = render_ruleset(FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
-                                            s.allow_device_to_device), peers)
-    if ruleset != ctx.last_ruleset:
+    policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
+                            s.allow_device_to_device)
+    fw_key = (policy, frozenset((p.kind, p.ip) for p in peers))
+    if fw_key != ctx.last_firewall:
         try:
-            ctx.nft.apply(ruleset)
-            ctx.last_ruleset = ruleset
+            ctx.nft.apply(render_ruleset(policy, peers))
+            ctx.last_firewall = fw_key
             report.firewall_applied = True
             log.info("firewall table %s applied (%d clients, %d devices%s)", s.nft_table,
                      sum(p.kind == "client" for p in peers),
@@ -260,7 +270,7 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
 
     if s.factory and (authoritative or rows is not None):
         try:
-            report.hosts_changed = _update_hosts(s.hosts_file, s.factory, peers)
+            report.hosts_changed = _update_hosts(ctx, s.hosts_file, s.factory, peers)
         except OSError as exc:
             report.errors.append(f"cannot update {s.hosts_file}: {exc}")
 
@@ -268,20 +278,34 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
     return report
 
 
-def _update_hosts(path: Path, factory: str, peers: Iterable[Peer]) -> bool:
+def _file_id(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _update_hosts(ctx: ServerContext, path: Path, factory: str, peers: Iterable[Peer]
+                  ) -> bool:
     entries = []
     for p in peers:
         if p.kind == "device" and p.name:
             with contextlib.suppress(BadInput):
                 entries.append((p.ip, validate_name(p.name)))
+    memo = (factory, frozenset(entries), _file_id(path))
+    if memo == ctx.last_hosts:
+        return False  # same devices, file untouched since we last looked
     text = read_text(path) or ""
     new = update_hosts(text, factory, entries)
     if new is None:
+        ctx.last_hosts = memo
         return False
     mode = 0o644
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o777
     atomic_write(path, new, mode=mode)
+    ctx.last_hosts = (factory, frozenset(entries), _file_id(path))
     log.info("hosts block for factory %s updated in %s (%d devices)", factory, path,
              len(entries))
     return True
@@ -318,7 +342,9 @@ def _peer_json(p: Peer, live: PeerDump | None) -> dict[str, Any]:
 def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
                     peers: list[Peer]) -> dict[str, Any]:
     s = ctx.settings
-    previous = ctx.state.load_status() or {}
+    previous: dict[str, Any] = {}
+    if not report.used_api or ctx.last_api_success is None:
+        previous = ctx.state.load_status() or {}
     api_ok, error = report.api_ok, report.error
     if not report.used_api:
         # A local apply (registry edit) says nothing about the API: keep the

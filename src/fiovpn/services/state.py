@@ -60,7 +60,8 @@ class StateCache:
     def save_devices(self, rows: list[WireguardIp], saved_at: str) -> None:
         self._ensure_dir()
         data = {"saved_at": saved_at, "devices": [row_to_json(r) for r in rows]}
-        atomic_write(self.devices_path, json.dumps(data, indent=1) + "\n", mode=0o600)
+        atomic_write(self.devices_path, json.dumps(data, separators=(",", ":")) + "\n",
+                     mode=0o600)
 
     def load_devices(self) -> list[WireguardIp] | None:
         """The last good device list, or None when there is none (or it is unreadable)."""
@@ -75,7 +76,9 @@ class StateCache:
 
     def save_status(self, status: dict[str, Any]) -> None:
         self._ensure_dir()
-        atomic_write(self.status_path, json.dumps(status, indent=1) + "\n", mode=0o600)
+        # compact: at 5,000 peers this file is rewritten on every poll
+        atomic_write(self.status_path, json.dumps(status, separators=(",", ":")) + "\n",
+                     mode=0o600)
 
     def load_status(self) -> dict[str, Any] | None:
         return self._load(self.status_path)

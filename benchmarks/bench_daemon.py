@@ -1,0 +1,354 @@
+"""Server daemon figures on a real wireguard-go interface in throwaway namespaces.
+
+For 1,000 and 5,000 device peers:
+- initial sync time (empty interface -> every device + one client);
+- time to apply one changed device (a full reconcile pass, and its `wg set`
+  step alone) next to a bare `wg set` of the same kind of change, same run;
+- packets lost by an unrelated live peer (pinging the server every 10 ms)
+  during that change, next to the same change done the old way
+  (`wg-quick down` + `wg-quick up` of the whole config);
+- daemon resident memory and CPU per idle poll (a child process running the
+  real `Daemon` loop; only the HTTP API is replaced by an in-process fake).
+
+Prints figures; not a timed test. Needs root, wireguard-go, wg, wg-quick, nft.
+
+    python benchmarks/bench_daemon.py [--sizes 1000,5000] [--no-old-way]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, Device, WireguardIp
+from fiovpn.adapters.runner import SubprocessRunner
+from fiovpn.adapters.wireguard import WireGuard, private_key_file
+from fiovpn.core.keys import Key, KeyPair
+from fiovpn.core.plan import PeerChange
+from fiovpn.lab.net import add_netns, ip, remove_everything
+from fiovpn.lab.proc import become_subreaper
+from fiovpn.services import server as svc
+from fiovpn.settings import ServerSettings
+
+SERVER = "10.42.42.1"
+SUBNET = "10.42.0.0/16"
+POOL = "10.42.250.1-10.42.250.254"
+LIVE_IP = "10.42.250.1"
+
+
+@dataclass
+class FakeApi:
+    rows: list[WireguardIp] = field(default_factory=list)
+    factory: str = "bench"
+
+    def wireguard_ips(self) -> list[WireguardIp]:
+        return list(self.rows)
+
+    def factory_config(self) -> list[ConfigEntry]:
+        return []
+
+    def patch_factory_config(self, reason: str, files: list[ConfigFile]) -> None:
+        raise NotImplementedError
+
+    def device_config(self, device: str) -> list[ConfigEntry]:
+        return []
+
+    def patch_device_config(self, device: str, reason: str, files: list[ConfigFile]) -> None:
+        raise NotImplementedError
+
+    def list_devices(self) -> list[Device]:
+        return []
+
+    def get_device(self, device: str) -> Device:
+        raise NotImplementedError
+
+
+def device_rows(n: int) -> list[WireguardIp]:
+    base = int(IPv4Address("10.42.42.2"))
+    return [WireguardIp(f"device-{i:05d}", IPv4Address(base + i), True,
+                        KeyPair.generate().public) for i in range(n)]
+
+
+def settings_for(iface: str, work: Path, port: int) -> ServerSettings:
+    return ServerSettings(
+        factory="bench", interface=iface, private_key=work / "server.key", subnet=SUBNET,
+        address=SERVER, client_pool=POOL, port=port, clients_file=work / "clients.conf",
+        hosts_file=work / "hosts", state_dir=work / "state", unit_dir=work / "units",
+        ip_forward_file=work / "ip_forward", interval=0.25)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+class Pinger:
+    """`ping -i 0.01` from the live peer's namespace to the server."""
+
+    INTERVAL = 0.01
+
+    def __init__(self, ns: str, deadline: float) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "ping", "-n", "-i", str(self.INTERVAL), "-W", "1",
+             "-w", str(int(deadline)), SERVER],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> tuple[int, int]:
+        self.proc.send_signal(2)  # SIGINT: ping prints its summary
+        out, _ = self.proc.communicate(timeout=30)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        if not m:
+            raise RuntimeError(f"no ping summary: {out[-300:]}")
+        return int(m.group(1)), int(m.group(2))
+
+    def wait(self) -> tuple[int, int]:
+        out, _ = self.proc.communicate(timeout=600)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        if not m:
+            raise RuntimeError(f"no ping summary: {out[-300:]}")
+        return int(m.group(1)), int(m.group(2))
+
+
+def run_child(iface: str, work: Path, n: int, passes: int) -> None:
+    """Inside the server namespace: the real Daemon loop against N devices."""
+    import resource
+
+    import fiovpn.adapters.factory  # noqa: F401 - the real daemon carries the HTTP client
+
+    rows = [WireguardIp(r["name"], IPv4Address(r["ip"]), True, Key(r["pubkey"]))
+            for r in json.loads((work / "rows.json").read_text())]
+    assert len(rows) == n
+    settings = settings_for(iface, work, 0)
+    ctx = svc.ServerContext.from_settings(settings, runner=SubprocessRunner(),
+                                          api=FakeApi(rows))
+    ctx.daemon = True
+    daemon = svc.Daemon(ctx)
+    times: list[tuple[float, float, float]] = []
+    real = svc.reconcile_once
+
+    def counted(c: svc.ServerContext, **kw: bool) -> svc.ReconcileReport:
+        report = real(c, **kw)
+        self_ru = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append((time.monotonic(), self_ru.ru_utime + self_ru.ru_stime,
+                      kids.ru_utime + kids.ru_stime))
+        if len(times) >= passes:
+            daemon.stop()
+        return report
+
+    svc.reconcile_once = counted  # type: ignore[assignment]
+    daemon._loop(once=False)  # the interface exists and is configured already
+    idle = times[2:]  # the first pass fills the firewall memo; then every pass is idle
+    cpu_self = (idle[-1][1] - idle[0][1]) / (len(idle) - 1)
+    cpu_kids = (idle[-1][2] - idle[0][2]) / (len(idle) - 1)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rss_mib": rss_kib / 1024, "cpu_self_ms": cpu_self * 1000,
+                      "cpu_children_ms": cpu_kids * 1000, "passes": len(times)}))
+
+
+def bench_size(n: int, srv_ns: str, live_ns: str, prefix: str, work: Path, live_if: str,
+               live_key: KeyPair, old_way: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    iface = f"{prefix}s{n // 1000}"
+    port = 5600 + n // 1000
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "clients.conf").write_text(f"{live_key.public} {LIVE_IP} live\n")
+    (work / "ip_forward").write_text("0\n")
+    (work / "hosts").write_text("127.0.0.1 localhost\n")
+    rows = device_rows(n)
+    api = FakeApi(rows)
+    runner = SubprocessRunner(netns=srv_ns)
+    settings = settings_for(iface, work, port)
+    ctx = svc.ServerContext.from_settings(settings, runner=runner, api=api)
+    server_key = KeyPair.generate()
+    work.joinpath("server.key").write_text(f"{server_key.private}\n")
+    work.joinpath("server.key").chmod(0o600)
+    ctx.server_key = server_key.public
+    svc.ensure_interface(ctx, server_key.private)
+
+    # the live peer points at this server
+    subprocess.run(["ip", "netns", "exec", live_ns, "wg", "set", live_if, "peer",
+                    str(server_key.public), "allowed-ips", f"{SERVER}/32", "endpoint",
+                    f"198.18.9.1:{port}"], check=True)
+
+    start = time.perf_counter()
+    report = svc.reconcile_once(ctx)
+    out["initial_sync_s"] = time.perf_counter() - start
+    assert report.ok and len(report.changes) == n + 1, report.error
+    ping = subprocess.run(["ip", "netns", "exec", live_ns, "ping", "-c", "3", "-i", "0.2",
+                           "-W", "2", SERVER], capture_output=True, text=True, check=False)
+    assert ping.returncode == 0, ping.stdout
+
+    # one changed device: full reconcile pass vs its `wg set` step vs a bare `wg set`
+    apply_times: list[float] = []
+    real_apply = ctx.wg.apply
+
+    def timed_apply(i: str, changes: Sequence[PeerChange]) -> None:
+        t = time.perf_counter()
+        real_apply(i, changes)
+        apply_times.append(time.perf_counter() - t)
+
+    ctx.wg.apply = timed_apply  # type: ignore[method-assign,assignment]
+    pinger = Pinger(live_ns, 120)
+    time.sleep(0.5)
+    passes: list[float] = []
+    bare: list[float] = []
+    free = int(IPv4Address("10.42.200.1"))
+    for k in range(5):
+        old = api.rows[k]
+        api.rows[k] = WireguardIp(old.name, IPv4Address(free + k), True, old.pubkey)
+        t = time.perf_counter()
+        report = svc.reconcile_once(ctx)
+        passes.append(time.perf_counter() - t)
+        assert len(report.changes) == 1 and report.changes[0].action == "update"
+        other = rows[100 + k]
+        t = time.perf_counter()
+        runner.run(["wg", "set", iface, "peer", str(other.pubkey), "allowed-ips",
+                    f"{IPv4Address(free + 50 + k)}/32"])
+        bare.append(time.perf_counter() - t)
+        runner.run(["wg", "set", iface, "peer", str(other.pubkey), "allowed-ips",
+                    f"{other.ip}/32"])
+    time.sleep(0.5)
+    sent, got = pinger.stop()
+    ctx.wg.apply = real_apply  # type: ignore[method-assign]
+    out["change_pass_s"] = statistics.median(passes)
+    out["change_apply_s"] = statistics.median(apply_times)
+    out["bare_wg_set_s"] = statistics.median(bare)
+    out["live_sent"], out["live_lost"] = sent, sent - got
+
+    # daemon memory and CPU per idle poll, in a child running the real loop
+    (work / "rows.json").write_text(json.dumps([
+        {"name": r.name, "ip": str(r.ip), "pubkey": str(r.pubkey)} for r in api.rows]))
+    child = subprocess.run(
+        ["ip", "netns", "exec", srv_ns, sys.executable, __file__, "--child", iface, str(work),
+         str(n)], capture_output=True, text=True, check=False, timeout=600)
+    if child.returncode != 0:
+        raise RuntimeError(f"child failed: {child.stderr[-2000:]}")
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    out["rss_mib"] = figures["rss_mib"]
+    out["idle_cpu_self_ms"] = figures["cpu_self_ms"]
+    out["idle_cpu_children_ms"] = figures["cpu_children_ms"]
+
+    if old_way:
+        out.update(old_way_restart(ctx, iface, srv_ns, live_ns, server_key, port, work))
+    return out
+
+
+def old_way_restart(ctx: svc.ServerContext, iface: str, srv_ns: str, live_ns: str,
+                    server_key: KeyPair, port: int, work: Path) -> dict[str, float]:
+    """The same one-device change applied the way the old daemon did it:
+    rewrite the whole config, `wg-quick down`, `wg-quick up`."""
+    dump = ctx.wg.show_dump(iface)
+    conf = work / f"{iface}.conf"
+    lines = ["[Interface]", f"PrivateKey = {server_key.private}", f"ListenPort = {port}",
+             f"Address = {SERVER}/16", ""]
+    for p in dump.peers:
+        lines += ["[Peer]", f"PublicKey = {p.public_key}",
+                  f"AllowedIPs = {','.join(p.allowed_ips)}", ""]
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines))
+    pinger = Pinger(live_ns, 10_000)
+    time.sleep(1.0)
+    t = time.perf_counter()
+    for verb in ("down", "up"):
+        r = subprocess.run(["ip", "netns", "exec", srv_ns, "wg-quick", verb, str(conf)],
+                           capture_output=True, text=True, check=False, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"wg-quick {verb} failed: {r.stderr[-500:]}")
+    restart = time.perf_counter() - t
+    # wait until the live peer gets answers again (it re-handshakes), then 1 s more
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r = subprocess.run(["ip", "netns", "exec", srv_ns, "wg", "show", iface,
+                            "latest-handshakes"], capture_output=True, text=True, check=False)
+        if any(line.split("\t")[1] != "0" for line in r.stdout.splitlines() if "\t" in line):
+            break
+        time.sleep(0.2)
+    recovered = time.perf_counter() - t
+    time.sleep(1.0)
+    sent, got = pinger.stop()
+    subprocess.run(["ip", "netns", "exec", srv_ns, "wg-quick", "down", str(conf)],
+                   capture_output=True, check=False, timeout=600)
+    conf.unlink()
+    return {"old_restart_s": restart, "old_recovered_s": recovered, "old_sent": sent,
+            "old_lost": sent - got}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,5000")
+    parser.add_argument("--no-old-way", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("IFACE", "WORK", "N"))
+    args = parser.parse_args()
+    if args.child:
+        run_child(args.child[0], Path(args.child[1]), int(args.child[2]), passes=22)
+        return
+    become_subreaper()
+    prefix = f"fvb{os.getpid() % 10000}"
+    srv_ns, live_ns = f"{prefix}srv", f"{prefix}live"
+    live_if = f"{prefix}l"
+    results: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="fiovpn-bench-") as tmp:
+        try:
+            add_netns(srv_ns)
+            add_netns(live_ns)
+            ip("link", "add", f"{prefix}a", "netns", srv_ns, "type", "veth", "peer", "name",
+               f"{prefix}b", "netns", live_ns)
+            ip("-n", srv_ns, "addr", "add", "198.18.9.1/24", "dev", f"{prefix}a")
+            ip("-n", live_ns, "addr", "add", "198.18.9.2/24", "dev", f"{prefix}b")
+            ip("-n", srv_ns, "link", "set", f"{prefix}a", "up")
+            ip("-n", live_ns, "link", "set", f"{prefix}b", "up")
+            live_key = KeyPair.generate()
+            lwg = WireGuard(SubprocessRunner(netns=live_ns))
+            lwg.create_interface(live_if)
+            with private_key_file(live_key.private) as path:
+                subprocess.run(["ip", "netns", "exec", live_ns, "wg", "set", live_if,
+                                "private-key", str(path)], check=True)
+            ip("-n", live_ns, "address", "add", f"{LIVE_IP}/16", "dev", live_if)
+            ip("-n", live_ns, "link", "set", live_if, "up")
+            for n in (int(s) for s in args.sizes.split(",")):
+                print(f"--- {n:,} device peers ---", flush=True)
+                r = bench_size(n, srv_ns, live_ns, prefix, Path(tmp) / str(n), live_if,
+                               live_key, not args.no_old_way)
+                results[n] = r
+                report(n, r)
+                subprocess.run(["ip", "-n", srv_ns, "link", "del", f"{prefix}s{n // 1000}"],
+                               capture_output=True, check=False)
+        finally:
+            problems = remove_everything(prefix, [srv_ns, live_ns])
+            if problems:
+                print("cleanup problems:", problems, file=sys.stderr)
+
+
+def report(n: int, r: dict[str, float]) -> None:
+    print(f"initial sync ({n:,} devices + 1 client): {r['initial_sync_s']:.2f} s")
+    print(f"one changed device, full reconcile pass: {ms(r['change_pass_s'])} "
+          f"(API read, wg dump + parse, plan, wg set, nft, hosts, status)")
+    print(f"one changed device, its `wg set` step: {ms(r['change_apply_s'])}; bare `wg set` of "
+          f"the same change: {ms(r['bare_wg_set_s'])}; ratio "
+          f"{r['change_apply_s'] / r['bare_wg_set_s']:.2f}x (full pass "
+          f"{r['change_pass_s'] / r['bare_wg_set_s']:.1f}x)")
+    print(f"live peer during 5 changes: {int(r['live_lost'])} of {int(r['live_sent'])} pings "
+          "lost (10 ms interval)")
+    if "old_lost" in r:
+        print(f"old way (wg-quick down/up): restart {r['old_restart_s']:.2f} s, live peer "
+              f"back after {r['old_recovered_s']:.1f} s, {int(r['old_lost'])} of "
+              f"{int(r['old_sent'])} pings lost")
+    print(f"daemon RSS: {r['rss_mib']:.1f} MiB; CPU per idle poll: "
+          f"{r['idle_cpu_self_ms']:.1f} ms daemon + {r['idle_cpu_children_ms']:.1f} ms wg",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
