@@ -31,8 +31,17 @@ from typing import Any
 from fiovpn.adapters.runner import require_tool
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.names import validate_interface, validate_name
+from fiovpn.errors import MissingTool
 from fiovpn.lab import net, record
-from fiovpn.lab.proc import Child, LabError, become_subreaper, spawn, start_time, wait_for
+from fiovpn.lab.proc import (
+    Child,
+    LabError,
+    become_subreaper,
+    reap_adopted,
+    spawn,
+    start_time,
+    wait_for,
+)
 from fiovpn.lab.roles import (
     SYSTEM_PATH,
     Device,
@@ -45,7 +54,10 @@ from fiovpn.lab.roles import (
 )
 
 LAB_TOOLS = ("ip", "wg", "wireguard-go", "nft", "sshd", "ssh", "ssh-keygen", "ping",
-             "unshare", "nsenter", "ss")
+             "unshare", "nsenter", "ss", "hostname")
+EXTRA_HINTS = {"ssh-keygen": "apt-get install openssh-client",
+               "unshare": "apt-get install util-linux", "nsenter": "apt-get install util-linux",
+               "ss": "apt-get install iproute2", "hostname": "apt-get install hostname"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ def preflight() -> None:
         raise LabError("the namespace lab needs root (network namespaces, wireguard-go): "
                        "run it with sudo")
     for tool in LAB_TOOLS:
+        if shutil.which(tool) is None and tool in EXTRA_HINTS:
+            raise MissingTool(f"`{tool}` is not installed: run `{EXTRA_HINTS[tool]}`")
         require_tool(tool)
     if not Path("/dev/net/tun").exists():
         raise LabError("/dev/net/tun is missing: wireguard-go needs the tun device")
@@ -149,7 +163,7 @@ class Lab:
         specs = _device_specs(devices)
         if not 0 < len(specs) + engineers <= 80:
             raise LabError("a lab holds 1-80 devices and engineers together")
-        prefix = "fv" + secrets.token_hex(2)
+        prefix = _free_prefix()
         directory = Path(tempfile.mkdtemp(prefix=f"fiovpn-lab-{prefix}-", dir=base_dir))
         lab = cls(prefix=prefix, directory=directory, record_dir=record.lab_dir(record_dir),
                   keep=keep, factory_name=factory_name)
@@ -157,8 +171,11 @@ class Lab:
         try:
             become_subreaper()
             lab._build(specs, engineers, admins, factory, dict(server_settings or {}))
-        except BaseException:
-            lab.close()
+        except BaseException as exc:
+            try:
+                lab.close()
+            except Exception as cleanup:
+                exc.add_note(f"and the cleanup failed too: {cleanup}")
             raise
         lab.setup_seconds = time.monotonic() - started
         return lab
@@ -320,6 +337,7 @@ class Lab:
         self.children.clear()
         problems += record.destroy({"prefix": self.prefix, "namespaces": self.namespaces,
                                     "dir": str(self.dir)})
+        reap_adopted()
         (self.record_dir / f"{self.prefix}.json").unlink(missing_ok=True)
         if problems:
             raise LabError("lab teardown left things behind: " + "; ".join(problems))
@@ -433,6 +451,15 @@ class Lab:
             self.release()
         else:
             self.close()
+
+
+def _free_prefix() -> str:
+    """``fv`` + 4 hex digits that no namespace or WireGuard socket uses yet."""
+    for _ in range(100):
+        prefix = "fv" + secrets.token_hex(2)
+        if not net.list_netns(prefix) and not any(net.WIREGUARD_RUN.glob(f"{prefix}*")):
+            return prefix
+    raise LabError("no free lab prefix: remove old labs with `fiovpn lab down --all`")
 
 
 def _device_specs(devices: int | Sequence[str | DeviceSpec]) -> list[DeviceSpec]:

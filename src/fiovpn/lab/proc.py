@@ -152,6 +152,23 @@ def become_subreaper() -> None:
         pass
 
 
+def reap_adopted(names: tuple[str, ...] = ("wireguard-go",)) -> None:
+    """Reap exited processes we adopted as subreaper (only those named, e.g. the
+    wireguard-go that wg-quick daemonized): never another test's own child."""
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1: stat.rfind(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" and int(fields[1]) == me and comm in names:
+            reap(int(proc.name))
+
+
 @dataclass
 class Child:
     """A long-running process of the lab (sshd, wireguard-go, the daemon, ...)."""
