@@ -39,7 +39,8 @@ def js(role: Engineer, *args: str, check: bool = True, timeout: float = 60.0) ->
 
 
 def fails(role: Engineer, *args: str, code: int = 2) -> tuple[dict[str, Any], str]:
-    result = role.fiovpn(*args, "--json", check=False, timeout=60)
+    argv = ["ssh", "--json", *args[1:]] if args[0] == "ssh" else [*args, "--json"]
+    result = role.fiovpn(*argv, check=False, timeout=60)
     assert result.returncode == code, (result.stdout, result.stderr)
     return json.loads(result.stdout), result.stderr
 

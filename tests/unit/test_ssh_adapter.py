@@ -89,7 +89,8 @@ def test_unsafe_extra_options_are_refused() -> None:
                 "PasswordAuthentication=yes", "ProxyCommand=sh -c x", "BatchMode=no"):
         with pytest.raises(BadInput):
             SshOptions(extra=(bad,))
-    SshOptions(extra=("ConnectionAttempts=2",))
+    SshOptions(extra=("ConnectionAttempts=2", "BatchMode=yes", "IdentitiesOnly=yes",
+                      "PasswordAuthentication=no"))
 
 
 def test_sudo_wraps_only_for_non_root() -> None:

@@ -73,16 +73,27 @@ class SshTarget:
         return f"{self.user}@{host}:{self.port}"
 
 
+def _netns_id() -> str:
+    """The network namespace this process runs in: one host address can mean a
+    different machine in another namespace, so shared connections never cross one."""
+    try:
+        return f"{os.stat('/proc/self/ns/net').st_ino:x}"
+    except OSError:
+        return "host"
+
+
 def runtime_dir() -> Path:
     """A private per-user directory for control sockets (``$XDG_RUNTIME_DIR/fiovpn``,
-    else ``/tmp/fiovpn-<uid>``), created 0700."""
+    else ``/tmp/fiovpn-<uid>``), created 0700, one subdirectory per network namespace."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base) / "fiovpn" if base else Path(tempfile.gettempdir()) / f"fiovpn-{os.getuid()}"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise PermanentError(f"{path} must be owned by you with mode 0700 "
-                             "(it holds SSH control sockets)", code="unsafe_runtime_dir")
+    top = Path(base) / "fiovpn" if base else Path(tempfile.gettempdir()) / f"fiovpn-{os.getuid()}"
+    path = top / f"ns-{_netns_id()}"
+    for d in (top, path):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = d.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise PermanentError(f"{d} must be owned by you with mode 0700 "
+                                 "(it holds SSH control sockets)", code="unsafe_runtime_dir")
     return path
 
 
@@ -103,9 +114,13 @@ class SshOptions:
                 raise BadInput("StrictHostKeyChecking cannot be turned off: fiovpn always "
                                "checks host keys; add the host to a known_hosts file",
                                code="bad_ssh_option")
-            if key in ("passwordauthentication", "kbdinteractiveauthentication",
-                       "batchmode", "proxycommand", "localcommand",
-                       "permitlocalcommand") or not key:
+            # Options fiovpn sets itself may only be repeated with the same safe value.
+            fixed = {"passwordauthentication": "no", "kbdinteractiveauthentication": "no",
+                     "batchmode": "yes", "stricthostkeychecking": "yes"}
+            if key in fixed and value != fixed[key]:
+                raise BadInput(f"SSH option {opt!r} is not allowed: fiovpn uses keys only, "
+                               "never a password", code="bad_ssh_option")
+            if key in ("proxycommand", "localcommand", "permitlocalcommand") or not key:
                 raise BadInput(f"SSH option {opt!r} is not allowed", code="bad_ssh_option")
 
 
