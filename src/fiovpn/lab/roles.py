@@ -444,9 +444,12 @@ class Server(Role):
         return wait_for(check, timeout=timeout, what=what, interval=0.3,
                         detail=lambda: self.daemon.log_tail() if self.daemon else "")
 
-    def wait_synced(self, timeout: float = 30.0) -> Any:
-        """Wait until ``server status`` reports a successful sync and no error."""
-        return self.wait_status(_synced, timeout=timeout, what="the server to sync")
+    def wait_synced(self, timeout: float = 30.0, *, after: str | None = None) -> Any:
+        """Wait until ``server status`` reports a successful sync and no error; with
+        ``after`` (a ``last_sync`` value seen before), a sync later than that one."""
+        def synced(status: Any) -> bool:
+            return _synced(status) and (after is None or str(status.get("last_sync")) > after)
+        return self.wait_status(synced, timeout=timeout, what="the server to sync")
 
     def peers(self) -> dict[str, WgPeer]:
         """The live peers of the server's interface (ground truth, not the daemon's view)."""
