@@ -375,3 +375,15 @@ def test_doctor_missing_address(home: Path) -> None:
     d = svc.doctor(settings(home), FakeHost(config_key(home)).runner(), now=lambda: NOW)
     assert outcome(d)["address"] is False
     assert "--address" in (d.checks[2].next_step or "")
+
+
+def test_factory_unreachable_says_how_to_do_without_it(home: Path) -> None:
+    from fiovpn.errors import AuthError
+
+    def no_token() -> FakeFactory:
+        raise AuthError("no FoundriesFactory API token found", code="no_token")
+
+    with pytest.raises(AuthError) as exc:
+        svc.init_client(settings(home), api=no_token)  # type: ignore[arg-type]
+    assert "--server-endpoint" in str(exc.value) and exc.value.code == "no_token"
+    assert not settings(home).config.exists()

@@ -26,7 +26,14 @@ from fiovpn.core.addresses import parse_subnet
 from fiovpn.core.factory_files import WIREGUARD_SERVER_FILE, ServerConfigFile, parse_endpoint
 from fiovpn.core.keys import Key, KeyPair, public_key
 from fiovpn.core.wgdump import PeerDump, WgDump, parse_dump
-from fiovpn.errors import BadInput, FiovpnError, MissingTool, NotFound, PermanentError
+from fiovpn.errors import (
+    ApiError,
+    BadInput,
+    FiovpnError,
+    MissingTool,
+    NotFound,
+    PermanentError,
+)
 from fiovpn.services.keys import default_key_path, read_private_key
 from fiovpn.settings import ClientSettings
 
@@ -118,7 +125,15 @@ def next_step_for_key(pub: Key, address: str | None) -> str:
 
 
 def _server_from_factory(api: ApiFactory) -> ServerConfigFile:
-    entries = api().factory_config()
+    try:
+        entries = api().factory_config()
+    except (BadInput, ApiError) as exc:
+        raise type(exc)(f"cannot read the server's endpoint and key from the factory: "
+                        f"{exc.message}", code=exc.code,
+                        hint=(exc.hint + "; or " if exc.hint else "")
+                        + "pass --server-endpoint HOST:PORT and --server-public-key KEY "
+                          "(an admin has them: `fiovpn server status` on the server)"
+                        ) from None
     f = current_file(entries, WIREGUARD_SERVER_FILE)
     if f is None:
         raise NotFound("the factory has no wireguard-server config: VPN is not enabled",
@@ -241,7 +256,9 @@ def read_dump(runner: Runner, iface: str) -> WgDump | None:
         err = result.stderr.lower()
         if "operation not permitted" in err or "permission denied" in err:
             raise PermanentError(f"reading WireGuard interface {iface} needs root",
-                                 code="needs_root", hint="run the command with sudo")
+                                 code="needs_root",
+                                 hint="run it with sudo, naming your config (sudo changes "
+                                      "HOME): sudo fiovpn <command> --config PATH")
         return None
     return parse_dump(result.stdout)
 
