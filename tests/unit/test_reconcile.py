@@ -297,8 +297,11 @@ def test_daemon_creates_missing_interface(env: tuple[ServerSettings, FakeWg, Fak
         return ""
     fake.runner.on("ip", "link", "add", reply=lambda a, i: (2, "Error: Unknown device type."))
     fake.runner.on("wireguard-go", reply=create)
+    fake.runner.on("setsid", "wireguard-go", reply=create)
     assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0
-    assert ("wireguard-go", "fvtest0") in [c for c, _ in fake.runner.calls]
+    # wireguard-go runs in its own session: stopping the daemon leaves tunnels up
+    assert [c[-2:] for c, _ in fake.runner.calls if "wireguard-go" in c] == [
+        ("wireguard-go", "fvtest0")]
 
 
 class Clock:

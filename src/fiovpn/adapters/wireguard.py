@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,16 +60,20 @@ class WireGuard:
     def create_interface(self, iface: str) -> Literal["kernel", "wireguard-go"]:
         """Create ``iface``: kernel WireGuard when available, else ``wireguard-go``.
 
-        ``wireguard-go IFACE`` (without ``-f``) daemonizes: the interface and its
-        tunnels outlive the fiovpn daemon (stopping or restarting it leaves
-        them up; a systemd unit needs ``KillMode=process`` for that).
+        ``wireguard-go IFACE`` (without ``-f``) daemonizes, and ``setsid`` puts it
+        in its own session: a signal to the fiovpn daemon's process group (Ctrl-C,
+        a supervisor stopping it) leaves the interface and every tunnel up. Under
+        systemd the unit also needs ``KillMode=process``.
         """
         kernel = self.runner.run(["ip", "link", "add", "dev", iface, "type", "wireguard"],
                                  check=False)
         if kernel.ok:
             return "kernel"
+        argv = [self.wireguard_go, iface]
+        if shutil.which("setsid"):
+            argv = ["setsid", *argv]
         try:
-            self.runner.run([self.wireguard_go, iface], timeout=30.0)
+            self.runner.run(argv, timeout=30.0)
         except CommandFailed as exc:
             raise PermanentError(
                 f"cannot create WireGuard interface {iface}: no kernel WireGuard "

@@ -1,0 +1,287 @@
+"""The server daemon end to end, in a namespace lab: the sandbox factory, the
+server running `fiovpn server daemon`, devices with stock Foundries config
+(only the server /32 through the tunnel) and engineers.
+
+Tests run in order and share one lab (built once for the module).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from fiovpn.core.keys import KeyPair
+from fiovpn.lab import DeviceSpec, Lab, wait_for
+from fiovpn.lab.roles import Device, Engineer
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL = 2  # seconds between factory polls in this lab
+LISTEN = ("import socket,sys,time;s=socket.socket();"
+          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+          "s.bind((sys.argv[1],int(sys.argv[2])));s.listen(8)\n"
+          "while True:\n c,_=s.accept();c.sendall(b'hi');c.close()")
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    lab = make_lab(devices=[DeviceSpec("device1"), DeviceSpec("device2"),
+                            DeviceSpec("device3", vpn=False)],
+                   engineers=1, server_settings={"interval": INTERVAL})
+    lab.server.enable()
+    lab.server.start_daemon()
+    lab.server.wait_synced(timeout=30)
+    lab.apply_factory_config()
+    lab.server.wait_peers(["10.42.42.2", "10.42.42.3"], timeout=30)
+    return lab
+
+
+@pytest.fixture(scope="module")
+def engineer(lab: Lab) -> Engineer:
+    eng = lab.engineers[0]
+    eng.vpn_ip = lab.join(eng, name="eng1")  # type: ignore[attr-defined]
+    return eng
+
+
+def dev(lab: Lab, name: str) -> Device:
+    return lab.device(name)
+
+
+def status(lab: Lab) -> dict[str, Any]:
+    data = lab.server.status()
+    assert isinstance(data, dict)
+    return data
+
+
+def wait_status(lab: Lab, pred: Callable[[dict[str, Any]], bool], what: str,
+                timeout: float = 30) -> dict[str, Any]:
+    result: dict[str, Any] = lab.server.wait_status(pred, timeout=timeout, what=what)
+    return result
+
+
+def set_device_vpn(lab: Lab, device: Device, address: str | None, *, enabled: bool) -> None:
+    """What `fiovpn devices enable-vpn/disable-vpn` writes: the device's wireguard-client."""
+    assert lab.factory is not None
+    value = f"address={address or ''}\npubkey={device.keys.public}"
+    if not enabled:
+        value += "\nenabled=0"
+    lab.factory.api("PATCH", f"/ota/devices/{device.device_name}/config/"
+                             f"?factory={lab.factory.factory}",
+                    {"reason": "test", "files": [{
+                        "name": "wireguard-client", "value": value, "unencrypted": True,
+                        "on-changed": ["/usr/share/fioconfig/handlers/factory-config-vpn"]}]})
+
+
+def widen(lab: Lab, device: Device, on: bool) -> None:
+    """The device's AllowedIPs for the server (and its route): the VPN subnet when
+    ``on`` (what `fiovpn devices enable-d2d` sets up), else the stock server /32."""
+    iface, key = device.interface, str(lab.server.public_key)
+    if on:
+        device.run(["wg", "set", iface, "peer", key, "allowed-ips", "10.42.42.0/24"])
+        device.run(["ip", "route", "replace", "10.42.42.0/24", "dev", iface, "src",
+                    str(device.vpn_ip)])
+    else:
+        device.run(["ip", "route", "del", "10.42.42.0/24", "dev", iface], check=False)
+        device.run(["wg", "set", iface, "peer", key, "allowed-ips", "10.42.42.1/32"])
+
+
+def restart_daemon(lab: Lab, *args: str) -> None:
+    assert lab.server.stop_daemon() == 0  # SIGTERM: a clean exit
+    lab.server.start_daemon(*args)
+    wait_status(lab, lambda s: bool(s.get("daemon_running")) and not s.get("last_error"),
+                "the restarted daemon to sync")
+
+
+def test_engineer_reaches_server_and_devices(lab: Lab, engineer: Engineer) -> None:
+    assert engineer.ping("10.42.42.1")
+    assert engineer.tcp_connect("10.42.42.1", 5025)  # the server's sshd for admins
+    # client -> device with the device's stock config: the server SNATs to its /32
+    assert engineer.ping("10.42.42.2")
+    assert engineer.tcp_connect("10.42.42.3", 22)
+    data = status(lab)
+    kinds = {p["ip"]: (p["kind"], p["name"]) for p in data["peers"]}
+    assert kinds["10.42.42.2"] == ("device", "device1")
+    assert kinds[engineer.vpn_ip] == ("client", "eng1")  # type: ignore[attr-defined]
+    eng_peer = next(p for p in data["peers"] if p["name"] == "eng1")
+    assert eng_peer["latest_handshake"] and eng_peer["rx"] > 0
+    hosts = lab.server.hosts_file.read_text()
+    assert "10.42.42.2\tdevice1\n10.42.42.3\tdevice2\n" in hosts
+    assert hosts.startswith("127.0.0.1\tlocalhost\n")
+
+
+def test_device_cannot_open_connections_to_engineers(lab: Lab, engineer: Engineer) -> None:
+    ip = engineer.vpn_ip  # type: ignore[attr-defined]
+    engineer.spawn([sys.executable, "-c", LISTEN, ip, "7000"], name="listener")
+    wait_for(lambda: engineer.listening(7000), timeout=10, what="the engineer's listener")
+    assert engineer.tcp_connect(ip, 7000)  # it listens
+    device = dev(lab, "device1")
+    widen(lab, device, True)  # so only the server's policy stands in the way
+    try:
+        assert not device.tcp_connect(ip, 7000)
+        assert not device.ping_once(ip, wait=2)
+        assert not device.tcp_connect("10.42.42.1", 5025)  # nor the server's sshd
+        assert device.ping("10.42.42.1")  # but it may ping the server
+    finally:
+        widen(lab, device, False)
+
+
+def test_device_to_device_default_deny_then_allowed(lab: Lab, engineer: Engineer) -> None:
+    a, b = dev(lab, "device1"), dev(lab, "device2")
+    widen(lab, a, True)
+    widen(lab, b, True)
+    try:
+        assert not a.ping_once("10.42.42.3", wait=2)  # denied by default
+        restart_daemon(lab, "--allow-device-to-device")
+        assert a.ping("10.42.42.3")
+        assert a.tcp_connect("10.42.42.3", 22)
+        widen(lab, b, False)  # both sides need the widened AllowedIPs
+        assert not a.ping_once("10.42.42.3", wait=2)
+    finally:
+        widen(lab, a, False)
+        widen(lab, b, False)
+        restart_daemon(lab)
+    assert engineer.ping("10.42.42.2")  # the restarts left every tunnel up
+
+
+def test_enabling_a_device_in_the_factory_makes_it_reachable(lab: Lab,
+                                                             engineer: Engineer) -> None:
+    c = dev(lab, "device3")
+    set_device_vpn(lab, c, "10.42.42.4", enabled=True)
+    lab.server.wait_peers(["10.42.42.2", "10.42.42.3", "10.42.42.4",
+                           engineer.vpn_ip], timeout=INTERVAL * 5)  # type: ignore[attr-defined]
+    assert c.apply_factory_config()
+    assert engineer.ping("10.42.42.4")
+    set_device_vpn(lab, c, "10.42.42.4", enabled=False)
+    lab.server.wait_peers(["10.42.42.2", "10.42.42.3", engineer.vpn_ip],  # type: ignore[attr-defined]
+                          timeout=INTERVAL * 5)
+    assert not engineer.ping_once("10.42.42.4", wait=2)
+    assert "device3" not in lab.server.hosts_file.read_text()
+
+
+def test_live_session_survives_reconciles_of_other_peers(lab: Lab,
+                                                         engineer: Engineer) -> None:
+    eng_key = engineer.wg_public_key()
+    assert eng_key is not None
+    before = lab.server.peers()[eng_key]
+    stream = engineer.ping_stream("10.42.42.2", interval=0.05)
+    with stream:
+        time.sleep(0.5)
+        other = str(KeyPair.generate().public)
+        lab.server.fiovpn_json("server", "clients", "add", "--public-key", other,
+                               "--name", "temp")
+        c = dev(lab, "device3")
+        set_device_vpn(lab, c, "10.42.42.4", enabled=True)
+        wait_for(lambda: "10.42.42.4/32" in {a for p in lab.server.peers().values()
+                                             for a in p.allowed_ips},
+                 timeout=INTERVAL * 5, what="device3 on the server")
+        lab.server.fiovpn_json("server", "clients", "remove", "--name", "temp")
+        set_device_vpn(lab, c, "10.42.42.4", enabled=False)
+        wait_for(lambda: "10.42.42.4/32" not in {a for p in lab.server.peers().values()
+                                                 for a in p.allowed_ips},
+                 timeout=INTERVAL * 5, what="device3 removed")
+        time.sleep(0.5)
+    stats = stream.stop()
+    assert stats.sent > 20 and stats.lost == 0, stats
+    after = lab.server.peers()[eng_key]
+    assert after.endpoint == before.endpoint
+    assert after.rx >= before.rx and after.tx >= before.tx  # the session was never reset
+    assert after.latest_handshake >= before.latest_handshake > 0
+    log = lab.server.daemon_log()
+    assert "peer added: device 'device3' 10.42.42.4/32" in log
+    assert "peer removed: device 'device3'" in log
+
+
+def test_api_failures_and_slowness_remove_nothing(lab: Lab, engineer: Engineer) -> None:
+    assert lab.factory is not None
+    peers = {k: p.allowed_ips for k, p in lab.server.peers().items()}
+    lab.factory.fail(500, count=-1)
+    try:
+        data = wait_status(lab, lambda s: bool(s.get("last_error")) and not s.get("api_ok"),
+                           "the daemon to notice the API failing")
+        assert "500" in data["last_error"] or "unavailable" in data["last_error"]
+        time.sleep(INTERVAL * 4)  # several intervals (and backoff retries) of failures
+        assert {k: p.allowed_ips for k, p in lab.server.peers().items()} == peers
+        assert engineer.ping("10.42.42.2")
+    finally:
+        lab.factory.clear()
+    lab.factory.slow(20, count=-1)  # beyond the client's timeout
+    try:
+        time.sleep(INTERVAL * 4)
+        assert {k: p.allowed_ips for k, p in lab.server.peers().items()} == peers
+        assert engineer.ping("10.42.42.3")
+    finally:
+        lab.factory.clear()
+    wait_status(lab, lambda s: bool(s.get("api_ok")) and not s.get("last_error"),
+                "the daemon to recover", timeout=120)
+
+
+def test_corrupt_registry_line_is_reported_others_work(lab: Lab, engineer: Engineer) -> None:
+    path = lab.server.clients_file
+    original = path.read_text()
+    lines = original.splitlines()
+    lines.insert(1, "this line is not a client")
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        data = wait_status(lab, lambda s: bool(s["registry_problems"]),
+                           "the registry problem to be reported", timeout=10)
+        (problem,) = data["registry_problems"]
+        assert problem["line"] == 2 and "field" in problem["message"]
+        assert engineer.ping("10.42.42.1")
+        assert engineer.wg_public_key() in lab.server.peers()
+        assert "line 2" in lab.server.daemon_log()
+    finally:
+        path.write_text(original)
+    wait_status(lab, lambda s: not s["registry_problems"], "the problem to clear", timeout=10)
+
+
+def test_kill9_and_restart_with_api_down_keeps_every_peer(lab: Lab,
+                                                          engineer: Engineer) -> None:
+    assert lab.factory is not None
+    peers = {k: p.allowed_ips for k, p in lab.server.peers().items()}
+    lab.server.kill_daemon()
+    lab.factory.fail(503, count=-1)
+    try:
+        lab.server.start_daemon()
+        data = wait_status(lab, lambda s: bool(s.get("daemon_running"))
+                           and bool(s.get("last_error")), "the restarted daemon's first pass")
+        assert data["api_ok"] is False
+        time.sleep(INTERVAL * 2)
+        assert {k: p.allowed_ips for k, p in lab.server.peers().items()} == peers
+        assert engineer.ping("10.42.42.2")
+        assert {p["name"] for p in data["peers"]} >= {"device1", "device2", "eng1"}
+    finally:
+        lab.factory.clear()
+    lab.server.wait_synced(timeout=60)
+
+
+def test_fifty_concurrent_clients_add(lab: Lab, engineer: Engineer) -> None:
+    keys = [str(KeyPair.generate().public) for _ in range(50)]
+
+    def add(key: str) -> dict[str, Any]:
+        out = lab.server.fiovpn("server", "clients", "add", "--public-key", key, "--json",
+                                timeout=120)
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(add, keys))
+    ips = [r["ip"] for r in results]
+    assert len(set(ips)) == 50
+    listed = lab.server.fiovpn_json("server", "clients", "list")
+    assert sorted(c["public_key"] for c in listed if c["public_key"] in keys) == sorted(keys)
+    data = wait_status(lab, lambda s: not s["registry_problems"] and len(
+        [p for p in s["peers"] if p["kind"] == "client"]) == 51, "51 clients on the server")
+    assert not data["conflicts"]
+    on_interface = lab.server.peers()
+    assert all(k in on_interface for k in keys)
+    assert engineer.ping("10.42.42.1")
+    # a refused add (the pool is nearly full: 55 addresses) leaves the file untouched
+    before = lab.server.clients_file.read_bytes()
+    bad = lab.server.fiovpn("server", "clients", "add", "--public-key", keys[0], check=False)
+    assert bad.returncode == 2 and lab.server.clients_file.read_bytes() == before
