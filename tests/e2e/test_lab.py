@@ -229,6 +229,10 @@ def test_factory_sandbox_controls_and_device_config(lab: Lab) -> None:
     ips = {row["name"]: row["ip"] for row in factory.wireguard_ips()}
     assert ips == {"device1": "10.42.42.2", "device2": "10.42.42.3"}
     assert factory.request_count() > before
+    # the token from the seeded state (never on the sandbox's command line) is enforced
+    wrong = factory.http("GET", f"{factory.api_url}/ota/factories/{lab.factory_name}/config/",
+                         token="not-the-token")
+    assert wrong.status in (401, 403)
     factory.fail(503, count=1)
     failed = factory.api("GET", f"/ota/factories/{lab.factory_name}/wireguard-ips/",
                          check=False)

@@ -266,9 +266,10 @@ class Factory(Role):
         atomic_write(self.state_file, json.dumps(state, indent=2), mode=0o600)
 
     def start(self) -> None:
+        # the token comes from the seeded state file: no secret in argv
         self.child = self.spawn(
             [self.lab.fiovpn_path, "sandbox", "serve", "--bind", self.underlay_ip,
-             "--port", str(self.port), "--factory", self.factory, "--token", self.token,
+             "--port", str(self.port), "--factory", self.factory,
              "--state", str(self.state_file)], name="sandbox", log=self.log)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
