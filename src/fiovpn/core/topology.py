@@ -16,13 +16,13 @@ from xml.sax.saxutils import escape
 
 FRESH_HANDSHAKE_S = 180  # WireGuard re-keys every 2 minutes; older means no live session
 
-WIDTH = 960
+WIDTH = 1100
 NODE_W = 250
 NODE_H = 64
 ROW = 92
 TOP = 96
 LEFT_X = 30
-RIGHT_X = WIDTH - 30 - NODE_W
+RIGHT_X = WIDTH - 100 - NODE_W  # room on the right for device-to-device arcs
 SERVER_W = 250
 SERVER_H = 84
 
@@ -125,9 +125,10 @@ def render_svg(snapshot: Mapping[str, Any], *, now: float,
     devices = [n for n in peers if n.kind == "device"]
     rows = max(len(clients), len(devices), 1)
     height = TOP + rows * ROW + 90
-    server_x = (WIDTH - SERVER_W) / 2
+    server_cx = (LEFT_X + NODE_W + RIGHT_X) / 2  # halfway between the two columns
+    server_x = server_cx - SERVER_W / 2
     server_y = TOP + (rows * ROW - NODE_H) / 2 - (SERVER_H - NODE_H) / 2
-    server_cx, server_cy = WIDTH / 2, server_y + SERVER_H / 2
+    server_cy = server_y + SERVER_H / 2
 
     factory = str(snapshot.get("factory") or "?")
     heading = title or f"fiovpn: factory {factory}"
@@ -183,7 +184,7 @@ def render_svg(snapshot: Mapping[str, Any], *, now: float,
     for a, b in _pairs(d2d, {n.name for n in devices}):
         (ax, ay), (_, by) = positions[a], positions[b]
         x0 = ax + NODE_W
-        bulge = x0 + 40 + abs(by - ay) * 0.15
+        bulge = x0 + 30 + min(abs(by - ay) * 0.2, 40)
         arcs.append(
             f"<path class='d2d' d='M {x0:.0f} {ay:.0f} C {bulge:.0f} {ay:.0f} {bulge:.0f} "
             f"{by:.0f} {x0:.0f} {by:.0f}' fill='none' stroke='{ORANGE}' stroke-width='2.5' "
@@ -220,7 +221,7 @@ def render_svg(snapshot: Mapping[str, Any], *, now: float,
               size=11),
     ]
     if not peers:
-        parts.append(_text(WIDTH / 2, TOP + 20, "no peers yet", size=13, anchor="middle",
+        parts.append(_text(server_cx, server_y - 16, "no peers yet", size=13, anchor="middle",
                            fill="#757575"))
     parts += edges + arcs + server_box + boxes + legend + ["</svg>"]
     return "\n".join(parts) + "\n"

@@ -106,7 +106,7 @@ class StepRunner:
         except StepFailed as exc:
             detail, ok, log = str(exc), False, exc.log
         except Exception as exc:  # any error fails the step, with its message
-            detail, ok = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc), False
+            detail, ok = str(exc) or type(exc).__name__, False
         if not ok and self.on_failure is not None and not always:
             try:
                 extra = self.on_failure()
