@@ -387,3 +387,51 @@ def test_factory_unreachable_says_how_to_do_without_it(home: Path) -> None:
         svc.init_client(settings(home), api=no_token)  # type: ignore[arg-type]
     assert "--server-endpoint" in str(exc.value) and exc.value.code == "no_token"
     assert not settings(home).config.exists()
+
+
+# --- recorded outputs (a client in the lab: `wg show <if> dump`, `ping -c1 -W2`) ---------
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def recorded_runner(ping_file: str) -> FakeRunner:
+    r = FakeRunner()
+    r.on("wg", "show", reply=lambda a, i: (DATA / "client-wg-show-dump.txt").read_text())
+    r.on("ping", reply=lambda a, i: (0 if ping_file == "ping-ok.txt" else 1,
+                                     (DATA / ping_file).read_text()))
+    return r
+
+
+def recorded_settings(home: Path) -> ClientSettings:
+    """A config whose server peer is the one in the recorded dump."""
+    dump = (DATA / "client-wg-show-dump.txt").read_text().splitlines()
+    server_pub = dump[1].split("\t")[0]
+    s = settings(home)
+    svc.init_client(s, server_endpoint="198.18.0.1:5555", server_public_key=server_pub,
+                    address="10.42.42.200")
+    return s
+
+
+def test_verify_from_recorded_outputs(home: Path) -> None:
+    s = recorded_settings(home)
+    handshake = 1795646198
+    res = svc.verify(s, recorded_runner("ping-ok.txt"), now=lambda: handshake + 17.4)
+    assert res.to_json() | {"interface": "", "server_address": ""} == {
+        "connected": True, "handshake_age_s": 17, "server_reachable": True,
+        "interface": "", "server_address": ""}
+    lost = svc.verify(s, recorded_runner("ping-lost.txt"), now=lambda: handshake + 17.4)
+    assert lost.server_reachable is False and not lost.ok
+    status = svc.status(s, recorded_runner("ping-ok.txt"), now=lambda: handshake + 5)
+    assert (status["peer"]["rx"], status["peer"]["tx"]) == (220, 436)
+    assert status["peer"]["allowed_ips"] == ["10.42.42.0/24"]
+
+
+def test_doctor_from_recorded_outputs(home: Path) -> None:
+    s = recorded_settings(home)
+    handshake = 1795646198
+    fresh = svc.doctor(s, recorded_runner("ping-ok.txt"), now=lambda: handshake + 30)
+    assert fresh.ok
+    # same dump an hour later and no answer: the server no longer takes this key
+    stale = svc.doctor(s, recorded_runner("ping-lost.txt"), now=lambda: handshake + 3600)
+    bad = {c.name for c in stale.checks if c.ok is False}
+    assert bad == {"handshake", "server_reachable", "registered"}
