@@ -21,6 +21,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
+from fiovpn.core.keys import KeyPair
 from fiovpn.lab import Engineer, Lab
 from fiovpn.mcpserver import TOOL_NAMES
 
@@ -182,12 +183,29 @@ def test_engineer_day_through_mcp_in_the_lab(lab: Lab) -> None:
         assert ran["exit_code"] == 0 and ran["stdout"].startswith("Linux")
         assert ran["ip"] == str(device1.vpn_ip) and ran["stdout_truncated"] is False
 
-        # 5. Device to device on both devices.
+        # 5. As an admin on the VPN: register another engineer's key over SSH to the
+        #    server's VPN address, check it, remove it.
+        other = str(KeyPair.generate().public)
+        entry = ok(await client.call_tool("register_foundries_vpn_client",
+                                          {"public_key": other, "name": "laptop2"}))
+        assert entry["public_key"] == other and entry["ip"] != added["ip"]
+        check = ok(await client.call_tool("check_client_peer_registered",
+                                          {"public_key": other}))
+        assert check["method"] == "server" and check["in_registry"] is True
+        assert check["ip"] == entry["ip"]
+        gone = ok(await client.call_tool("unregister_foundries_vpn_client",
+                                         {"name": "laptop2"}))
+        assert [e["public_key"] for e in gone["removed"]] == [other]
+
+        # 6. Device to device on both devices.
         for device in (device1, device2):
             d2d = ok(await client.call_tool("enable_foundries_device_to_device",
                                             {"device": device.device_name}))
             assert d2d["device_to_device"] is True and d2d["changed"] is True
             assert "10.42.42.0/24" in d2d["allowed_ips"]
+
+        down = ok(await client.call_tool("disconnect_foundries_vpn", {}))
+        assert down["connected"] is False and down["changed"] is True
 
     with_client(mcp_in(lab, eng), day)
 
