@@ -213,7 +213,8 @@ def status_view(data: dict[str, Any]) -> Group:
     )
     table = Table(title=f"{len(data['peers'])} peers", title_justify="left")
     for col in ("kind", "name", "ip", "public key", "handshake", "rx", "tx"):
-        table.add_column(col)
+        # keys are copied from here: wrap them, never cut them
+        table.add_column(col, overflow="fold" if col == "public key" else "ellipsis")
     for p in data["peers"]:
         table.add_row(p["kind"], p.get("name") or "-", p.get("ip") or "-",
                       p["public_key"], _age(p.get("latest_handshake")), _bytes(p.get("rx")),
@@ -294,7 +295,7 @@ def clients_list(config: Path | None) -> Result:
     data = [e.to_json() for e in doc.entries]
     table = Table(title=f"{len(data)} clients", title_justify="left")
     for col in ("public key", "ip", "name"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold" if col == "public key" else "ellipsis")
     for e in doc.entries:
         table.add_row(str(e.public_key), str(e.ip), e.name or "-")
     parts: list[Any] = [table]

@@ -32,7 +32,7 @@ class FirewallPolicy:
 
 
 def _set(name: str, ips: Iterable[IPv4Address]) -> list[str]:
-    elems = sorted(set(ips))
+    elems = sorted(set(ips), key=int)  # int keys: 5,000 IPv4Address compares are slow
     lines = [f"\tset {name} {{", "\t\ttype ipv4_addr"]
     if elems:
         lines.append("\t\telements = { " + ", ".join(str(ip) for ip in elems) + " }")

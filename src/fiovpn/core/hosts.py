@@ -19,7 +19,7 @@ def end_marker(factory: str) -> str:
 
 
 def render_block(factory: str, hosts: Iterable[tuple[IPv4Address, str]]) -> list[str]:
-    body = [f"{ip}\t{name}" for ip, name in sorted(hosts)]
+    body = [f"{ip}\t{name}" for ip, name in sorted(hosts, key=lambda h: (int(h[0]), h[1]))]
     return [begin_marker(factory), *body, end_marker(factory)]
 
 

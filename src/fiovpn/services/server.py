@@ -370,7 +370,7 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
         "api_ok": api_ok,
         "devices_source": report.devices_source,
         "peers": [_peer_json(p, live.get(p.public_key))
-                  for p in sorted(peers, key=lambda p: (p.kind, p.ip))],
+                  for p in sorted(peers, key=lambda p: (p.kind, int(p.ip)))],
         "conflicts": [c.to_json() for c in (desired.conflicts if desired else ())],
         "skipped": [p.to_json() for p in (desired.skipped if desired else ())],
         "registry_problems": [p.to_json() for p in report.registry_problems],
