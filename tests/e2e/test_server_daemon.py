@@ -258,6 +258,8 @@ def test_kill9_and_restart_with_api_down_keeps_every_peer(lab: Lab,
     finally:
         lab.factory.clear()
     lab.server.wait_synced(timeout=60)
+    # SIGTERM restarts and the kill -9 never took the interface down
+    assert lab.server.daemon_log().count("created WireGuard interface") == 1
 
 
 def test_fifty_concurrent_clients_add(lab: Lab, engineer: Engineer) -> None:
