@@ -115,8 +115,32 @@ def test_engineer_onboarding(fleet: Lab) -> None:
     code = eng.fiovpn("ssh", "device1", "--", "sh", "-c", "exit 7", check=False)
     assert code.returncode == 7
 
+    # without a command: a session whose stdin is ours (no terminal here)
+    session = eng.fiovpn("ssh", "device1", input="echo from-stdin\nexit 3\n", check=False)
+    assert session.returncode == 3 and "from-stdin" in session.stdout
+
+    status = js(eng, "status")
+    assert status["connected"] and status["address"] == reg["ip"]
+    assert status["peer"]["public_key"] == str(fleet.server.public_key)
+    assert status["peer"]["rx"] > 0 and status["peer"]["handshake_age_s"] is not None
+
     doctor = js(eng, "doctor", "--device", "device1")
     assert all(c["ok"] for c in doctor), doctor
+
+
+def test_admin_unregisters_a_client(fleet: Lab) -> None:
+    admin = fleet.engineers[0]
+    key = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA="
+    reg = js(admin, "register", "--public-key", key, "--name", "leaver")
+    assert js(admin, "check-registered", "--public-key", key)["registered"] is True
+    fleet.server.wait_peers({**{str(d.keys.public): str(d.vpn_ip) for d in fleet.devices
+                                if d.vpn_ip is not None}, **_client_peers(fleet)})
+    assert key in fleet.server.peers()
+    js(admin, "unregister", "--name", "leaver")
+    gone = js(admin, "check-registered", "--public-key", key, check=False)
+    assert gone["registered"] is False and gone["in_registry"] is False
+    assert key not in registry(fleet) and key not in fleet.server.peers()
+    assert reg["ip"] not in registry(fleet)
 
 
 def test_enable_vpn_device_reachable_after_next_sync(fleet: Lab) -> None:
