@@ -45,7 +45,7 @@ def test_devices_skipped_with_reasons() -> None:
     ], [], NET)
     assert d.peers == ()
     reasons = {s.name: s.reason for s in d.skipped}
-    assert "off" not in reasons  # disabled is normal, not a problem
+    assert reasons["off"] == "VPN disabled for this device"
     assert "public key" in reasons["nokey"]
     assert "no VPN address" in reasons["noip"]
     assert "outside the VPN subnet" in reasons["away"]

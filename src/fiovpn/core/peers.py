@@ -19,6 +19,7 @@ from fiovpn.core.keys import Key
 from fiovpn.core.registry import ClientEntry
 
 PeerKind = Literal["device", "client"]
+DISABLED = "VPN disabled for this device"  # normal: reported in status, not logged
 
 
 class DeviceRow(Protocol):
@@ -124,7 +125,7 @@ class _Hosts:
 
 def _check_device(row: DeviceRow, network: VpnNetwork, hosts: _Hosts) -> str | None:
     if not row.enabled:
-        return "VPN disabled for this device"
+        return DISABLED
     if row.pubkey is None:
         return "device has not published a WireGuard public key"
     if row.ip is None:
@@ -145,8 +146,7 @@ def desired_peers(devices: Iterable[DeviceRow], clients: Iterable[ClientEntry],
     for row in sorted(devices, key=lambda r: r.name):
         reason = _check_device(row, network, hosts)
         if reason is not None:
-            if row.enabled:  # a disabled device is normal, not worth reporting
-                skipped.append(SkippedPeer("device", row.name, reason))
+            skipped.append(SkippedPeer("device", row.name, reason))
             continue
         assert row.pubkey is not None and row.ip is not None
         candidates.append(Peer("device", row.name, row.pubkey, row.ip))

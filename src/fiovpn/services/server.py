@@ -42,7 +42,7 @@ from fiovpn.core.firewall import FirewallPolicy, render_ruleset
 from fiovpn.core.hosts import update_hosts
 from fiovpn.core.keys import Key, public_key
 from fiovpn.core.names import validate_name
-from fiovpn.core.peers import DesiredPeers, Peer, desired_peers
+from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, desired_peers
 from fiovpn.core.plan import PeerChange, plan
 from fiovpn.core.registry import Registry, RegistryProblem
 from fiovpn.core.wgdump import PeerDump, WgDump
@@ -316,7 +316,7 @@ def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
     desired = report.desired
     notes = {f"conflict: {c.message}" for c in (desired.conflicts if desired else ())}
     notes |= {f"skipped {p.kind} {p.name or ''}: {p.reason}"
-              for p in (desired.skipped if desired else ())}
+              for p in (desired.skipped if desired else ()) if p.reason != DISABLED}
     notes |= {f"{ctx.settings.clients_file} {p}" for p in report.registry_problems}
     if report.error:
         notes.add(f"error: {report.error}")
