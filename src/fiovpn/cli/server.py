@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fiovpn.cli.output import Result, command
+from fiovpn.core.peers import DISABLED
 from fiovpn.services import server as service
 from fiovpn.services.registry import ClientRegistry
 from fiovpn.settings import ServerSettings, load_server
@@ -222,9 +223,13 @@ def status_view(data: dict[str, Any]) -> Group:
     parts: list[Any] = [head, table]
     for c in data["conflicts"]:
         parts.append(Text(f"conflict: {c['message']}", style="yellow"))
+    disabled = [s for s in data["skipped"] if s["reason"] == DISABLED]
     for s in data["skipped"]:
-        parts.append(Text(f"skipped {s['kind']} {s.get('name') or ''}: {s['reason']}",
-                          style="yellow"))
+        if s["reason"] != DISABLED:
+            parts.append(Text(f"skipped {s['kind']} {s.get('name') or ''}: {s['reason']}",
+                              style="yellow"))
+    if disabled:
+        parts.append(Text(f"{len(disabled)} device(s) with VPN disabled"))
     for p in data["registry_problems"]:
         parts.append(Text(f"clients file line {p['line']}: {p['message']}", style="red"))
     return Group(*parts)
