@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -37,7 +39,16 @@ def demo_cmd(keep: bool, output_dir: Path) -> Result:
     """
     preflight.check()
     options = DemoOptions(output_dir=output_dir, keep=keep)
-    with LiveReporter(stderr) as reporter:
-        outcome = Demo(options, reporter).run()
+    # SIGTERM tears the lab down like Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with LiveReporter(stderr) as reporter:
+            outcome = Demo(options, reporter).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     data = outcome.to_json()
     return Result(data, summary(data), exit_code(outcome.results))
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -156,8 +156,7 @@ class Demo:
         if self.lab is None or not hasattr(self.lab, "server"):
             return ""
         text = self.lab.server.daemon_log()
-        return f"server daemon log ({self.lab.server.daemon_log_path}):\n{_tail(text, 20)}" \
-            if text.strip() else ""
+        return f"server daemon log, last lines:\n{_tail(text, 20)}" if text.strip() else ""
 
     @staticmethod
     def who(role: Role) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from fiovpn.core.topology import handshake_text, human_bytes
@@ -23,8 +23,12 @@ class LiveReporter:
         self.console = console
         self.show_commands = show_commands
         self.live = console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                 TimeElapsedColumn(), console=console, transient=True)
+        # one line per running step, however long the command: cut, never wrapped
+        description = TextColumn("{task.description}",
+                                 table_column=Column(no_wrap=True, overflow="ellipsis",
+                                                     ratio=1))
+        self.progress = Progress(SpinnerColumn(), description, TimeElapsedColumn(),
+                                 console=console, transient=True, expand=True)
         self.task: TaskID | None = None
         self.name = ""
 
@@ -110,6 +114,9 @@ def summary(data: dict[str, Any]) -> RenderableType:
         if data.get("log_tail"):
             parts.append(Text(data["log_tail"], style="dim"))
     lab = data.get("lab") or {}
+    if not data.get("ok") and not lab.get("kept"):
+        parts.append(Text("To look around in the lab after a failure: fiovpn demo --keep, "
+                          "then fiovpn lab exec ROLE -- CMD"))
     if lab.get("kept") and lab.get("prefix"):
         parts.append(Text(keep_instructions(str(lab["prefix"]))))
     return Group(*parts)
