@@ -27,7 +27,6 @@ from fiovpn.core import nmconnection
 from fiovpn.core.addresses import parse_ip, parse_subnet
 from fiovpn.core.names import validate_name
 from fiovpn.errors import (
-    ApiNotFound,
     BadInput,
     FiovpnError,
     NotFound,
@@ -92,10 +91,7 @@ def resolve_device(settings: ClientSettings, device: str, *,
     api_problem: str | None = None
     try:
         rows = (api or client_service.default_api(settings))().wireguard_ips()
-    except ApiNotFound as exc:
-        api_problem = str(exc)
-        rows = None
-    except FiovpnError as exc:
+    except FiovpnError as exc:  # no token, no factory, API down: the hosts block may know
         api_problem = str(exc)
         rows = None
     if rows is not None:
