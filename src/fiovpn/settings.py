@@ -87,6 +87,7 @@ class ClientSettings:
     identity_file: Path | None = None
     known_hosts: Path | None = None
     ssh_options: tuple[str, ...] = ()  # extra `-o K=V` options (the test lab uses these)
+    ssh_config: Path | None = None  # `ssh -F`: None reads ~/.ssh/config as ssh does
     hosts_file: Path = Path("/etc/hosts")
     subnet: str = "10.42.42.0/24"
     client_pool: str | None = None

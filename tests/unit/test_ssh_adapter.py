@@ -155,3 +155,11 @@ def test_stdin_goes_to_the_runner_not_argv() -> None:
     argv, stdin = runner.calls[0]
     assert stdin == secret
     assert all("SECRET" not in a for a in argv)
+
+
+def test_ssh_config_file_is_a_setting() -> None:
+    default, _ = client()
+    assert "-F" not in default.argv(["true"])
+    isolated, _ = client(config_file=Path("/dev/null"))
+    argv = isolated.argv(["true"])
+    assert argv[argv.index("-F") + 1] == "/dev/null"

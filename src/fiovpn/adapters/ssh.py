@@ -105,6 +105,7 @@ class SshOptions:
     control_persist: int = 60
     connect_timeout: int = 10
     extra: tuple[str, ...] = ()  # extra `-o K=V` options
+    config_file: Path | None = None  # `ssh -F FILE`; None: ssh's own ~/.ssh/config
 
     def __post_init__(self) -> None:
         for opt in self.extra:
@@ -132,7 +133,8 @@ class SshClient:
 
     def base_argv(self, *, tty: bool = False) -> list[str]:
         o = self.options
-        argv = ["ssh", "-p", str(self.target.port), "-l", self.target.user,
+        argv = ["ssh", *(["-F", str(o.config_file)] if o.config_file is not None else []),
+                "-p", str(self.target.port), "-l", self.target.user,
                 "-o", "BatchMode=yes",
                 "-o", "PasswordAuthentication=no",
                 "-o", "KbdInteractiveAuthentication=no",

@@ -671,6 +671,8 @@ class Engineer(Role):
             "identity-file": str(self.identity_file),
             "known-hosts": str(self.lab.known_hosts),
             "ssh-options": list(self.ssh_options),
+            # The host's ~/.ssh/config is not the lab's business (ssh ignores $HOME for it).
+            "ssh-config": "/dev/null",
             "hosts-file": str(self.hosts_file),
             "subnet": server.subnet,
         }

@@ -38,6 +38,7 @@ def ssh_options(settings: ClientSettings, *, control_dir: Path | None = None,
         control_dir=control_dir if control_dir is not None else (
             runtime_dir() if share else None),
         extra=tuple(settings.ssh_options),
+        config_file=settings.ssh_config,
     )
 
 
