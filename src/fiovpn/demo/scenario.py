@@ -251,7 +251,7 @@ class Demo:
         admin, eng = self.engineer1, self.engineer2
         init = self.fiovpn(step, eng, "client", "init")
         pub = init["public_key"]
-        check = self.fiovpn(step, eng, "check-registered", "--timeout", "3", expect=1)
+        check = self.fiovpn(step, eng, "check-registered", "--timeout", "2", expect=1)
         if check.get("registered") is not False:
             raise StepFailed(f"check-registered before registration says {check}")
         reg = self.fiovpn(step, admin, "register", "--public-key", pub, "--name", "eng2")

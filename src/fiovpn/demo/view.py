@@ -77,7 +77,8 @@ def peer_table(peers: list[dict[str, Any]], *, now: float | None = None) -> Tabl
         hs = p.get("latest_handshake")
         table.add_row(str(p.get("kind") or "-"), str(p.get("name") or "-"),
                       str(p.get("ip") or "-"),
-                      handshake_text(hs if isinstance(hs, int) and hs > 0 else None, now),
+                      handshake_text(hs if isinstance(hs, int) and hs > 0 else None,
+                                     now).removeprefix("handshake "),
                       human_bytes(int(p.get("rx") or 0)), human_bytes(int(p.get("tx") or 0)))
     return table
 
