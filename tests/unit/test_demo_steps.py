@@ -176,3 +176,37 @@ def test_preflight_needs_the_tun_device(tmp_path: Path) -> None:
     tun = tmp_path / "tun"
     tun.touch()
     preflight.check(euid=lambda: 0, which=lambda t: f"/usr/bin/{t}", tun=tun)
+
+
+def render(data: dict[str, object]) -> str:
+    from rich.console import Console
+
+    from fiovpn.demo.view import summary
+
+    console = Console(record=True, width=120)
+    console.print(summary(data))
+    return console.export_text()
+
+
+def test_summary_of_a_failure_names_the_step_and_shows_the_log() -> None:
+    results = [StepResult("build the lab", True, 1.0, "ok"),
+               StepResult("device-to-device", False, 2.0, "device1 cannot ping 10.42.42.3",
+                           log="server daemon log, last lines:\npeer added: device2")]
+    text = render(DemoOutcome(results, prefix="fv1234").to_json())
+    assert "Step failed: device-to-device" in text
+    assert "device1 cannot ping 10.42.42.3" in text
+    assert "peer added: device2" in text
+    assert "fiovpn demo --keep" in text
+    assert "verified" not in text
+
+
+def test_summary_of_a_kept_success_says_how_to_use_and_remove_the_lab() -> None:
+    status = {"peers": [{"kind": "client", "name": "admin", "ip": "10.42.42.200",
+                         "latest_handshake": None, "rx": 0, "tx": 0}]}
+    outcome = DemoOutcome([StepResult("one", True, 1.0, "ok")], status=status,
+                          topology=Path("/o/t.svg"), prefix="fv1234", kept=True)
+    text = render(outcome.to_json())
+    assert "All 1 steps verified" in text
+    assert "admin" in text and "10.42.42.200" in text
+    assert "Topology: /o/t.svg" in text
+    assert "fiovpn lab exec engineer1 -- " in text and "fiovpn lab down" in text

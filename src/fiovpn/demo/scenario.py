@@ -268,6 +268,11 @@ class Demo:
 
     def enable_devices(self, step: Step) -> str:
         lab, eng = self._lab, self.engineer1
+        listed = self.fiovpn(step, eng, "devices", "list")
+        off = {row["name"] for row in listed if not row.get("vpn_enabled")}
+        if off != set(DEVICE_NAMES):
+            raise StepFailed(f"`devices list` shows VPN off on {sorted(off)}, expected all of "
+                             f"{list(DEVICE_NAMES)} before enabling")
         for device in lab.devices:
             data = self.fiovpn(step, eng, "devices", "enable-vpn", device.device_name)
             self.device_ips[device.device_name] = data["vpn_ip"]
