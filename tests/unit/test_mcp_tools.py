@@ -23,7 +23,7 @@ from fiovpn.core import wgquick
 from fiovpn.core.factory_files import VPN_HANDLER
 from fiovpn.core.keys import KeyPair
 from fiovpn.errors import AuthError, TemporaryError
-from fiovpn.mcpserver import TOOL_NAMES, Services, build_server
+from fiovpn.mcpserver import TOOL_NAMES, Services, build_server, guide
 from fiovpn.settings import ClientSettings
 
 T = TypeVar("T")
@@ -848,3 +848,35 @@ def test_device_to_device_private_key_never_in_argv(fleet: World,
     ok(call(fleet.services(), "enable_foundries_device_to_device", {"device": "dev-a"}))
     private = "sO3oaa8JZ3yW0B7oZAV+2HgOn3woxDtFMgxKKJDLPEQ="
     assert all(private not in " ".join(argv) for argv in argvs(fleet))
+
+
+# --- the guide's decision (pure) --------------------------------------------------------
+
+def facts(**over: Any) -> guide.SetupFacts:
+    base = guide.SetupFacts(
+        key_file="/h/.config/wireguard/foundries.key", key_file_exists=False,
+        config="/h/.config/wireguard/foundries.conf", config_exists=True,
+        address="10.42.42.200", public_key=str(CLIENT.public),
+        server_endpoint="vpn.example.com:5555", interface="foundries", connected=True,
+        handshake_age_s=10, this_machine_is_server=False, server_ssh="root@10.42.42.1:5025")
+    return dataclasses.replace(base, **over)
+
+
+def test_guide_stale_handshake_is_not_ready() -> None:
+    assert guide.guide(facts()).flow == "ready"
+    stale = guide.guide(facts(handshake_age_s=guide.HANDSHAKE_FRESH_S + 1))
+    assert (stale.flow, stale.stage) == ("engineer", "no_handshake")
+    assert "ago" in stale.summary
+
+
+def test_guide_default_config_commands_need_no_config_flag() -> None:
+    g = guide.guide(facts(connected=False))
+    assert g.steps[0].command == "fiovpn connect"
+    assert all("--config" not in st.command for st in g.steps)
+
+
+def test_guide_ready_wins_over_the_server_marker() -> None:
+    """An admin already connected on the server machine is ready, not bootstrapping."""
+    assert guide.guide(facts(this_machine_is_server=True)).flow == "ready"
+    assert guide.guide(facts(this_machine_is_server=True, connected=False)).flow == \
+        "first_admin"
