@@ -163,3 +163,15 @@ def test_ssh_config_file_is_a_setting() -> None:
     isolated, _ = client(config_file=Path("/dev/null"))
     argv = isolated.argv(["true"])
     assert argv[argv.index("-F") + 1] == "/dev/null"
+
+
+def test_control_socket_paths_stay_within_the_unix_socket_limit(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fiovpn.adapters.ssh import MAX_CONTROL_DIR, runtime_dir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("x" * 80)))
+    assert len(str(runtime_dir())) <= MAX_CONTROL_DIR
+    too_long, _ = client(control_dir=Path("/" + "d" * 90))
+    assert not any(o.startswith("ControlPath") for o in opts(too_long.argv(["true"])))
+    short, _ = client(control_dir=Path("/run/fv"))
+    assert "ControlPath=/run/fv/%C" in opts(short.argv(["true"]))

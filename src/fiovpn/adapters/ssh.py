@@ -82,11 +82,20 @@ def _netns_id() -> str:
         return "host"
 
 
+# A Unix socket path holds at most 107 bytes; ssh adds "/" + 40 (%C) + a 17-byte temp suffix.
+MAX_CONTROL_DIR = 107 - 1 - 40 - 17
+
+
 def runtime_dir() -> Path:
     """A private per-user directory for control sockets (``$XDG_RUNTIME_DIR/fiovpn``,
-    else ``/tmp/fiovpn-<uid>``), created 0700, one subdirectory per network namespace."""
+    else ``/tmp/fiovpn-<uid>``), created 0700, one subdirectory per network namespace.
+
+    A runtime dir too long for a socket path falls back to ``/tmp``."""
     base = os.environ.get("XDG_RUNTIME_DIR")
+    fallback = Path("/tmp") / f"fiovpn-{os.getuid()}"
     top = Path(base) / "fiovpn" if base else Path(tempfile.gettempdir()) / f"fiovpn-{os.getuid()}"
+    if len(str(top / f"ns-{_netns_id()}")) > MAX_CONTROL_DIR:
+        top = fallback
     path = top / f"ns-{_netns_id()}"
     for d in (top, path):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -146,7 +155,7 @@ class SshClient:
             argv += ["-o", f"UserKnownHostsFile={o.known_hosts}"]
         if o.identity_file is not None:
             argv += ["-i", str(o.identity_file), "-o", "IdentitiesOnly=yes"]
-        if o.control_dir is not None:
+        if o.control_dir is not None and len(str(o.control_dir)) <= MAX_CONTROL_DIR:
             argv += ["-o", "ControlMaster=auto",
                      "-o", f"ControlPath={o.control_dir}/%C",
                      "-o", f"ControlPersist={o.control_persist}"]
