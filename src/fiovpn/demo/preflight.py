@@ -24,6 +24,7 @@ DEMO_TOOLS: dict[str, str] = {
     "ping": "iputils-ping",
     "unshare": "util-linux",
     "nsenter": "util-linux",
+    "setsid": "util-linux",
 }
 
 

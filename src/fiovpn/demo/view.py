@@ -88,7 +88,7 @@ def keep_instructions(prefix: str) -> str:
         f"The lab {prefix} is still running. Try:",
         "  fiovpn lab status",
         "  fiovpn lab exec engineer1 -- fiovpn devices list",
-        "  fiovpn lab exec engineer2 -- fiovpn ssh device1 -- wg show",
+        "  fiovpn lab exec engineer2 -- fiovpn ssh device1 -- ip -brief addr",
         "  fiovpn lab exec server -- fiovpn server status",
         "  fiovpn lab exec device2 -- ping -c1 10.42.42.2",
         "Remove it with: fiovpn lab down",
