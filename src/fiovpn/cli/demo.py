@@ -34,8 +34,9 @@ def demo_cmd(keep: bool, output_dir: Path) -> Result:
     wireguard-go peers with sshd, and two engineers. Then walks every flow with
     fiovpn commands: first-admin bootstrap, engineer onboarding over SSH,
     enabling VPN on devices, device-to-device, ssh to a device by name. Every
-    step is checked; exit 0 only when all were. Nothing outside the lab's
-    namespaces is touched, and everything is removed at the end unless --keep.
+    step is checked; exit 0 only when all were. No packet leaves the lab's
+    namespaces (underlay 198.18.0.0/24); the host's network, /etc and ~ are not
+    touched; everything is removed at the end unless --keep.
     """
     preflight.check()
     options = DemoOptions(output_dir=output_dir, keep=keep)

@@ -91,7 +91,7 @@ def keep_instructions(prefix: str) -> str:
         "  fiovpn lab exec engineer2 -- fiovpn ssh device1 -- ip -brief addr",
         "  fiovpn lab exec server -- fiovpn server status",
         "  fiovpn lab exec device2 -- ping -c1 10.42.42.2",
-        "Remove it with: fiovpn lab down",
+        f"Remove it with: fiovpn lab down   (with several kept labs: --lab {prefix})",
     ])
 
 
@@ -101,7 +101,8 @@ def summary(data: dict[str, Any]) -> RenderableType:
     if data.get("peers"):
         parts.append(peer_table(data["peers"]))
     if data.get("topology"):
-        parts.append(Text.from_markup(f"Topology: [bold]{data['topology']}[/]"))
+        parts.append(Text.from_markup(f"Topology: [bold]{data['topology']}[/] "
+                                        "(open it in a web browser)"))
     steps = data.get("steps", [])
     if data.get("ok"):
         parts.append(Text.from_markup(
