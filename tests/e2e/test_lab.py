@@ -265,3 +265,14 @@ def test_lab_runs_the_real_vpn(vpn_lab: Lab) -> None:
     assert out.stdout.strip() == "device1"
     # not registered, not connected: no way in
     assert not outsider.ping_once(SERVER_IP)
+
+
+def test_devices_with_their_own_names_are_seeded_under_those_names(
+        make_lab: Callable[..., Lab]) -> None:
+    from fiovpn.lab import DeviceSpec
+
+    lab = make_lab(devices=[DeviceSpec("gateway-a")], engineers=0)
+    assert lab.factory is not None
+    assert [row["name"] for row in lab.factory.wireguard_ips()] == ["gateway-a"]
+    lab.server.enable()
+    assert lab.apply_factory_config() == {"gateway-a": True}

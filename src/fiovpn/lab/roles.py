@@ -255,7 +255,7 @@ class Factory(Role):
             else:
                 value = f"pubkey={d.keys.public}"
             entries.append({
-                "name": d.name, "uuid": d.uuid, "status": "OK", "last-seen": now,
+                "name": d.device_name, "uuid": d.uuid, "status": "OK", "last-seen": now,
                 "target-name": "lab-lmp-1", "device-group": "lab",
                 "config": [{"created-at": now, "reason": "lab: device keys",
                             "files": [{"name": WIREGUARD_CLIENT_FILE, "value": value,
