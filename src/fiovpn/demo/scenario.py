@@ -12,12 +12,19 @@ import json
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fiovpn.core.topology import FRESH_HANDSHAKE_S, render_svg
-from fiovpn.demo.steps import Reporter, Step, StepFailed, StepResult, StepRunner
+from fiovpn.demo.steps import (
+    Reporter,
+    Step,
+    StepFailed,
+    StepResult,
+    StepRunner,
+    all_verified,
+)
 from fiovpn.lab import Device, DeviceSpec, Engineer, Lab, Role, leftovers, wait_for
 
 # The lab seeds the sandbox under role names (device1..), so the devices are named so too.
@@ -42,14 +49,10 @@ class DemoOutcome:
     topology: Path | None = None
     prefix: str | None = None
     kept: bool = False
-    log_tail: str = ""
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        from fiovpn.demo.steps import all_verified
-
         return all_verified(self.results)
 
     @property
@@ -129,12 +132,11 @@ class Demo:
             elif self.lab is not None:
                 self.lab.save_record()
                 self.lab.release()
-        failed = runner.failed
         return DemoOutcome(
             results=runner.results, status=self.status, topology=self.topology,
             prefix=self.lab.prefix if self.lab else None,
             kept=self.options.keep and self.lab is not None,
-            log_tail=failed.log if failed else "", seconds=time.monotonic() - started)
+            seconds=time.monotonic() - started)
 
     # --- helpers ---------------------------------------------------------------------
 
