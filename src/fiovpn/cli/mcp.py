@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from fiovpn.cli.output import json_option
+
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to the root group."""
@@ -11,6 +13,7 @@ def register(cli: click.Group) -> None:
 
 
 @click.command("mcp")
+@json_option  # accepted like everywhere; stdio already speaks JSON-RPC
 def mcp() -> None:
     """Serve fiovpn's tools over MCP on stdio (for AI assistants).
 
