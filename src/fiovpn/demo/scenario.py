@@ -169,10 +169,9 @@ class Demo:
         """``fiovpn ARGS --json`` inside ``role``'s namespace; its parsed JSON. Fails the
         step unless it exits ``expect``."""
         step.doing(f"{self.who(role)}$ fiovpn {shown or shlex.join(args)}")
-        # Its own session: what it leaves running (wg-quick's daemonized wireguard-go)
-        # must not die with the terminal that ran the demo (a kept lab lives on).
         # --json before the subcommand: it must not land after a `--` (fiovpn ssh).
-        result = role.run(["setsid", "--wait", self._lab.fiovpn_path, "--json", *args],
+        # (role.run gives each command its own session: a kept lab outlives the terminal.)
+        result = role.run([self._lab.fiovpn_path, "--json", *args],
                           check=False, timeout=timeout)
         if result.returncode != expect:
             err = _tail(result.stderr or result.stdout, 8)

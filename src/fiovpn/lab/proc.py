@@ -75,7 +75,10 @@ class EnterRunner:
             proc = subprocess.run(full, input=input, capture_output=True, text=True,
                                   timeout=timeout, check=False,
                                   env={**self.env, **(env or {})},
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+                                  stdin=None if input is not None else subprocess.DEVNULL,
+                                  # What a command leaves running (wg-quick's daemonized
+                                  # wireguard-go) must not die with the caller's terminal.
+                                  start_new_session=True)
         except subprocess.TimeoutExpired:
             raise LabTimeout(f"`{' '.join(argv[:4])}` did not finish within {timeout:g}s",
                              code="timeout") from None
