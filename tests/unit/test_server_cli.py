@@ -62,3 +62,22 @@ def test_config_from_environment(config: Path) -> None:
     result = CliRunner().invoke(cli, ["server", "clients", "list", "--json"],
                                 env={"FIOVPN_SERVER_CONFIG": str(config)})
     assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+def test_enable_writes_a_settings_file_that_does_not_exist_yet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_reconcile import FakeApi
+
+    from fiovpn.services import server as service
+
+    api = FakeApi()
+    monkeypatch.setattr(service, "build_api", lambda settings: api)
+    config = tmp_path / "new" / "server.toml"
+    result = CliRunner().invoke(cli, [
+        "server", "enable", "--config", str(config), "--factory", "acme",
+        "--endpoint", "vpn.example.com", "--private-key", str(tmp_path / "server.key"),
+        "--json"], env={"FIOVPN_API_TOKEN": ""})
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["config_written"] is True and data["config"] == str(config)
+    assert 'factory = "acme"' in config.read_text() and len(api.patches) == 1

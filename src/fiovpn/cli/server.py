@@ -21,7 +21,7 @@ from fiovpn.cli.output import Result, command
 from fiovpn.core.peers import DISABLED
 from fiovpn.services import server as service
 from fiovpn.services.registry import ClientRegistry
-from fiovpn.settings import ServerSettings, load_server
+from fiovpn.settings import ServerSettings, load, load_server
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,11 +102,14 @@ def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address:
     fiovpn-<factory>.service (no secret in it). Then start it with
     `systemctl enable --now fiovpn-<factory>`.
     """
-    settings = _settings(config, factory=factory, address=address, port=port,
-                         private_key=private_key, api_url=api_url,
-                         api_token_file=api_token_file, endpoint=endpoint)
-    api = service.build_api(settings)
     path = service.config_path_for(_config(config))
+    # enable writes the settings file when it does not exist yet, so a --config
+    # (or FIOVPN_SERVER_CONFIG) naming a new file is fine here.
+    settings = load(ServerSettings, toml_path=path, toml_required=False,
+                    flags={"factory": factory, "address": address, "port": port,
+                           "private_key": private_key, "api_url": api_url,
+                           "api_token_file": api_token_file, "endpoint": endpoint})
+    api = service.build_api(settings)
     data = service.enable(settings, api, endpoint=endpoint, config_path=path)
     human = (f"Factory {data['factory']}: wireguard-server published "
              f"(endpoint {data['endpoint']}, server {data['server_address']}).\n"
