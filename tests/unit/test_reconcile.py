@@ -377,3 +377,29 @@ def test_enable_publishes_server_file_and_unit_without_secrets(
     svc.disable(settings, api)
     assert api.patches[-1][1][0].value.endswith("\nenabled=0")
     assert data["key_created"] is True
+
+
+@pytest.mark.parametrize("change", [{"port": 6000}, {"address": "10.42.42.9"},
+                                    {"private_key": Path("/elsewhere/server.key")}])
+def test_enable_refuses_what_the_daemon_would_not_use(
+        env: tuple[ServerSettings, FakeWg, FakeApi], tmp_path: Path,
+        change: dict[str, object]) -> None:
+    """The daemon reads only the settings file: announcing another port, address
+    or key in the factory would leave every device unable to connect."""
+    import dataclasses
+
+    from fiovpn.errors import BadInput
+
+    settings, _fake, api = env
+    config = tmp_path / "server.toml"
+    config.write_text(f'# mine\nfactory = "acme"\nprivate-key = "{settings.private_key}"\n')
+    before = config.read_bytes()
+    given = dataclasses.replace(settings, **change)  # type: ignore[arg-type]
+    with pytest.raises(BadInput, match="differs from what the daemon uses") as info:
+        svc.enable(given, api, endpoint="vpn.example.com", config_path=config, env={})
+    assert info.value.code == "config_mismatch"
+    assert api.patches == [] and config.read_bytes() == before
+    assert not settings.private_key.exists() and not (tmp_path / "units").exists()
+    # the same values as the file: published
+    svc.enable(settings, api, endpoint="vpn.example.com", config_path=config, env={})
+    assert len(api.patches) == 1

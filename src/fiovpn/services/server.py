@@ -50,7 +50,7 @@ from fiovpn.errors import BadInput, FiovpnError, NotFound, PermanentError, Tempo
 from fiovpn.services.keys import ensure_key_file, read_private_key
 from fiovpn.services.registry import ClientRegistry, LiveInterface
 from fiovpn.services.state import StateCache
-from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings
+from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings, load
 
 log = logging.getLogger("fiovpn.server")
 
@@ -610,6 +610,8 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
         raise BadInput("no factory given: use --factory F (or env FIOVPN_FACTORY)",
                        code="usage")
     ep = parse_endpoint(endpoint, default_port=settings.port)
+    if config_path.exists():
+        _check_daemon_agrees(settings, config_path)
     private, created = ensure_key_file(settings.private_key)
     pub = public_key(private)
     cfile = _server_file(settings, ep, pub, enabled=True)
@@ -633,6 +635,27 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
             "private_key_path": str(settings.private_key), "key_created": created,
             "config": str(config_path), "config_written": wrote_config, "unit": str(unit),
             "enabled": True}
+
+
+def _check_daemon_agrees(settings: ServerSettings, config_path: Path) -> None:
+    """Refuse to publish a server address, port or key that the daemon (which
+    reads only ``config_path``) would not use: devices could never connect."""
+    daemon = load(ServerSettings, toml_path=config_path, toml_required=True, flags={},
+                  env={})
+    given: list[tuple[str, object, object]] = [
+        ("address", settings.network().server, daemon.network().server),
+        ("port", settings.port, daemon.port),
+        ("private-key", settings.private_key.absolute(), daemon.private_key.absolute()),
+    ]
+    for flag, want, has in given:
+        if want != has:
+            value = str(want) if flag == "port" else json.dumps(str(want))
+            raise BadInput(
+                f"--{flag} {want} differs from what the daemon uses ({has}, from "
+                f"{config_path}): the factory would announce a server the daemon does not "
+                "run", code="config_mismatch",
+                hint=f"set {flag} = {value} in {config_path} first, or drop "
+                     f"--{flag}")
 
 
 def disable(settings: ServerSettings, api: FactoryApi) -> dict[str, Any]:
