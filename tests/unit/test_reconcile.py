@@ -403,3 +403,22 @@ def test_enable_refuses_what_the_daemon_would_not_use(
     # the same values as the file: published
     svc.enable(settings, api, endpoint="vpn.example.com", config_path=config, env={})
     assert len(api.patches) == 1
+
+
+def test_unreadable_registry_changes_no_peer(env: tuple[ServerSettings, FakeWg,
+                                                        FakeApi]) -> None:
+    """Without the registry every client would look removed: nothing changes, and
+    the daemon keeps running with the error in its status."""
+    settings, fake, api = env
+    settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n")
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    settings.clients_file.unlink()
+    settings.clients_file.mkdir()
+    api.rows = []
+    calls = len(fake.wg_sets)
+    report = svc.reconcile_once(ctx)
+    assert not report.ok and "cannot read the client registry" in (report.error or "")
+    assert len(fake.wg_sets) == calls and str(K[5]) in fake.peers and str(K[0]) in fake.peers
+    assert "cannot read the client registry" in report.status["last_error"]
+    assert {p["public_key"] for p in report.status["peers"]} >= {str(K[5]), str(K[0])}

@@ -16,7 +16,7 @@ from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.keys import KeyPair
 from fiovpn.core.registry import Registry
-from fiovpn.errors import BadInput, Conflict, NotFound
+from fiovpn.errors import BadInput, Conflict, NotFound, PermanentError
 from fiovpn.services.registry import ClientRegistry, LiveInterface
 from fiovpn.services.state import StateCache
 
@@ -139,3 +139,28 @@ def test_check_reports_registry_and_interface(registry: ClientRegistry) -> None:
     assert registry.check(str(other)) == {
         "registered": False, "in_registry": False, "on_interface": False, "ip": None}
     assert os.path.exists(registry.path)
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_line_and_its_bytes_are_kept(
+        registry: ClientRegistry) -> None:
+    key = str(KeyPair.generate().public)
+    registry.path.write_bytes(f"# caf\xe9\n{key} 10.42.42.210 bob\n".encode("latin-1")
+                              + b"\xff\xfe junk\n")
+    doc = registry.read()
+    assert [e.name for e in doc.entries] == ["bob"]
+    assert [(p.line, p.message) for p in doc.problems] == [
+        (1, "not valid UTF-8 text"), (3, "not valid UTF-8 text")]
+    new_key = str(KeyPair.generate().public)
+    registry.add(new_key)
+    raw = registry.path.read_bytes()
+    assert raw.startswith(b"# caf\xe9\n") and b"\xff\xfe junk\n" in raw
+    assert raw.endswith(f"{new_key} 10.42.42.200\n".encode())
+
+
+def test_an_unreadable_registry_is_one_clear_error(registry: ClientRegistry) -> None:
+    registry.path.unlink()
+    registry.path.mkdir()
+    with pytest.raises(PermanentError, match=r"cannot read the client registry .*directory"):
+        registry.add(str(KeyPair.generate().public))
+    with pytest.raises(PermanentError, match="cannot read the client registry"):
+        registry.list()

@@ -54,6 +54,11 @@ class RegistryLine:
 
 
 def parse_line(text: str) -> RegistryLine:
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # bytes that were not UTF-8 (kept via surrogateescape)
+            return RegistryLine(text, problem="not valid UTF-8 text")
     body = text.split("#", 1)[0].strip()
     if not body:
         return RegistryLine(text)

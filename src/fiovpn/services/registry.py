@@ -16,16 +16,38 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from fiovpn.adapters.fs import atomic_write, locked, read_text
+from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.addresses import VpnNetwork, parse_ip
 from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
 from fiovpn.core.registry import ClientEntry, Registry
-from fiovpn.errors import BadInput, Conflict, FiovpnError
+from fiovpn.errors import BadInput, Conflict, FiovpnError, PermanentError
 from fiovpn.services.state import StateCache
 
 log = logging.getLogger("fiovpn.server")
+
+
+def read_registry(path: Path) -> Registry:
+    """The registry at ``path`` (empty when missing).
+
+    A line that is not UTF-8 is one bad line (reported with its number), not
+    an unreadable file: its bytes are kept as they are (``surrogateescape``)
+    and written back unchanged by ``write_registry``. A file that cannot be
+    read at all raises ``PermanentError`` naming it.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Registry()
+    except OSError as exc:
+        raise PermanentError(f"cannot read the client registry {path}: {exc.strerror}",
+                             code="registry_unreadable") from None
+    return Registry.parse(raw.decode("utf-8", "surrogateescape"))
+
+
+def write_registry(path: Path, registry: Registry) -> None:
+    atomic_write(path, registry.render().encode("utf-8", "surrogateescape"), mode=0o600)
 
 
 @dataclass
@@ -56,7 +78,7 @@ class ClientRegistry:
     on_change: Callable[[], object] | None = None
 
     def read(self) -> Registry:
-        return Registry.parse(read_text(self.path) or "")
+        return read_registry(self.path)
 
     def list(self) -> list[ClientEntry]:
         return self.read().entries
@@ -96,7 +118,7 @@ class ClientRegistry:
             else:
                 chosen = self.network.check_client_ip(want, used)
             entry = ClientEntry(key, chosen, name)
-            atomic_write(self.path, reg.add(entry).render(), mode=0o600)
+            write_registry(self.path, reg.add(entry))
         log.info("client added to registry: %s %s%s", key, chosen,
                  f" ({name})" if name else "")
         self._changed()
@@ -110,7 +132,7 @@ class ClientRegistry:
         with locked(self.path):
             reg = self.read()
             new, removed = reg.remove(public_key=key, name=name)
-            atomic_write(self.path, new.render(), mode=0o600)
+            write_registry(self.path, new)
         for e in removed:
             log.info("client removed from registry: %s %s", e.public_key, e.ip)
         self._changed()

@@ -44,11 +44,11 @@ from fiovpn.core.keys import Key, public_key
 from fiovpn.core.names import validate_name
 from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, desired_peers
 from fiovpn.core.plan import PeerChange, plan
-from fiovpn.core.registry import Registry, RegistryProblem
+from fiovpn.core.registry import ClientEntry, RegistryProblem
 from fiovpn.core.wgdump import PeerDump, WgDump
 from fiovpn.errors import BadInput, FiovpnError, NotFound, PermanentError, TemporaryError
 from fiovpn.services.keys import ensure_key_file, read_private_key
-from fiovpn.services.registry import ClientRegistry, LiveInterface
+from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
 from fiovpn.services.state import StateCache
 from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings, load
 
@@ -223,7 +223,17 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
         report.devices_source = "cache" if rows is not None else "interface"
     authoritative = report.api_ok
 
-    registry = Registry.parse(read_text(s.clients_file) or "")
+    try:
+        registry = read_registry(s.clients_file)
+    except FiovpnError as exc:
+        # Without the registry every client would look removed: change nothing.
+        report.errors.append(f"{exc}: no peer changed")
+        known = ctx.known if ctx.known is not None else ctx.state.known_peers()
+        dump_now = None
+        with contextlib.suppress(FiovpnError):
+            dump_now = ctx.wg.show_dump(s.interface)
+        _finish(ctx, report, dump_now, list(known.values()))
+        return report
     report.registry_problems = registry.problems
     desired = desired_peers(rows or [], registry.entries, ctx.network,
                             server_key=ctx.server_key)
@@ -717,8 +727,9 @@ def status(settings: ServerSettings, *, runner: Runner | None = None) -> dict[st
                       "tx": cur.tx if cur else item.get("tx", 0),
                       "endpoint": cur.endpoint if cur else item.get("endpoint"),
                       "on_interface": cur is not None if dump else None})
-    registry = Registry.parse(read_text(settings.clients_file) or "")
-    clients = {e.public_key: e for e in registry.entries}
+    clients: dict[Key, ClientEntry] = {}
+    with contextlib.suppress(FiovpnError):  # the daemon reports an unreadable registry
+        clients = {e.public_key: e for e in read_registry(settings.clients_file).entries}
     for cur in (dump.peers if dump else ()):
         if str(cur.public_key) in seen:
             continue
