@@ -422,3 +422,22 @@ def test_unreadable_registry_changes_no_peer(env: tuple[ServerSettings, FakeWg,
     assert len(fake.wg_sets) == calls and str(K[5]) in fake.peers and str(K[0]) in fake.peers
     assert "cannot read the client registry" in report.status["last_error"]
     assert {p["public_key"] for p in report.status["peers"]} >= {str(K[5]), str(K[0])}
+
+
+@pytest.mark.parametrize(("value", "code"), [
+    ("garbage", "server_file_malformed"),
+    ("endpoint=vpn.example:5555\nserver_address=10.42.42.9\npubkey={key}",
+     "server_address_mismatch"),
+])
+def test_daemon_refuses_a_server_file_devices_cannot_use(
+        env: tuple[ServerSettings, FakeWg, FakeApi], value: str, code: str) -> None:
+    """Exit 1 (not 2: nobody typed this) with a message naming the factory's file,
+    before the interface is touched."""
+    settings, fake, api = env
+    private, _ = ensure_key_file(settings.private_key)
+    api.config = [ConfigEntry("t", "r", (ConfigFile(
+        "wireguard-server", value.format(key=public_key(private))),))]
+    with pytest.raises(PermanentError, match="the factory's wireguard-server file") as info:
+        svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
+    assert info.value.code == code and info.value.exit_code == 1
+    assert fake.wg_sets == [] and "enable" in str(info.value)

@@ -434,7 +434,13 @@ def check_server_file(ctx: ServerContext, private_key: Key) -> ServerConfigFile 
         log.warning("the factory has no %s file: devices will not find this server; run "
                     "`fiovpn server enable --endpoint HOST`", WIREGUARD_SERVER_FILE)
         return None
-    server = ServerConfigFile.parse(cfile.value)
+    try:
+        server = ServerConfigFile.parse(cfile.value)
+    except BadInput as exc:
+        raise PermanentError(
+            f"the factory's {WIREGUARD_SERVER_FILE} file is malformed ({exc.message}): "
+            "devices cannot use it", code="server_file_malformed",
+            hint="rewrite it with `fiovpn server enable --endpoint HOST`") from None
     mine = public_key(private_key)
     if server.pubkey != mine:
         raise PermanentError(
@@ -443,6 +449,13 @@ def check_server_file(ctx: ServerContext, private_key: Key) -> ServerConfigFile 
             "would never connect", code="server_key_mismatch",
             hint="run `fiovpn server enable --endpoint HOST` to publish this key, or point "
                  "--private-key at the key the factory knows")
+    if server.server_address != ctx.network.server:
+        raise PermanentError(
+            f"the factory's {WIREGUARD_SERVER_FILE} file announces server address "
+            f"{server.server_address}, but this daemon uses {ctx.network.server}: devices "
+            "would route to an address nobody answers", code="server_address_mismatch",
+            hint="run `fiovpn server enable --endpoint HOST` to publish this address, or "
+                 f"set address = \"{server.server_address}\" in the settings file")
     if not server.enabled:
         log.warning("the factory's %s file says enabled=0: devices keep their VPN off "
                     "until `fiovpn server enable`", WIREGUARD_SERVER_FILE)
