@@ -140,6 +140,10 @@ def test_force_starts_over_with_a_new_key(home: Path) -> None:
 
 @pytest.mark.parametrize("kw", [
     {"address": "10.42.42.999"},
+    {"address": "8.8.8.8"},  # outside the VPN subnet
+    {"address": "10.42.42.0"},  # the subnet's network address
+    {"address": "10.42.42.255"},  # its broadcast address
+    {"address": "10.42.42.1"},  # the server's own address
     {"server_endpoint": "vpn;reboot:5555"},
     {"server_public_key": "nope"},
 ])
@@ -149,6 +153,13 @@ def test_bad_input_changes_nothing(home: Path, kw: dict[str, str]) -> None:
     with pytest.raises(BadInput):
         init(home, **kw)
     assert settings(home).config.read_bytes() == before
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "10.42.42.0", "10.42.42.1"])
+def test_a_new_config_refuses_an_address_outside_the_vpn(home: Path, address: str) -> None:
+    with pytest.raises(BadInput, match=f"--address {address}"):
+        init(home, address=address)
+    assert not settings(home).config.exists()
 
 
 def test_factory_without_vpn_is_a_clear_error_and_writes_nothing(home: Path) -> None:

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,26 @@ def _server_from_factory(api: ApiFactory) -> ServerConfigFile:
     return server
 
 
+def check_client_address(addr: IPv4Interface, networks: tuple[IPv4Network, ...],
+                         server: IPv4Address | None) -> None:
+    """The address an admin assigned must be a host of the VPN subnet the tunnel carries
+    (not its network or broadcast address) and not the server's own address."""
+    ip = addr.ip
+    inside = [n for n in networks if ip in n]
+    where = ", ".join(str(n) for n in networks)
+    hint = "use the IP that `fiovpn register` (or `fiovpn server clients add`) printed"
+    if not inside:
+        raise BadInput(f"--address {ip} is not in the VPN subnet {where}", code="bad_ip",
+                       hint=hint)
+    if any(n.prefixlen < 31 and ip in (n.network_address, n.broadcast_address)
+           for n in inside):
+        raise BadInput(f"--address {ip} is not a host address of the VPN subnet {where}",
+                       code="bad_ip", hint=hint)
+    if server is not None and ip == server:
+        raise BadInput(f"--address {ip} is the server's own VPN address", code="bad_ip",
+                       hint=hint)
+
+
 def init_client(settings: ClientSettings, *, address: str | None = None,
                 server_endpoint: str | None = None, server_public_key: str | None = None,
                 force: bool = False, api: ApiFactory | None = None,
@@ -179,6 +199,9 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
         if view.private_key is None:
             raise BadInput(f"{path} has no PrivateKey; start over with --force",
                            code="no_key")
+        if iface_addr is not None:
+            check_client_address(iface_addr, view.allowed_ips or (subnet,),
+                                 server_vpn_address(settings, view))
         changed: list[str] = []
         if iface_addr is not None and iface_addr not in view.addresses:
             doc = doc.with_interface("Address", str(iface_addr))
@@ -222,7 +245,9 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
         server_address = server_address or server.server_address
     if server_address is None:
         server_address = server_vpn_address(settings)
-    if iface_addr is None and old_view is not None and old_view.addresses:
+    if iface_addr is not None:
+        check_client_address(iface_addr, (subnet,), server_address)
+    elif old_view is not None and old_view.addresses:
         iface_addr = old_view.addresses[0]
 
     if force:
