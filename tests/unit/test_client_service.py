@@ -162,6 +162,17 @@ def test_a_new_config_refuses_an_address_outside_the_vpn(home: Path, address: st
     assert not settings(home).config.exists()
 
 
+def test_force_says_the_new_key_must_be_registered(home: Path) -> None:
+    init(home, address="10.42.42.205")
+    old = public_key(config_key(home))
+    res = init(home, force=True)
+    assert "new key" in res.next_step
+    assert f"fiovpn register --public-key {res.public_key}" in res.next_step
+    assert "--ip 10.42.42.205" in res.next_step
+    assert f"fiovpn unregister --public-key {old}" in res.next_step
+    assert not res.next_step.startswith("Connect")
+
+
 def test_factory_without_vpn_is_a_clear_error_and_writes_nothing(home: Path) -> None:
     api = FakeFactory(None)
     with pytest.raises(NotFound, match="VPN is not enabled"):

@@ -111,8 +111,20 @@ def _suggested_name() -> str:
     return cleaned or "NAME"
 
 
-def next_step_for_key(pub: Key, address: str | None) -> str:
+def next_step_for_key(pub: Key, address: str | None, *, new_key: bool = False,
+                      old_key: Key | None = None) -> str:
+    """What to do after ``client init``. A ``new_key`` (``--force``) is unknown to the
+    server even when the config keeps an address: it must be registered first."""
     name = _suggested_name()
+    if new_key:
+        ip = f" --ip {address}" if address else ""
+        drop = (f"  fiovpn unregister --public-key {old_key}\n" if old_key is not None
+                else "")
+        return (f"This is a new key: the server does not know it yet. Send your public key "
+                f"{pub} to a Foundries VPN admin, who runs:\n{drop}"
+                f"  fiovpn register --public-key {pub} --name {name}{ip}\n"
+                "Then, if the IP they give you differs, run `fiovpn client init --address "
+                "IP`, and run `fiovpn connect`.")
     if address:
         return ("Connect with `fiovpn connect`, then check with `fiovpn verify`. If no "
                 f"handshake happens, make sure an admin registered {pub}.")
@@ -265,7 +277,12 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
     atomic_write(path, doc.render(), mode=0o600)
     pub = public_key(private)
     addr = str(iface_addr.ip) if iface_addr else None
-    return InitResult(pub, path, addr, True, ("config",), next_step_for_key(pub, addr))
+    old_key = (public_key(old_view.private_key)
+               if old_view is not None and old_view.private_key is not None else None)
+    replaced = force and existing_text is not None
+    return InitResult(pub, path, addr, True, ("config",),
+                      next_step_for_key(pub, addr, new_key=replaced,
+                                        old_key=old_key if replaced else None))
 
 
 # --- the live interface -------------------------------------------------------------------
