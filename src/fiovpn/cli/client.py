@@ -301,6 +301,23 @@ def check_registered_cmd(config: Path | None, public_key: str | None, timeout: f
 # --- devices ------------------------------------------------------------------------------
 
 
+def split_ssh_command(args: tuple[str, ...]) -> list[str]:
+    """The remote command after DEVICE. Parsing stops at DEVICE (the command's own
+    options belong to it), so ``fiovpn ssh DEVICE --json -- CMD`` leaves ``--json``
+    here: a run of ``--json`` right after DEVICE, ended by ``--`` or by the end, is
+    fiovpn's flag, never sent to the device."""
+    cmd = list(args)
+    n = 0
+    while n < len(cmd) and cmd[n] == "--json":
+        n += 1
+    if n and (n == len(cmd) or cmd[n] == "--"):
+        click.get_current_context().meta["fiovpn.json"] = True
+        cmd = cmd[n:]
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return cmd
+
+
 @click.command("ssh", context_settings={"ignore_unknown_options": True,
                                         "allow_interspersed_args": False})
 @command
@@ -317,12 +334,10 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
     settings = settings_from(config=config, user=user, identity_file=identity_file,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
-    cmd = list(remote_command)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
+    cmd = split_ssh_command(remote_command)
     if not cmd:
         if json_mode():
-            raise BadInput("--json needs a command: fiovpn ssh DEVICE --json -- CMD",
+            raise BadInput("--json needs a command: fiovpn ssh --json DEVICE -- CMD",
                            code="bad_usage")
         code = device_access.interactive_ssh(settings, runner(), device, [])
         return Result({"exit_code": code}, None, code)
