@@ -11,7 +11,7 @@ from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, WireguardIp
 from fiovpn.adapters.runner import Completed, FakeRunner
 from fiovpn.core import wgquick
 from fiovpn.core.keys import Key, KeyPair, public_key
-from fiovpn.errors import BadInput, NotFound
+from fiovpn.errors import BadInput, NotFound, PermanentError
 from fiovpn.services import client as svc
 from fiovpn.services.keys import generate_key_file
 from fiovpn.settings import ClientSettings
@@ -256,6 +256,30 @@ def test_connect_is_idempotent(home: Path, host: FakeHost) -> None:
     second = svc.connect(settings(home), runner)
     assert not second.changed and "already connected" in second.message
     assert len(host.log) == 1
+
+
+WG_QUICK_ROUTE_CLASH = """\
+[#] ip link add foundries type wireguard
+[#] wg setconf foundries /dev/fd/63
+[#] ip -4 address add 10.42.42.200/32 dev foundries
+[#] ip link set mtu 1420 up dev foundries
+[#] ip -4 route add 10.42.42.0/24 dev foundries
+RTNETLINK answers: File exists
+[#] ip link delete dev foundries
+"""
+
+
+def test_connect_failure_names_wg_quicks_cause_not_its_cleanup(home: Path,
+                                                              host: FakeHost) -> None:
+    runner = FakeRunner()
+    runner.on("wg", "show", reply=host.wg_show)
+    runner.on("wg-quick", "up", reply=lambda a, i: Completed(tuple(a), 2, "",
+                                                            WG_QUICK_ROUTE_CLASH))
+    with pytest.raises(PermanentError) as err:
+        svc.connect(settings(home), runner)
+    assert "RTNETLINK answers: File exists" in str(err.value)
+    assert "ip link delete" not in str(err.value)
+    assert "another VPN config connected" in str(err.value)
 
 
 def test_connect_through_networkmanager_when_it_runs(home: Path, host: FakeHost) -> None:

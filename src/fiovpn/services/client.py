@@ -19,7 +19,7 @@ from typing import Any
 
 from fiovpn.adapters.factory_api import FactoryApi, current_file
 from fiovpn.adapters.fs import atomic_write, read_text
-from fiovpn.adapters.runner import Runner
+from fiovpn.adapters.runner import Completed, Runner
 from fiovpn.adapters.ssh import SshTarget
 from fiovpn.core import wgquick
 from fiovpn.core.addresses import parse_subnet
@@ -353,10 +353,33 @@ def connect(settings: ClientSettings, runner: Runner) -> ConnectResult:
         runner.run(["nmcli", "connection", "up", iface], timeout=60)
         backend = "networkmanager"
     else:
-        runner.run(["wg-quick", "up", str(settings.config)], timeout=60)
+        result = runner.run(["wg-quick", "up", str(settings.config)], check=False,
+                            timeout=60)
+        if not result.ok:
+            raise wg_quick_failed(result, settings.config)
         backend = "wg-quick"
     return ConnectResult(iface, settings.config, True, True, backend,
                          f"connected: {iface} is up ({backend})")
+
+
+def wg_quick_failed(result: Completed, config: Path) -> PermanentError:
+    """``wg-quick up`` failed: its cause, not the ``[#] ip link delete`` of its cleanup
+    (always its last line)."""
+    lines = [ln.strip() for ln in (result.stderr + "\n" + result.stdout).splitlines()]
+    causes = [ln for ln in lines if ln and not ln.startswith(("[#]", "[!]"))
+              and ln[0] not in "│┌└─"]
+    cause = causes[-1] if causes else f"exit code {result.returncode}"
+    hint = f"run `wg-quick up {config}` to see its full output"
+    low = cause.lower()
+    if "file exists" in low:
+        hint = ("another interface already has this address or a route to the VPN subnet: "
+                "is another VPN config connected? (`wg show`, `ip route`); " + hint)
+    elif "must be run as root" in low or "permission denied" in low \
+            or "operation not permitted" in low:
+        hint = ("connecting needs root: sudo fiovpn connect --config PATH (sudo changes "
+                "HOME)")
+    return PermanentError(f"wg-quick could not bring the tunnel up: {cause}",
+                          code="connect_failed", hint=hint)
 
 
 def disconnect(settings: ClientSettings, runner: Runner) -> ConnectResult:
