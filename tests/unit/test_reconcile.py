@@ -441,3 +441,18 @@ def test_daemon_refuses_a_server_file_devices_cannot_use(
         svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
     assert info.value.code == code and info.value.exit_code == 1
     assert fake.wg_sets == [] and "enable" in str(info.value)
+
+
+def test_a_damaged_server_key_is_never_echoed(env: tuple[ServerSettings, FakeWg,
+                                                         FakeApi]) -> None:
+    """The error lands in the daemon's log: it names the file, not its content."""
+    from fiovpn.errors import BadInput
+
+    settings, fake, api = env
+    secret = str(KeyPair.generate().private)
+    settings.private_key.write_text(secret[:40] + "\n")  # truncated
+    with pytest.raises(BadInput) as info:
+        svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
+    assert str(settings.private_key) in str(info.value)
+    assert "expected 44 base64 characters, got 40" in str(info.value)
+    assert secret[:20] not in str(info.value)

@@ -20,7 +20,16 @@ def read_private_key(path: Path) -> Key:
         text = path.read_text()
     except FileNotFoundError:
         raise BadInput(f"private key {path} does not exist", code="no_key") from None
-    return Key.parse(text, what=f"private key in {path}")
+    try:
+        return Key.parse(text, what="private key")
+    except BadInput as exc:
+        # Never echo the file: a damaged key is still (mostly) a secret, and this
+        # message lands in the daemon's log.
+        reason = exc.message.rpartition(": ")[2]
+        raise BadInput(f"{path} does not hold a valid WireGuard private key ({reason}); "
+                       "its content is not shown", code="bad_key",
+                       hint="a private key is 44 characters of base64, as printed by "
+                            "`wg genkey`") from None
 
 
 def generate_key_file(path: Path, *, force: bool = False) -> Key:
