@@ -95,6 +95,16 @@ def test_resolve_by_ip_needs_no_factory(tmp_path: Path) -> None:
     assert t.ip == IPv4Address("10.42.42.9")
 
 
+@pytest.mark.parametrize("ip", ["10.42.43.5", "192.168.1.10", "8.8.8.8"])
+def test_an_ip_outside_the_vpn_is_refused_before_any_ssh(tmp_path: Path, ip: str) -> None:
+    device = FakeDevice()
+    runner = device.runner()
+    with pytest.raises(BadInput, match="not a VPN address"):
+        svc.run_on_device(settings(tmp_path), runner, ip, ["true"],
+                          api=api(AssertionError("no")), options=NO_SHARING)
+    assert runner.calls == []
+
+
 def test_resolve_falls_back_to_the_hosts_block(tmp_path: Path) -> None:
     (tmp_path / "hosts").write_text(
         "127.0.0.1\tlocalhost\n10.42.42.77\tdev-z\n"

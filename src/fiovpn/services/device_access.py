@@ -86,6 +86,11 @@ def resolve_device(settings: ClientSettings, device: str, *,
     except ValueError:
         ip = None
     if ip is not None:
+        networks = _tunnel_networks(settings)
+        if not any(ip in n for n in networks):
+            raise BadInput(f"{ip} is not a VPN address: the tunnel carries "
+                           f"{', '.join(str(n) for n in networks)}", code="not_vpn_ip",
+                           hint="give a device's name or its VPN IP (`fiovpn devices list`)")
         return DeviceTarget(str(ip), ip, "ip")
     name = validate_name(device, what="device name")
     api_problem: str | None = None
@@ -110,6 +115,19 @@ def resolve_device(settings: ClientSettings, device: str, *,
     raise NotFound(f"unknown device {name!r}: {where}, and it is not in the VPN block of "
                    f"{settings.hosts_file}", code="unknown_device",
                    hint="see `fiovpn devices list`, or give the device's VPN IP")
+
+
+def _tunnel_networks(settings: ClientSettings) -> tuple[IPv4Network, ...]:
+    """What the client config routes through the tunnel (its server peer's AllowedIPs),
+    else the VPN subnet setting."""
+    try:
+        from fiovpn.core import wgquick
+
+        view = wgquick.client_view(client_service.load_config(settings.config))
+    except FiovpnError:
+        view = None
+    return (view.allowed_ips if view is not None and view.allowed_ips
+            else (_subnet(settings),))
 
 
 def device_client(settings: ClientSettings, runner: Runner, target: DeviceTarget,
