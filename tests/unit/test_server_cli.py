@@ -58,6 +58,20 @@ def test_status_without_daemon(config: Path) -> None:
         assert key in data
 
 
+def test_status_before_the_daemon_ever_ran_says_what_to_do(config: Path) -> None:
+    from fiovpn.core.keys import public_key
+    from fiovpn.services.keys import ensure_key_file
+
+    config.write_text(config.read_text() + 'factory = "acme"\n')
+    private, _ = ensure_key_file(config.parent / "server.key")
+    code, data = run(config, "status")
+    assert code == 0 and isinstance(data, dict)
+    assert data["public_key"] == str(public_key(private))
+    result = CliRunner().invoke(cli, ["server", "--config", str(config), "status"])
+    assert result.exit_code == 0
+    assert "systemctl enable --now fiovpn-acme" in " ".join(result.stdout.split())
+
+
 def test_config_from_environment(config: Path) -> None:
     result = CliRunner().invoke(cli, ["server", "clients", "list", "--json"],
                                 env={"FIOVPN_SERVER_CONFIG": str(config)})

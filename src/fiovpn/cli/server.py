@@ -224,6 +224,10 @@ def status_view(data: dict[str, Any]) -> Group:
                       p["public_key"], _age(p.get("latest_handshake")), _bytes(p.get("rx")),
                       _bytes(p.get("tx")))
     parts: list[Any] = [head, table]
+    if not data["daemon_running"]:
+        unit = f"fiovpn-{data['factory']}" if data.get("factory") else "fiovpn-<factory>"
+        parts.append(Text(f"Next: start the daemon with `systemctl enable --now {unit}` "
+                          "(or `fiovpn server daemon`)", style="yellow"))
     for c in data["conflicts"]:
         parts.append(Text(f"conflict: {c['message']}", style="yellow"))
     disabled = [s for s in data["skipped"] if s["reason"] == DISABLED]

@@ -761,7 +761,7 @@ def status(settings: ServerSettings, *, runner: Runner | None = None) -> dict[st
         "interface": settings.interface,
         "server_address": doc.get("server_address", str(settings.network().server)),
         "public_key": (str(dump.interface.public_key) if dump and dump.interface.public_key
-                       else doc.get("public_key")),
+                       else doc.get("public_key") or _key_file_public(settings)),
         "port": dump.interface.listen_port if dump else doc.get("port", settings.port),
         "interface_up": up,
         "daemon_running": isinstance(pid, int) and _alive(pid),
@@ -774,6 +774,14 @@ def status(settings: ServerSettings, *, runner: Runner | None = None) -> dict[st
         "skipped": doc.get("skipped", []),
         "registry_problems": doc.get("registry_problems", []),
     }
+
+
+def _key_file_public(settings: ServerSettings) -> str | None:
+    """The server's public key from its key file (before the daemon ever ran)."""
+    try:
+        return str(public_key(read_private_key(settings.private_key)))
+    except (FiovpnError, OSError):
+        return None
 
 
 def _is_key(text: str) -> bool:
