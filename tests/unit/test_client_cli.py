@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from fiovpn.cli.main import cli
-from fiovpn.services import device_access
+from fiovpn.services import client as client_service
+from fiovpn.services import device_access, remote
 
 
 @pytest.fixture
@@ -52,3 +53,24 @@ def test_ssh_json_without_a_command_is_a_usage_error(sent: list[list[str]]) -> N
     assert result.exit_code == 2
     assert json.loads(result.stdout)["error"]["code"] == "bad_usage"
     assert sent == []
+
+
+def test_verify_when_down_says_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_service, "verify", lambda *_a, **_k: client_service.VerifyResult(
+        False, None, False, "10.42.42.1", "foundries"))
+    result = CliRunner().invoke(cli, ["verify"])
+    assert result.exit_code == 1
+    assert "Next: run `fiovpn connect`" in result.stdout
+
+
+KEY = "FSEfQcuzRffozXrYgcQY9qsgzdQNH9POMcEzQ//F6Cs="
+
+
+def test_check_registered_names_the_register_command_when_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "check_registered_remote", lambda *_a, **_k: {
+        "public_key": KEY, "registered": False, "in_registry": False,
+        "on_interface": False, "ip": None})
+    result = CliRunner().invoke(cli, ["check-registered", "--public-key", KEY])
+    assert result.exit_code == 1
+    assert f"Next: fiovpn register --public-key {KEY}" in result.stdout

@@ -195,7 +195,9 @@ def verify_cmd(config: Path | None) -> Result:
         f"{mark[res.server_reachable]} server {res.server_address} "
         f"{'reachable' if res.server_reachable else 'not reachable'}",
     ])
-    if not res.ok:
+    if not res.connected:
+        human += "\nNext: run `fiovpn connect`"
+    elif not res.ok:
         human += "\nNext: run `fiovpn doctor`"
     return Result(res.to_json(), human, 0 if res.ok else 1)
 
@@ -289,6 +291,12 @@ def check_registered_cmd(config: Path | None, public_key: str | None, timeout: f
                  + ("registered" if data["registered"] else "NOT registered")
                  + f" (in registry: {data.get('in_registry')}, on interface: "
                  f"{data.get('on_interface')}, ip: {data.get('ip')})")
+        if not data["registered"]:
+            human += ("\nNext: the server daemon applies the registry within seconds; "
+                      "if it stays so, check `fiovpn server status` on the server"
+                      if data.get("in_registry") else
+                      f"\nNext: fiovpn register --public-key {data['public_key']} "
+                      "--name NAME")
     else:
         if timeout <= 0:
             raise BadInput("--timeout must be positive")
