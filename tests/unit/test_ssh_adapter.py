@@ -86,7 +86,10 @@ def test_parse_targets() -> None:
 
 def test_unsafe_extra_options_are_refused() -> None:
     for bad in ("StrictHostKeyChecking=no", "stricthostkeychecking = accept-new",
-                "PasswordAuthentication=yes", "ProxyCommand=sh -c x", "BatchMode=no"):
+                "PasswordAuthentication=yes", "ProxyCommand=sh -c x", "BatchMode=no",
+                # ssh also takes "Key Value", as in its config file
+                "StrictHostKeyChecking no", "ProxyCommand sh -c x",
+                "PasswordAuthentication\tyes", "LocalCommand id"):
         with pytest.raises(BadInput):
             SshOptions(extra=(bad,))
     SshOptions(extra=("ConnectionAttempts=2", "BatchMode=yes", "IdentitiesOnly=yes",

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -118,8 +119,10 @@ class SshOptions:
 
     def __post_init__(self) -> None:
         for opt in self.extra:
-            key = opt.partition("=")[0].strip().lower()
-            value = opt.partition("=")[2].strip().lower()
+            # ssh reads `-o` like its config file: "Key=Value" or "Key Value".
+            parts = re.split(r"\s*=\s*|\s+", opt.strip(), maxsplit=1)
+            key = parts[0].lower()
+            value = parts[1].strip().lower() if len(parts) > 1 else ""
             if key == "stricthostkeychecking" and value in ("no", "off", "accept-new"):
                 raise BadInput("StrictHostKeyChecking cannot be turned off: fiovpn always "
                                "checks host keys; add the host to a known_hosts file",
