@@ -456,3 +456,16 @@ def test_a_damaged_server_key_is_never_echoed(env: tuple[ServerSettings, FakeWg,
     assert str(settings.private_key) in str(info.value)
     assert "expected 44 base64 characters, got 40" in str(info.value)
     assert secret[:20] not in str(info.value)
+
+
+def test_hosts_file_with_bytes_that_are_not_utf8(env: tuple[ServerSettings, FakeWg,
+                                                            FakeApi]) -> None:
+    """/etc/hosts is not ours: a latin-1 comment passes through unchanged (it
+    used to stop the daemon with a traceback)."""
+    settings, fake, api = env
+    settings.hosts_file.write_bytes(b"127.0.0.1\tlocalhost\n# caf\xe9\n")
+    report = svc.reconcile_once(ctx_for(settings, fake, api))
+    assert report.ok and report.hosts_changed
+    raw = settings.hosts_file.read_bytes()
+    assert raw.startswith(b"127.0.0.1\tlocalhost\n# caf\xe9\n")
+    assert b"10.42.42.2\tdev-a\n" in raw

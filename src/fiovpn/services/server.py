@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from fiovpn.adapters.factory_api import ConfigFile, FactoryApi, WireguardIp, current_file
-from fiovpn.adapters.fs import atomic_write, read_text
+from fiovpn.adapters.fs import atomic_write
 from fiovpn.adapters.nft import Nft
 from fiovpn.adapters.runner import Runner, SubprocessRunner
 from fiovpn.adapters.wireguard import WireGuard
@@ -306,15 +306,20 @@ def _update_hosts(ctx: ServerContext, path: Path, factory: str, peers: Iterable[
     memo = (factory, frozenset(entries), _file_id(path))
     if memo == ctx.last_hosts:
         return False  # same devices, file untouched since we last looked
-    text = read_text(path) or ""
-    new = update_hosts(text, factory, entries)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    # The rest of the file is not ours: bytes that are not UTF-8 (a latin-1
+    # comment) pass through unchanged instead of stopping the daemon.
+    new = update_hosts(raw.decode("utf-8", "surrogateescape"), factory, entries)
     if new is None:
         ctx.last_hosts = memo
         return False
     mode = 0o644
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o777
-    atomic_write(path, new, mode=mode)
+    atomic_write(path, new.encode("utf-8", "surrogateescape"), mode=mode)
     ctx.last_hosts = (factory, frozenset(entries), _file_id(path))
     log.info("hosts block for factory %s updated in %s (%d devices)", factory, path,
              len(entries))
