@@ -74,3 +74,15 @@ def test_check_registered_names_the_register_command_when_not(
     result = CliRunner().invoke(cli, ["check-registered", "--public-key", KEY])
     assert result.exit_code == 1
     assert f"Next: fiovpn register --public-key {KEY}" in result.stdout
+
+
+@pytest.mark.parametrize(("command", "teaches"), [
+    ("register", "fiovpn register --public-key KEY --name alice"),
+    ("register", "fiovpn client init --address IP"),
+    ("check-registered", "no admin rights"),
+    ("ssh", "fiovpn ssh device1 -- uname -a"),
+])
+def test_help_teaches_with_examples(command: str, teaches: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert teaches in " ".join(result.stdout.split())

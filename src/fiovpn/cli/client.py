@@ -241,7 +241,18 @@ def doctor_cmd(config: Path | None, device: str | None, user: str | None,
 def register_cmd(config: Path | None, public_key: str, ip: str, name: str | None,
                  identity_file: Path | None, known_hosts: Path | None,
                  server_ssh: str | None, server_command: str | None) -> Result:
-    """Register a client's public key on the server (admin, over SSH)."""
+    """Register a client's public key on the server (admin, over SSH).
+
+    Runs `fiovpn server clients add` on the server through the VPN (--server-ssh,
+    default root@10.42.42.1:5025): you must be connected (`fiovpn verify`) and your
+    SSH key allowed on the server. Prints the IP to hand back to the engineer, who
+    runs `fiovpn client init --address IP`. On the server itself (first admin), use
+    `fiovpn server clients add` instead.
+
+    \b
+    Example:
+      fiovpn register --public-key KEY --name alice
+    """
     settings = settings_from(config=config, identity_file=identity_file,
                              known_hosts=known_hosts, server_ssh=server_ssh,
                              server_command=server_command)
@@ -261,7 +272,12 @@ def register_cmd(config: Path | None, public_key: str, ip: str, name: str | None
 def unregister_cmd(config: Path | None, public_key: str | None, name: str | None,
                    identity_file: Path | None, known_hosts: Path | None,
                    server_ssh: str | None, server_command: str | None) -> Result:
-    """Remove a client from the server (admin, over SSH); its tunnel stops at once."""
+    """Remove a client from the server (admin, over SSH); its tunnel stops at once.
+
+    \b
+    Example:
+      fiovpn unregister --name alice
+    """
     settings = settings_from(config=config, identity_file=identity_file,
                              known_hosts=known_hosts, server_ssh=server_ssh,
                              server_command=server_command)
@@ -281,7 +297,13 @@ def unregister_cmd(config: Path | None, public_key: str | None, name: str | None
 def check_registered_cmd(config: Path | None, public_key: str | None, timeout: float,
                          identity_file: Path | None, known_hosts: Path | None,
                          server_ssh: str | None, server_command: str | None) -> Result:
-    """Is a key registered on the server?"""
+    """Is a key registered on the server?
+
+    Without --public-key (engineer): brings the tunnel up if needed and waits for a
+    handshake with the server, which only a registered key gets; no admin rights.
+    With --public-key (admin, on the VPN): asks the server's registry over SSH.
+    Exit code 0 when registered, 1 when not.
+    """
     settings = settings_from(config=config, identity_file=identity_file,
                              known_hosts=known_hosts, server_ssh=server_ssh,
                              server_command=server_command)
@@ -338,7 +360,14 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
             api_token_file: Path | None, device: str, remote_command: tuple[str, ...]
             ) -> Result:
     """SSH to DEVICE (name or VPN IP); `fiovpn ssh DEVICE -- CMD ...` runs CMD and
-    returns its exit code. Key authentication only; host keys are checked."""
+    returns its exit code. Key authentication only; host keys are checked.
+
+    \b
+    Examples:
+      fiovpn ssh device1                    (a login shell)
+      fiovpn ssh device1 -- uname -a
+      fiovpn ssh --json 10.42.42.2 -- systemctl is-active aktualizr-lite
+    """
     settings = settings_from(config=config, user=user, identity_file=identity_file,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
