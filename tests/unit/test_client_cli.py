@@ -86,3 +86,12 @@ def test_help_teaches_with_examples(command: str, teaches: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert teaches in " ".join(result.stdout.split())
+
+
+def test_keys_generate_points_to_client_init(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["keys", "generate"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "fiovpn client init" in result.stdout
+    assert "fiovpn register --public-key" in result.stdout

@@ -36,6 +36,9 @@ def generate(private_key: Path | None, force: bool) -> Result:
     data = {"public_key": str(pub), "private_key_path": str(path)}
     human = (f"Private key written to {path} (mode 0600).\n"
              f"Public key: [bold]{pub}[/]\n"
-             "Next: hand the public key to an admin, or on the server run\n"
+             "Next: `fiovpn client init` writes your VPN config with this key.\n"
+             "Then hand the public key to an admin (who runs `fiovpn register "
+             f"--public-key {pub} --name NAME`),\n"
+             "or, as the first admin on the server itself, run\n"
              f"  fiovpn server clients add --public-key {pub} --name NAME")
     return Result(data, human)
