@@ -81,6 +81,7 @@ def test_check_registered_names_the_register_command_when_not(
     ("register", "fiovpn client init --address IP"),
     ("check-registered", "no admin rights"),
     ("ssh", "fiovpn ssh device1 -- uname -a"),
+    ("ssh", "-- sh -c 'A | B'"),
 ])
 def test_help_teaches_with_examples(command: str, teaches: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)

@@ -362,10 +362,14 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
     """SSH to DEVICE (name or VPN IP); `fiovpn ssh DEVICE -- CMD ...` runs CMD and
     returns its exit code. Key authentication only; host keys are checked.
 
+    CMD's words reach the device exactly as given (each quoted; no remote shell
+    expands them): for pipes or variables run a shell, `-- sh -c 'A | B'`.
+
     \b
     Examples:
       fiovpn ssh device1                    (a login shell)
       fiovpn ssh device1 -- uname -a
+      fiovpn ssh device1 -- sh -c 'journalctl -b | tail'
       fiovpn ssh --json 10.42.42.2 -- systemctl is-active aktualizr-lite
     """
     settings = settings_from(config=config, user=user, identity_file=identity_file,
