@@ -96,3 +96,18 @@ def test_keys_generate_points_to_client_init(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert "fiovpn client init" in result.stdout
     assert "fiovpn register --public-key" in result.stdout
+
+
+def test_keys_generate_warns_when_the_config_has_another_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("FIOVPN_CLIENT_SETTINGS", raising=False)
+    init = CliRunner().invoke(cli, ["client", "init", "--json", "--server-endpoint",
+                                    "198.18.0.1:5555", "--server-public-key", KEY])
+    assert init.exit_code == 0, init.output
+    config_pub = json.loads(init.stdout)["public_key"]
+    result = CliRunner().invoke(cli, ["keys", "generate"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert f"already has its own key (public key {config_pub})" in text
+    assert "Next: `fiovpn client init` writes your VPN config with this key" not in text

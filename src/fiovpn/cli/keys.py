@@ -7,7 +7,11 @@ from pathlib import Path
 import click
 
 from fiovpn.cli.output import Result, command
+from fiovpn.core import wgquick
+from fiovpn.core.keys import Key, public_key
+from fiovpn.errors import FiovpnError
 from fiovpn.services.keys import default_key_path, generate_key_file
+from fiovpn.settings import load_client
 
 
 def register(cli: click.Group) -> None:
@@ -34,6 +38,15 @@ def generate(private_key: Path | None, force: bool) -> Result:
     path = private_key or default_key_path()
     pub = generate_key_file(path, force=force)
     data = {"public_key": str(pub), "private_key_path": str(path)}
+    config = _client_config() if private_key is None else None
+    if config is not None and config[1] != pub:
+        human = (f"Private key written to {path} (mode 0600).\n"
+                 f"Public key: [bold]{pub}[/]\n"
+                 f"Note: your client config {config[0]} already has its own key (public "
+                 f"key {config[1]}); `fiovpn client init` keeps that one and does not use "
+                 "this key file. Have that key registered, or remove the config and run "
+                 "`fiovpn client init` to use this one.")
+        return Result(data, human)
     human = (f"Private key written to {path} (mode 0600).\n"
              f"Public key: [bold]{pub}[/]\n"
              "Next: `fiovpn client init` writes your VPN config with this key.\n"
@@ -42,3 +55,16 @@ def generate(private_key: Path | None, force: bool) -> Result:
              "or, as the first admin on the server itself, run\n"
              f"  fiovpn server clients add --public-key {pub} --name NAME")
     return Result(data, human)
+
+
+def _client_config() -> tuple[Path, Key] | None:
+    """The client config (as `client init` would pick it) and its public key, when it
+    exists and holds a key."""
+    try:
+        path = load_client({}).config
+        view = wgquick.client_view(wgquick.parse(path.read_text()))
+    except (OSError, FiovpnError):
+        return None
+    if view.private_key is None:
+        return None
+    return path, public_key(view.private_key)
