@@ -184,3 +184,22 @@ def test_round_trip_property(text: str) -> None:
     doc = wgquick.parse(text)
     assert doc.render() == text
     assert wgquick.parse(doc.render()) == doc
+
+
+@pytest.mark.parametrize("line", [
+    f"PrivateKey = {PRIV}"[:-2] + "=",  # one character lost in a copy
+    f"PresharedKey = {str(PRIV)[:-1]}",
+    f"PrivateKey: {str(PRIV)[:-1]}",  # no '='
+])
+def test_a_damaged_secret_key_is_never_echoed(line: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        wgquick.client_view(wgquick.parse(f"[Interface]\n{line}\n", source="foundries.conf"))
+    assert str(PRIV)[:20] not in str(exc.value)
+    assert "foundries.conf line 2" in str(exc.value)
+
+
+def test_setting_a_secret_with_a_newline_is_refused_without_echo() -> None:
+    doc = wgquick.parse(HAND_WRITTEN)
+    with pytest.raises(BadInput) as exc:
+        doc.with_interface("PrivateKey", f"{PRIV}\nPostUp = x")
+    assert str(PRIV)[:20] not in str(exc.value)

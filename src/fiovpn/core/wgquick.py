@@ -188,7 +188,10 @@ def parse(text: str, *, source: str = "config") -> WgQuickConfig:
         key, sep, value = stripped.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
-            raise BadInput(f"{source} line {n}: expected `Key = Value`, got {raw.strip()!r}",
+            secret = any(k.lower() in stripped.lower() for k in SECRET_KEYS)
+            shown = "a line that is not shown (it may hold a key)" if secret else \
+                repr(raw.strip())
+            raise BadInput(f"{source} line {n}: expected `Key = Value`, got {shown}",
                            code="bad_config")
         if current is None:
             raise BadInput(f"{source} line {n}: `{key}` comes before any [Interface] "
@@ -213,13 +216,30 @@ def _canonical(section: str, key: str) -> str:
     return key
 
 
+SECRET_KEYS = ("PrivateKey", "PresharedKey")
+
+
+def parse_secret_key(value: str, *, what: str) -> Key:
+    """``Key.parse`` for a secret: a damaged private key is still mostly a secret, and
+    error messages reach terminals, logs and AI assistants, so its value is not shown."""
+    try:
+        return Key.parse(value, what=what)
+    except BadInput as exc:
+        reason = exc.message.rpartition(": ")[2]
+        raise BadInput(f"invalid WireGuard {what} ({reason}); its value is not shown",
+                       code=exc.code, hint=exc.hint) from None
+
+
 def _check_value(section: str, key: str, value: str | None) -> None:
     """Validate the value of a key fiovpn knows; unknown keys pass through."""
     if value is None:
         return
     if "\n" in value or "#" in value:
-        raise BadInput(f"invalid {key} {value!r}: no newlines or '#'", code="bad_config")
-    if key in ("PrivateKey", "PublicKey", "PresharedKey"):
+        shown = "(value not shown)" if key in SECRET_KEYS else repr(value)
+        raise BadInput(f"invalid {key} {shown}: no newlines or '#'", code="bad_config")
+    if key in SECRET_KEYS:
+        parse_secret_key(value, what=key)
+    elif key == "PublicKey":
         Key.parse(value, what=key)
     elif key == "Address":
         for item in _split(value):
@@ -311,7 +331,7 @@ def client_view(doc: WgQuickConfig) -> ClientConfig:
         except BadInput:
             server_address = None
     return ClientConfig(
-        private_key=Key.parse(priv, what="PrivateKey") if priv else None,
+        private_key=parse_secret_key(priv, what="PrivateKey") if priv else None,
         addresses=tuple(parse_interface(a) for a in _split(addr or "")),
         server_public_key=Key.parse(pub, what="PublicKey") if pub else None,
         endpoint=peer.get("Endpoint") if peer else None,
