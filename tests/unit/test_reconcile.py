@@ -469,3 +469,28 @@ def test_hosts_file_with_bytes_that_are_not_utf8(env: tuple[ServerSettings, Fake
     raw = settings.hosts_file.read_bytes()
     assert raw.startswith(b"127.0.0.1\tlocalhost\n# caf\xe9\n")
     assert b"10.42.42.2\tdev-a\n" in raw
+
+
+def test_sigterm_stops_the_daemon_during_a_slow_api_call(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """With the factory unreachable one pass can take a minute of timeouts and
+    retries: SIGTERM (systemctl stop, Ctrl-C) still ends the daemon at once,
+    exit 0, leaving the interface alone."""
+    import os
+    import signal
+    import time
+
+    settings, fake, _api = env
+
+    @dataclass
+    class HangingApi(FakeApi):
+        def wireguard_ips(self) -> list[WireguardIp]:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+            raise AssertionError("not interrupted")
+
+    started = time.monotonic()
+    assert svc.Daemon(ctx_for(settings, fake, HangingApi())).run() == 0
+    assert time.monotonic() - started < 5
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert not any(c[:2] == ("ip", "link") and "down" in c for c, _ in fake.runner.calls)

@@ -470,6 +470,10 @@ def check_server_file(ctx: ServerContext, private_key: Key) -> ServerConfigFile 
 # --------------------------------------------------------------------------- daemon
 
 
+class _Stopped(BaseException):
+    """Raised by the SIGTERM/SIGINT handler to unwind the daemon at once."""
+
+
 @dataclass
 class Daemon:
     """The loop around ``reconcile_once``: every ``interval``, sooner after an
@@ -494,10 +498,15 @@ class Daemon:
         ensure_interface(self.ctx, private)
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        if signum is not None:
+        first = not self.stopping
+        self.stopping = True
+        if signum is not None and first:
             log.info("received %s: stopping (interface and tunnels stay up)",
                      signal.Signals(signum).name)
-        self.stopping = True
+            # Stop now, not after the API call in flight gives up (a minute of
+            # timeouts and retries when the factory is unreachable): every write
+            # is atomic and a restart converges, as after kill -9.
+            raise _Stopped
 
     def _signature(self) -> tuple[int, int, int, int] | None:
         try:
@@ -517,6 +526,10 @@ class Daemon:
         try:
             self.start()
             return self._loop(once)
+        except _Stopped:
+            log.info("daemon stopped; interface %s and its peers stay up",
+                     self.ctx.settings.interface)
+            return 0
         finally:
             if installed:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
