@@ -407,6 +407,9 @@ def test_doctor_not_registered(home: Path, host: FakeHost) -> None:
     assert outcome(d)["handshake"] is False and outcome(d)["registered"] is False
     step = next(c.next_step for c in d.checks if c.name == "registered")
     assert f"fiovpn register --public-key {public_key(host.client_key)}" in (step or "")
+    steps = [c.next_step or "" for c in d.checks]
+    assert not any("fiovpn doctor" in s for s in steps), "doctor never says 'run doctor'"
+    assert sum("fiovpn register" in s for s in steps) == 1, "the fix is said once"
 
 
 def test_doctor_all_good(home: Path, host: FakeHost) -> None:

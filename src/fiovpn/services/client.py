@@ -631,21 +631,27 @@ def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = Non
     dump = read_dump(runner, iface) or dump
     age = handshake_age(_server_peer(dump, view), now())
     fresh = age is not None and age <= FRESH_HANDSHAKE_S
+    # Without a handshake nothing passes the tunnel: one cause, said once (under
+    # "registered"), with both ways out; never "run doctor" from inside doctor.
+    no_handshake = "no handshake, so nothing passes the tunnel: see 'registered' below"
     d.add("handshake", fresh,
           f"last handshake {age} s ago" if age is not None else "no handshake with the server",
-          f"the server does not accept this key (or is unreachable at {view.endpoint}): "
-          + not_registered_step(pub))
+          no_handshake)
     done("handshake")
     d.add("server_reachable", reachable,
           f"the server {server} answers ping" if reachable else
           f"the server {server} does not answer ping",
           "check that the server daemon runs (`fiovpn server status` on the server) and "
-          f"that UDP to {view.endpoint} is not blocked" if fresh else
-          not_registered_step(pub))
+          f"that UDP to {view.endpoint} is not blocked" if fresh else no_handshake)
     done("server_reachable")
     d.add("registered", fresh,
           "registered (the server completed a handshake with this key)" if fresh else
-          "not registered (or server unreachable)", not_registered_step(pub))
+          "not registered, or the server is unreachable",
+          f"send your public key {pub} to an admin, who runs `fiovpn register --public-key "
+          f"{pub}` (or checks it with `fiovpn check-registered --public-key {pub}`); if it "
+          f"is registered: is {view.endpoint} the server's current endpoint "
+          "(`fiovpn client init --server-endpoint`), UDP to it open, and the server daemon "
+          "running (`fiovpn server status` on the server)?")
     done("registered")
     if device is not None:
         _doctor_device(d, settings, runner, device, api)
