@@ -10,7 +10,13 @@ import pytest
 from fiovpn.adapters.runner import Completed, FakeRunner
 from fiovpn.adapters.ssh import SshOptions
 from fiovpn.core.keys import KeyPair
-from fiovpn.errors import BadInput, Conflict, RemoteCommandError, TemporaryError
+from fiovpn.errors import (
+    BadInput,
+    Conflict,
+    PermanentError,
+    RemoteCommandError,
+    TemporaryError,
+)
 from fiovpn.services import remote
 from fiovpn.settings import ClientSettings
 
@@ -141,3 +147,13 @@ def test_check_registered_remote() -> None:
                                           options=NO_SHARING)
     assert data == {"public_key": PUB, **answer}
     assert remote_argv(runner.calls[0])[3:] == ["check", "--public-key", PUB, "--json"]
+
+
+def test_sudo_password_names_a_rule_that_allows_every_registration() -> None:
+    runner = server(Completed((), 1, "", "sudo: a password is required\n"))
+    s = settings(server_ssh="admin@198.18.0.1:5025")
+    with pytest.raises(PermanentError) as exc:
+        remote.register(s, runner, public_key=PUB, name="alice", options=NO_SHARING)
+    assert exc.value.code == "sudo_password"
+    assert "admin ALL=(root) NOPASSWD: /usr/bin/fiovpn server clients *" in str(exc.value)
+    assert PUB not in str(exc.value)  # not a rule for this one key only

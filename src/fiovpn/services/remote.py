@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fiovpn.adapters.runner import Completed, Runner
-from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget, runtime_dir
+from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget, runtime_dir, sudoers_line
 from fiovpn.core.addresses import parse_ip
 from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
@@ -23,6 +23,7 @@ from fiovpn.errors import (
     Conflict,
     FiovpnError,
     NotFound,
+    PermanentError,
     RemoteCommandError,
 )
 from fiovpn.settings import ClientSettings
@@ -93,7 +94,21 @@ def run_server_clients(settings: ClientSettings, runner: Runner, args: list[str]
     """Run ``<server-command> server clients <args> --json`` on the server; its JSON."""
     client = server_client(settings, runner, options)
     argv = [*server_command(settings), "server", "clients", *args, "--json"]
-    result = client.run(argv, check=False, sudo=True, timeout=60)
+    try:
+        result = client.run(argv, check=False, sudo=True, timeout=60)
+    except PermanentError as exc:
+        if exc.code != "sudo_password":
+            raise
+        # The rule for this one call (its key, its name) would not allow the next one:
+        # name every `server clients` command instead.
+        rule = sudoers_line(client.target.user, [*server_command(settings), "server",
+                                                 "clients"]) + " *"
+        raise PermanentError(
+            f"sudo on {client.target.host} wants a password for `fiovpn server clients`: "
+            f"allow it with NOPASSWD in sudoers there: {rule}", code="sudo_password",
+            hint="with fiovpn's full path on the server (`command -v fiovpn` there); "
+                 "fiovpn never sends a password. Or use --server-ssh root@HOST:PORT"
+        ) from None
     if result.returncode != 0:
         raise _remote_error(result, client.target)
     try:
