@@ -494,3 +494,16 @@ def test_sigterm_stops_the_daemon_during_a_slow_api_call(
     assert time.monotonic() - started < 5
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert not any(c[:2] == ("ip", "link") and "down" in c for c, _ in fake.runner.calls)
+
+
+def test_unit_quotes_a_settings_path_with_spaces_percent_and_dollar(tmp_path: Path) -> None:
+    """systemd splits ExecStart on spaces and expands %x specifiers and $VARS:
+    the daemon must still get the settings path exactly."""
+    settings = ServerSettings(factory="acme", unit_dir=tmp_path)
+    config = Path('/srv/fio vpn/100% "mine" $HOME.toml')
+    unit = svc.render_unit(settings, config)
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    assert exec_start.endswith(
+        ' server daemon --config "/srv/fio vpn/100%% \\"mine\\" $$HOME.toml"')
+    plain = svc.render_unit(settings, Path("/etc/fiovpn/server.toml"))
+    assert "server daemon --config /etc/fiovpn/server.toml\n" in plain

@@ -597,10 +597,19 @@ def fiovpn_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "fiovpn"]
 
 
+def _systemd_arg(arg: str) -> str:
+    """One ExecStart word: quoted when it holds whitespace or quotes; ``%`` and
+    ``$`` escaped so systemd neither expands specifiers nor variables in it."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if arg and not any(c.isspace() or c in "\"'\\;" for c in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_unit(settings: ServerSettings, config_path: Path) -> str:
     """A systemd unit for the daemon. No secret: the token stays in its 0600 file."""
-    exec_start = " ".join([*fiovpn_command(), "server", "daemon", "--config",
-                           str(config_path)])
+    exec_start = " ".join(_systemd_arg(a) for a in [*fiovpn_command(), "server", "daemon",
+                                                     "--config", str(config_path)])
     return (
         "[Unit]\n"
         f"Description=fiovpn WireGuard server for factory {settings.factory}\n"
