@@ -129,6 +129,8 @@ class World:
     settings_flags: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def services(self) -> Services:
+        (self.tmp / "known_hosts").touch()  # a real file: fiovpn checks it exists
+
         def load_settings(flags: Mapping[str, Any]) -> ClientSettings:
             self.settings_flags.append(dict(flags))
             config = Path(flags.get("config") or self.tmp / "wg" / "foundries.conf")

@@ -157,3 +157,12 @@ def test_sudo_password_names_a_rule_that_allows_every_registration() -> None:
     assert exc.value.code == "sudo_password"
     assert "admin ALL=(root) NOPASSWD: /usr/bin/fiovpn server clients *" in str(exc.value)
     assert PUB not in str(exc.value)  # not a rule for this one key only
+
+
+@pytest.mark.parametrize("flag", ["identity_file", "known_hosts"])
+def test_a_missing_ssh_file_is_bad_input_before_any_ssh(tmp_path: Path, flag: str) -> None:
+    runner = server({"public_key": PUB, "ip": "10.42.42.200", "name": None})
+    s = settings(**{flag: tmp_path / "missing"})
+    with pytest.raises(BadInput, match="does not exist"):
+        remote.register(s, runner, public_key=PUB)
+    assert runner.calls == []

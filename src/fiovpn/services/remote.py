@@ -33,6 +33,13 @@ DEFAULT_SERVER_SSH_PORT = 5025
 
 def ssh_options(settings: ClientSettings, *, control_dir: Path | None = None,
                 share: bool = True) -> SshOptions:
+    for path, what in ((settings.identity_file, "--identity-file"),
+                       (settings.known_hosts, "--known-hosts")):
+        if path is not None and not path.exists():
+            # ssh itself only warns and goes on (then says "permission denied").
+            raise BadInput(f"{what} {path} does not exist", code="bad_ssh_file",
+                           hint=f"give the path of an existing file, or leave {what} out "
+                                "to use ssh-agent / OpenSSH's defaults")
     return SshOptions(
         identity_file=settings.identity_file,
         known_hosts=settings.known_hosts,
