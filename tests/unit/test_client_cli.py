@@ -48,6 +48,14 @@ def test_ssh_passes_options_of_the_remote_command_through(sent: list[list[str]])
     assert sent == [["grep", "--json", "x"]]
 
 
+def test_ssh_options_after_device_are_a_usage_error_not_a_command(
+        sent: list[list[str]]) -> None:
+    result = CliRunner().invoke(cli, ["ssh", "device1", "--user", "root", "--", "id"])
+    assert result.exit_code == 2
+    assert "options go before DEVICE: fiovpn ssh --user root DEVICE -- CMD" in result.stderr
+    assert sent == []
+
+
 def test_ssh_json_without_a_command_is_a_usage_error(sent: list[list[str]]) -> None:
     result = CliRunner().invoke(cli, ["ssh", "device1", "--json"])
     assert result.exit_code == 2

@@ -344,7 +344,12 @@ def split_ssh_command(args: tuple[str, ...]) -> list[str]:
         click.get_current_context().meta["fiovpn.json"] = True
         cmd = cmd[n:]
     if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
+        return cmd[1:]
+    if cmd and cmd[0].startswith("-") and "--" in cmd:
+        # `fiovpn ssh DEVICE --user root -- id`: options meant for fiovpn, not a command.
+        opts = " ".join(cmd[:cmd.index("--")])
+        raise BadInput(f"options go before DEVICE: fiovpn ssh {opts} DEVICE -- CMD",
+                       code="bad_usage")
     return cmd
 
 
