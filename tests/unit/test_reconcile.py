@@ -507,3 +507,24 @@ def test_unit_quotes_a_settings_path_with_spaces_percent_and_dollar(tmp_path: Pa
         ' server daemon --config "/srv/fio vpn/100%% \\"mine\\" $$HOME.toml"')
     plain = svc.render_unit(settings, Path("/etc/fiovpn/server.toml"))
     assert "server daemon --config /etc/fiovpn/server.toml\n" in plain
+
+
+def test_forwarding_waits_for_the_firewall(env: tuple[ServerSettings, FakeWg,
+                                                      FakeApi]) -> None:
+    """Fail closed: while the policy table cannot be applied the namespace does
+    not forward (devices would otherwise reach clients unfiltered)."""
+    settings, fake, api = env
+    private, _ = ensure_key_file(settings.private_key)
+    broken = {"on": True}
+
+    def nft(argv: Sequence[str], text: str | None) -> tuple[int, str]:
+        return (1, "Error: syntax error") if broken["on"] else (0, "")
+    fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft))  # first match answers
+    ctx = ctx_for(settings, fake, api)
+    assert svc.Daemon(ctx).run(once=True) == 1
+    assert settings.ip_forward_file.read_text().strip() == "0"
+    assert "applying the firewall failed" in (ctx.state.load_status() or {})["last_error"]
+    broken["on"] = False
+    assert svc.reconcile_once(ctx).ok
+    assert settings.ip_forward_file.read_text().strip() == "1"
+    assert public_key(private) == ctx.server_key

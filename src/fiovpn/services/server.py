@@ -87,6 +87,7 @@ class ServerContext:
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
+    forwarding_on: bool = False  # switched on (or found on) after the firewall applied
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,
@@ -277,6 +278,15 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
                      ", device-to-device allowed" if s.allow_device_to_device else "")
         except FiovpnError as exc:
             report.errors.append(f"applying the firewall failed: {exc}")
+    if ctx.last_firewall is not None and not ctx.forwarding_on:
+        # Only with the policy table in place: forwarding without it would pass
+        # device->client and client<->client traffic unfiltered (fail closed).
+        try:
+            if ctx.nft.enable_forwarding():
+                log.info("IPv4 forwarding switched on in this network namespace")
+            ctx.forwarding_on = True
+        except FiovpnError as exc:
+            report.errors.append(str(exc))
 
     if s.factory and (authoritative or rows is not None):
         try:
@@ -415,8 +425,7 @@ def ensure_interface(ctx: ServerContext, private_key: Key) -> str:
         log.info("created WireGuard interface %s (%s)", s.interface, how)
     ctx.wg.configure(s.interface, private_key=private_key, port=s.port,
                      address=ctx.network.server, prefix=ctx.network.subnet.prefixlen)
-    if ctx.nft.enable_forwarding():
-        log.info("IPv4 forwarding switched on in this network namespace")
+    # Forwarding is switched on by the reconcile, once the policy table is in place.
     return how
 
 
