@@ -63,3 +63,25 @@ def test_other_traffic_on_the_host_is_not_judged() -> None:
     assert 'iifname != "factory" oifname != "factory" accept' in text
     assert 'iifname != "factory" accept' in text
     assert "policy accept" in text and "policy drop" not in text
+
+
+def test_nft_refusal_names_the_error_not_the_caret_line() -> None:
+    from collections.abc import Sequence
+
+    import pytest
+
+    from fiovpn.adapters.nft import Nft
+    from fiovpn.adapters.runner import Completed, FakeRunner
+    from fiovpn.errors import PermanentError
+
+    stderr = ("/dev/stdin:1:20-23: Error: syntax error, unexpected string\n"
+              "add table inet bad name\n                   ^^^^\n")
+
+    def refuse(argv: Sequence[str], _input: str | None) -> Completed:
+        return Completed(tuple(argv), 1, "", stderr)
+    runner = FakeRunner()
+    runner.on("nft", reply=refuse)
+    with pytest.raises(PermanentError) as info:
+        Nft(runner).apply("add table inet bad name\n")
+    assert str(info.value) == ("nft refused the ruleset: /dev/stdin:1:20-23: Error: syntax "
+                               "error, unexpected string")

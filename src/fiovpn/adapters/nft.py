@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fiovpn.adapters.runner import Runner
+from fiovpn.adapters.runner import CommandFailed, Runner
 from fiovpn.errors import PermanentError
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -23,7 +23,17 @@ class Nft:
 
     def apply(self, ruleset: str) -> None:
         """Replace the table in one ``nft -f -`` transaction (all or nothing)."""
-        self.runner.run(["nft", "-f", "-"], input=ruleset, timeout=60.0)
+        try:
+            self.runner.run(["nft", "-f", "-"], input=ruleset, timeout=60.0)
+        except CommandFailed as exc:
+            # nft ends its report with the offending line and a ^^^ marker: the
+            # line that says what is wrong is the one with "Error:".
+            out = exc.result.stderr or exc.result.stdout
+            errors = [ln.strip() for ln in out.splitlines() if "Error:" in ln]
+            if not errors:
+                raise
+            raise PermanentError(f"nft refused the ruleset: {errors[0]}",
+                                 code="firewall_failed") from None
 
     def delete_table(self, table: str) -> None:
         self.runner.run(["nft", "delete", "table", "inet", table], check=False)
