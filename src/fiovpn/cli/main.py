@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
 from fiovpn import __version__
@@ -32,5 +35,25 @@ for module in (keys, server, devices, client, sandbox, lab, mcp, demo):
     module.register(cli)
 
 
-def main() -> None:
-    cli(prog_name="fiovpn")
+def _wants_json(args: list[str]) -> bool:
+    """``--json`` among fiovpn's own words (not after ``--``: those go to a device)."""
+    own = args[: args.index("--")] if "--" in args else args
+    return "--json" in own
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Usage errors (unknown option, missing argument) are bad input:
+    exit 2, one line on stderr and, with ``--json``, the JSON error on stdout."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = cli.main(args=args, prog_name="fiovpn", standalone_mode=False)
+    except click.ClickException as exc:
+        if _wants_json(args):
+            code = "usage" if isinstance(exc, click.UsageError) else "error"
+            click.echo(json.dumps({"error": {"code": code, "message": exc.format_message()}}))
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

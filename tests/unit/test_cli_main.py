@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fiovpn.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_usage_error_with_json_is_exit_2_and_a_json_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "client", "init", "--bogus", "--json")
+    assert code == 2
+    assert json.loads(out) == {"error": {"code": "usage",
+                                         "message": "No such option '--bogus'."}}
+    assert "No such option '--bogus'" in err
+
+
+def test_usage_error_without_json_keeps_stdout_clean(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "nosuch")
+    assert (code, out) == (2, "")
+    assert "No such command 'nosuch'" in err
+
+
+def test_json_after_double_dash_belongs_to_the_remote_command(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from fiovpn.cli.main import _wants_json
+
+    assert _wants_json(["ssh", "d1", "--json", "--", "x"])
+    assert not _wants_json(["ssh", "d1", "--", "cat", "--json"])
+
+
+def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--version")[0] == 0
+    assert run(capsys, "server", "--help")[0] == 0
