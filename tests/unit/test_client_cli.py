@@ -119,3 +119,23 @@ def test_keys_generate_warns_when_the_config_has_another_key(
     text = " ".join(result.stdout.split())
     assert f"already has its own key (public key {config_pub})" in text
     assert "Next: `fiovpn client init` writes your VPN config with this key" not in text
+
+
+def test_client_init_takes_the_key_of_keys_generate_at_any_path(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fiovpn.core.keys import KeyPair
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    key = tmp_path / "keys" / "laptop.key"
+    made = CliRunner().invoke(cli, ["keys", "generate", "--private-key", str(key), "--json"])
+    assert made.exit_code == 0, made.output
+    public = json.loads(made.stdout)["public_key"]
+    conf = tmp_path / "vpn.conf"
+    server = str(KeyPair.generate().public)
+    base = ["client", "init", "--config", str(conf), "--server-endpoint", "198.18.0.1:5555",
+            "--server-public-key", server, "--json"]
+    missing = CliRunner().invoke(cli, [*base, "--private-key", str(tmp_path / "nope.key")])
+    assert missing.exit_code == 2 and not conf.exists()
+    result = CliRunner().invoke(cli, [*base, "--private-key", str(key)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["public_key"] == public

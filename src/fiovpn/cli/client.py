@@ -115,11 +115,14 @@ def client() -> None:
               help="HOST:PORT of the WireGuard server (default: from the factory).")
 @click.option("--server-public-key", "server_public_key", default=None,
               help="The server's public key (default: from the factory).")
+@click.option("--private-key", "private_key", type=click.Path(path_type=Path), default=None,
+              help="The key file of `fiovpn keys generate --private-key PATH` "
+                   "(default ~/.config/wireguard/foundries.key, used when it exists).")
 @api_options
 @click.option("--force", is_flag=True, help="Start over with a new key.")
 def init_cmd(config: Path | None, address: str | None, server_endpoint: str | None,
-             server_public_key: str | None, factory: str | None, api_url: str | None,
-             api_token_file: Path | None, force: bool) -> Result:
+             server_public_key: str | None, private_key: Path | None, factory: str | None,
+             api_url: str | None, api_token_file: Path | None, force: bool) -> Result:
     """Create the client config (or change only what is given) and print the public key.
 
     A new config uses the key of `fiovpn keys generate` when it exists, else a new
@@ -128,8 +131,12 @@ def init_cmd(config: Path | None, address: str | None, server_endpoint: str | No
     """
     settings = settings_from(config=config, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
+    if private_key is not None and not private_key.exists():
+        raise BadInput(f"--private-key {private_key} does not exist; create it with "
+                       f"`fiovpn keys generate --private-key {private_key}`", code="no_key")
     res = service.init_client(settings, address=address, server_endpoint=server_endpoint,
-                              server_public_key=server_public_key, force=force)
+                              server_public_key=server_public_key, force=force,
+                              key_path=private_key)
     if res.created:
         head = f"Wrote {res.config} (mode 0600)."
     elif res.changed:
