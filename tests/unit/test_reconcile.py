@@ -528,3 +528,16 @@ def test_forwarding_waits_for_the_firewall(env: tuple[ServerSettings, FakeWg,
     assert svc.reconcile_once(ctx).ok
     assert settings.ip_forward_file.read_text().strip() == "1"
     assert public_key(private) == ctx.server_key
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """A hand-started daemon next to the systemd one would fight over the same
+    interface and status file: it stops before touching anything."""
+    settings, fake, api = env
+    running = ctx_for(settings, fake, api)
+    with running.state.daemon_lock():
+        with pytest.raises(PermanentError, match="already running") as info:
+            svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
+        assert info.value.code == "daemon_running" and fake.wg_sets == []
+    assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0  # released

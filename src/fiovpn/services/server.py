@@ -533,8 +533,9 @@ class Daemon:
                 signal.signal(signal.SIGINT, self.stop)
                 installed = True
         try:
-            self.start()
-            return self._loop(once)
+            with self.ctx.state.daemon_lock():
+                self.start()
+                return self._loop(once)
         except _Stopped:
             log.info("daemon stopped; interface %s and its peers stay up",
                      self.ctx.settings.interface)

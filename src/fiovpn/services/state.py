@@ -7,9 +7,11 @@ down; ``status.json`` is what ``fiovpn server status`` reads. Both 0600.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -19,11 +21,13 @@ from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.core.keys import Key
 from fiovpn.core.peers import Peer
+from fiovpn.errors import PermanentError
 
 log = logging.getLogger("fiovpn.server")
 
 DEVICES_FILE = "devices.json"
 STATUS_FILE = "status.json"
+LOCK_FILE = "daemon.lock"
 
 
 def row_to_json(row: WireguardIp) -> dict[str, Any]:
@@ -59,6 +63,35 @@ class StateCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             os.chmod(self.directory, 0o700)
+
+    @contextlib.contextmanager
+    def daemon_lock(self) -> Iterator[None]:
+        """Held while a daemon runs on this state directory: a second daemon (a
+        hand-started one next to the systemd unit) would fight over the same
+        interface and status file, so it is refused."""
+        path = self.directory / LOCK_FILE
+        try:
+            self._ensure_dir()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise PermanentError(f"cannot use the state directory {self.directory}: "
+                                 f"{exc.strerror}", code="state_dir_failed") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                who = f" (pid {other})" if other.isdigit() else ""
+                raise PermanentError(
+                    f"another fiovpn server daemon{who} is already running with state "
+                    f"directory {self.directory}", code="daemon_running",
+                    hint="stop it first (systemctl stop fiovpn-<factory>); "
+                         "`fiovpn server status` shows what it does") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def save_devices(self, rows: list[WireguardIp], saved_at: str) -> bool:
         """Keep ``rows`` as the last good device list; False when it was already kept.
