@@ -70,3 +70,10 @@ def test_keepalive_and_fwmark() -> None:
 def test_bad_dumps_name_the_problem(text: str, fragment: str) -> None:
     with pytest.raises(BadInput, match=fragment):
         parse_dump(text)
+
+
+def test_a_bad_private_key_field_is_never_echoed() -> None:
+    secret = "c2VjcmV0LXByaXZhdGUta2V5LW1hdGVyaWFsLXh5eg"  # 42 chars: not a key
+    with pytest.raises(BadInput) as info:
+        parse_dump(f"{secret}\t(none)\t5555\toff\n")
+    assert secret not in str(info.value) and "private key" in str(info.value)

@@ -85,7 +85,10 @@ def parse_dump(text: str) -> WgDump:
     if _opt(head[1]) is not None:
         pub = _key(head[1], "public key", 1)
     elif priv is not None:
-        pub = public_key(_key(priv, "private key", 1))
+        try:
+            pub = public_key(Key(priv))
+        except ValueError:  # never echo private key material
+            raise BadInput("wg dump line 1: invalid private key", code="bad_wg_dump") from None
     port = _int(head[2], "listen port", 1)
     iface = InterfaceDump(
         public_key=pub,
