@@ -86,6 +86,9 @@ def test_enable_writes_a_settings_file_that_does_not_exist_yet(
 
     api = FakeApi()
     monkeypatch.setattr(service, "build_api", lambda settings: api)
+    # no flag sets unit-dir: keep the unit in tmp_path, never /etc/systemd/system
+    monkeypatch.setattr(service, "unit_path",
+                        lambda settings: tmp_path / f"fiovpn-{settings.factory}.service")
     config = tmp_path / "new" / "server.toml"
     result = CliRunner().invoke(cli, [
         "server", "enable", "--config", str(config), "--factory", "acme",
@@ -95,3 +98,4 @@ def test_enable_writes_a_settings_file_that_does_not_exist_yet(
     data = json.loads(result.stdout)
     assert data["config_written"] is True and data["config"] == str(config)
     assert 'factory = "acme"' in config.read_text() and len(api.patches) == 1
+    assert data["unit"] == str(tmp_path / "fiovpn-acme.service")
