@@ -41,3 +41,12 @@ def test_file_without_trailing_newline() -> None:
     new = update_hosts("127.0.0.1 localhost", "acme", [])
     assert new == ("127.0.0.1 localhost\n## Factory(acme) VPN Lookups\n"
                    "## END Factory(acme) VPN Lookups\n")
+
+
+def test_block_without_end_marker_keeps_the_admins_lines_after_it() -> None:
+    """Someone deleted our END line: replace our entries, never what follows."""
+    text = (BASE + "## Factory(acme) VPN Lookups\n10.42.42.2\told\n10.42.42.3\tgone\n"
+            "192.168.1.5 printer\n10.0.0.9 nas\n")
+    new = update_hosts(text, "acme", [(A("10.42.42.2"), "new")])
+    assert new == (BASE + "## Factory(acme) VPN Lookups\n10.42.42.2\tnew\n"
+                   "## END Factory(acme) VPN Lookups\n192.168.1.5 printer\n10.0.0.9 nas\n")

@@ -6,8 +6,11 @@ file stays exactly as it was.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address
+
+_OURS = re.compile(r"\d{1,3}(\.\d{1,3}){3}\t[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def begin_marker(factory: str) -> str:
@@ -40,10 +43,12 @@ def update_hosts(text: str, factory: str, hosts: Iterable[tuple[IPv4Address, str
         stop = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == end),
                     None)
         if stop is None:
-            # A block without its end marker: take everything up to the next
-            # marker-looking line or the end, never lines of another block.
-            stop = next((i - 1 for i in range(start + 1, len(lines))
-                         if lines[i].startswith("## ")), len(lines) - 1)
+            # A block without its end marker: take only the lines right after
+            # it that look like ours ("<ip>\t<name>"); whatever follows (the
+            # admin's own entries, another block) is not ours to drop.
+            stop = start
+            while stop + 1 < len(lines) and _OURS.fullmatch(lines[stop + 1]):
+                stop += 1
         new_lines = [*lines[:start], *block, *lines[stop + 1:]]
     else:
         new_lines = [*lines, *block]
