@@ -164,3 +164,12 @@ def test_an_unreadable_registry_is_one_clear_error(registry: ClientRegistry) -> 
         registry.add(str(KeyPair.generate().public))
     with pytest.raises(PermanentError, match="cannot read the client registry"):
         registry.list()
+
+
+def test_a_registry_that_cannot_be_written_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    reg = ClientRegistry(blocker / "clients.conf", NET)
+    with pytest.raises(PermanentError, match=r"cannot update the client registry .*clients.conf"):
+        reg.add(str(KeyPair.generate().public))
+    assert blocker.read_text() == ""

@@ -9,8 +9,9 @@ and leaves the file byte-identical.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -83,6 +84,17 @@ class ClientRegistry:
     def list(self) -> list[ClientEntry]:
         return self.read().entries
 
+    @contextlib.contextmanager
+    def _editing(self) -> Iterator[None]:
+        """The registry's exclusive lock; a file system that refuses the lock or
+        the write (read-only, missing directory) is one clear error."""
+        try:
+            with locked(self.path):
+                yield
+        except OSError as exc:
+            raise PermanentError(f"cannot update the client registry {self.path}: "
+                                 f"{exc.strerror or exc}", code="registry_unwritable") from None
+
     def _devices(self) -> tuple[set[IPv4Address], set[Key]]:
         rows = self.state.load_devices() if self.state else None
         ips = {r.ip for r in rows or [] if r.ip is not None}
@@ -94,7 +106,7 @@ class ClientRegistry:
         if name is not None:
             validate_name(name, what="client name")
         want = None if ip in ("auto", "", None) else parse_ip(ip, what="client IP")
-        with locked(self.path):
+        with self._editing():
             reg = self.read()
             entries = reg.entries
             dev_ips, dev_keys = self._devices()
@@ -129,7 +141,7 @@ class ClientRegistry:
         if (public_key is None) == (name is None):
             raise BadInput("give exactly one of --public-key or --name", code="usage")
         key = Key.parse(public_key, what="public key") if public_key is not None else None
-        with locked(self.path):
+        with self._editing():
             reg = self.read()
             new, removed = reg.remove(public_key=key, name=name)
             write_registry(self.path, new)
