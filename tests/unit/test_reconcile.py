@@ -541,3 +541,15 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(
             svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
         assert info.value.code == "daemon_running" and fake.wg_sets == []
     assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0  # released
+
+
+def test_a_server_key_that_cannot_be_written_is_one_clear_error(
+        env: tuple[ServerSettings, FakeWg, FakeApi], tmp_path: Path) -> None:
+    import dataclasses
+
+    settings, fake, api = env
+    (tmp_path / "blocker").write_text("")
+    settings = dataclasses.replace(settings, private_key=tmp_path / "blocker" / "server.key")
+    with pytest.raises(PermanentError, match=r"cannot write private key .*server.key") as info:
+        svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
+    assert info.value.code == "key_unwritable" and fake.wg_sets == []

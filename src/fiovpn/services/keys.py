@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.core.keys import Key, KeyPair, public_key
-from fiovpn.errors import BadInput
+from fiovpn.errors import BadInput, PermanentError
 
 
 def default_key_path() -> Path:
@@ -20,6 +20,9 @@ def read_private_key(path: Path) -> Key:
         text = path.read_text()
     except FileNotFoundError:
         raise BadInput(f"private key {path} does not exist", code="no_key") from None
+    except OSError as exc:
+        raise PermanentError(f"cannot read private key {path}: {exc.strerror or exc}",
+                             code="key_unreadable") from None
     try:
         return Key.parse(text, what="private key")
     except BadInput as exc:
@@ -42,8 +45,16 @@ def generate_key_file(path: Path, *, force: bool = False) -> Key:
         raise BadInput(f"{path} already holds a private key (public key "
                        f"{public_key(existing)}); use --force to replace it", code="key_exists")
     pair = KeyPair.generate()
-    atomic_write(path, f"{pair.private}\n", mode=0o600)
+    _write_key(path, pair.private)
     return pair.public
+
+
+def _write_key(path: Path, key: Key) -> None:
+    try:
+        atomic_write(path, f"{key}\n", mode=0o600)
+    except OSError as exc:
+        raise PermanentError(f"cannot write private key {path}: {exc.strerror or exc}",
+                             code="key_unwritable") from None
 
 
 def ensure_key_file(path: Path) -> tuple[Key, bool]:
@@ -51,5 +62,5 @@ def ensure_key_file(path: Path) -> tuple[Key, bool]:
     if path.exists():
         return read_private_key(path), False
     pair = KeyPair.generate()
-    atomic_write(path, f"{pair.private}\n", mode=0o600)
+    _write_key(path, pair.private)
     return pair.private, True
