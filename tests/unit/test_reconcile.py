@@ -553,3 +553,16 @@ def test_a_server_key_that_cannot_be_written_is_one_clear_error(
     with pytest.raises(PermanentError, match=r"cannot write private key .*server.key") as info:
         svc.Daemon(ctx_for(settings, fake, api)).run(once=True)
     assert info.value.code == "key_unwritable" and fake.wg_sets == []
+
+
+def test_enable_with_an_unwritable_unit_dir_is_one_clear_error(
+        env: tuple[ServerSettings, FakeWg, FakeApi], tmp_path: Path) -> None:
+    import dataclasses
+
+    settings, _fake, api = env
+    (tmp_path / "blocker").write_text("")
+    settings = dataclasses.replace(settings, unit_dir=tmp_path / "blocker" / "units")
+    with pytest.raises(PermanentError, match=r"blocker/units/fiovpn-acme.service cannot be "
+                                             r"written.*run `fiovpn server enable` again"):
+        svc.enable(settings, api, endpoint="vpn.example.com",
+                   config_path=tmp_path / "etc" / "server.toml", env={})

@@ -678,18 +678,27 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
     api.patch_factory_config(f"fiovpn: enable WireGuard server {ep}", [cfile])
 
     wrote_config = False
-    if not config_path.exists():
-        to_write = settings
-        token = env.get(TOKEN_ENV)
-        if settings.api_token_file is None and token:
-            token_file = config_path.parent / "api-token"
-            atomic_write(token_file, token.strip() + "\n", mode=0o600)
-            to_write = _replace(settings, api_token_file=token_file)
-        atomic_write(config_path, render_server_toml(_replace(to_write, endpoint=ep)),
-                     mode=0o600)
-        wrote_config = True
     unit = unit_path(settings)
-    atomic_write(unit, render_unit(settings, config_path), mode=0o644)
+    target = config_path
+    try:
+        if not config_path.exists():
+            to_write = settings
+            token = env.get(TOKEN_ENV)
+            if settings.api_token_file is None and token:
+                target = config_path.parent / "api-token"
+                atomic_write(target, token.strip() + "\n", mode=0o600)
+                to_write = _replace(settings, api_token_file=target)
+            target = config_path
+            atomic_write(config_path, render_server_toml(_replace(to_write, endpoint=ep)),
+                         mode=0o600)
+            wrote_config = True
+        target = unit
+        atomic_write(unit, render_unit(settings, config_path), mode=0o644)
+    except OSError as exc:
+        raise PermanentError(
+            f"the factory now announces this server, but {target} cannot be written: "
+            f"{exc.strerror or exc}", code="write_failed",
+            hint="fix that, then run `fiovpn server enable` again") from None
     return {"factory": settings.factory, "endpoint": ep,
             "server_address": str(settings.network().server), "public_key": str(pub),
             "private_key_path": str(settings.private_key), "key_created": created,
