@@ -61,6 +61,7 @@ class ServerSettings:
 
     def validate(self) -> ServerSettings:
         validate_interface(self.interface)
+        validate_name(self.nft_table, what="nft table name")
         if self.factory is not None:
             validate_name(self.factory, what="factory name")
         self.network()
@@ -123,6 +124,8 @@ def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
         return None
     try:
         if base is Path:
+            if not isinstance(value, str | Path) or not str(value):
+                raise TypeError(value)
             return Path(str(value)).expanduser()
         if base is bool:
             if isinstance(value, bool):
@@ -134,14 +137,23 @@ def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
                 return False
             raise ValueError(value)
         if base is int:
+            # TOML true or 5555.7 are not ports: refuse instead of guessing.
+            if isinstance(value, bool | float):
+                raise TypeError(value)
             return int(value)
         if base is float:
+            if isinstance(value, bool):
+                raise TypeError(value)
             return float(value)
         if typing.get_origin(base) is tuple:
             if isinstance(value, str):
                 return (value,)
-            return tuple(str(v) for v in value)
-        return str(value)
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise TypeError(value)
+            return tuple(value)
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
     except (TypeError, ValueError):
         raise BadInput(f"invalid value {value!r} for {name.replace('_', '-')} in {source}",
                        code="bad_setting") from None

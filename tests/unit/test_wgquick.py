@@ -203,3 +203,12 @@ def test_setting_a_secret_with_a_newline_is_refused_without_echo() -> None:
     with pytest.raises(BadInput) as exc:
         doc.with_interface("PrivateKey", f"{PRIV}\nPostUp = x")
     assert str(PRIV)[:20] not in str(exc.value)
+
+
+def test_config_name_with_a_trailing_newline_is_refused() -> None:
+    from fiovpn.core.wgquick import interface_name
+    from fiovpn.errors import BadInput
+
+    assert interface_name("foundries.conf") == "foundries"
+    with pytest.raises(BadInput, match="cannot be an interface name"):
+        interface_name("foundries\n.conf")

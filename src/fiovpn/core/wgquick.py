@@ -291,7 +291,7 @@ def interface_name(config_path_name: str) -> str:
         raise BadInput(f"client config {config_path_name!r} must end in .conf "
                        "(wg-quick names the interface after the file)", code="bad_config")
     name = config_path_name[: -len(".conf")]
-    if not _CONFIG_NAME.match(name):
+    if not _CONFIG_NAME.fullmatch(name):
         raise BadInput(f"client config name {name!r} cannot be an interface name: "
                        "1-15 characters of letters, digits, '_=+.-'", code="bad_config")
     return name
