@@ -63,3 +63,20 @@ def test_allocated_device_ip_is_never_used_nor_in_pool(used_octets: set[int]) ->
     got = NET.next_device_ip(used)
     assert got not in used and got not in NET.pool and got != NET.server
     assert all(ip(f"10.42.42.{n}") in used for n in range(2, int(str(got).split(".")[3])))
+
+
+@pytest.mark.parametrize("subnet,pool,first_device", [
+    ("10.42.42.0/24", "10.42.42.200-10.42.42.254", "10.42.42.2"),
+    ("10.42.42.0/26", "10.42.42.48-10.42.42.62", "10.42.42.2"),
+    ("10.42.42.0/28", "10.42.42.12-10.42.42.14", "10.42.42.2"),
+    ("10.42.42.0/30", "10.42.42.2-10.42.42.2", None),
+])
+def test_small_subnets_leave_room_for_devices(subnet: str, pool: str,
+                                              first_device: str | None) -> None:
+    net = VpnNetwork.build(subnet)
+    assert str(net.pool) == pool
+    if first_device is None:
+        with pytest.raises(Conflict):
+            net.next_device_ip([])
+    else:
+        assert net.next_device_ip([]) == ip(first_device)

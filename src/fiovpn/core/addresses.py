@@ -61,10 +61,14 @@ class ClientPool:
 
 
 def default_pool(subnet: IPv4Network) -> ClientPool:
-    """The top of the subnet: ``.200-.254`` for a /24 (55 addresses below broadcast)."""
+    """The top of the subnet: ``.200-.254`` for a /24 (55 addresses below broadcast).
+
+    A small subnet keeps at most a quarter of its hosts for clients, so devices
+    (which start after the server address) always have room."""
     last = subnet.broadcast_address - 1
-    first = IPv4Address(max(int(subnet.network_address) + 2, int(last) - (POOL_SIZE - 1)))
-    return ClientPool(first, last)
+    hosts = subnet.num_addresses - 2
+    size = max(1, min(POOL_SIZE, hosts // 4))
+    return ClientPool(IPv4Address(int(last) - (size - 1)), last)
 
 
 def parse_pool(value: str, subnet: IPv4Network) -> ClientPool:
