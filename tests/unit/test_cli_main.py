@@ -42,3 +42,29 @@ def test_json_after_double_dash_belongs_to_the_remote_command(
 def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "--version")[0] == 0
     assert run(capsys, "server", "--help")[0] == 0
+
+
+def test_json_before_the_subcommand_on_any_group(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "server", "--json", "clients", "list", "--config",
+                       "/nonexistent/server.toml")
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "bad_setting"
+
+
+def test_an_unexpected_os_error_is_one_clear_line_not_a_traceback() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from fiovpn.cli.output import Result, command
+
+    @click.command()
+    @command
+    def broken() -> Result:
+        raise PermissionError(13, "Permission denied", "/etc/fiovpn/server.key")
+
+    result = CliRunner().invoke(broken, ["--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"error": {
+        "code": "os_error", "message": "Permission denied: /etc/fiovpn/server.key"}}
+    assert "Traceback" not in result.output

@@ -35,6 +35,18 @@ for module in (keys, server, devices, client, sandbox, lab, mcp, demo):
     module.register(cli)
 
 
+def _json_on_every_group(group: click.Group) -> None:
+    """`fiovpn server --json status` works like `fiovpn server status --json`."""
+    for sub in group.commands.values():
+        if isinstance(sub, click.Group):
+            if not any("--json" in getattr(p, "opts", ()) for p in sub.params):
+                json_option(sub)
+            _json_on_every_group(sub)
+
+
+_json_on_every_group(cli)
+
+
 def _wants_json(args: list[str]) -> bool:
     """``--json`` among fiovpn's own words (not after ``--``: those go to a device)."""
     own = args[: args.index("--")] if "--" in args else args

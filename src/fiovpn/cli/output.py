@@ -18,7 +18,7 @@ from typing import Any, ParamSpec
 import click
 from rich.console import Console, RenderableType
 
-from fiovpn.errors import FiovpnError
+from fiovpn.errors import FiovpnError, PermanentError
 
 P = ParamSpec("P")
 
@@ -82,6 +82,13 @@ def command(fn: Callable[P, Result]) -> Callable[P, None]:
         except FiovpnError as exc:
             emit_error(exc)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A file or device the services did not expect to fail: one clear line,
+            # never a traceback.
+            where = f" {exc.filename}" if exc.filename else ""
+            emit_error(PermanentError(f"{exc.strerror or exc}{':' if where else ''}{where}",
+                                      code="os_error"))
+            sys.exit(1)
         except KeyboardInterrupt:
             stderr.print("interrupted")
             sys.exit(130)
