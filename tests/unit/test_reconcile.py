@@ -379,6 +379,21 @@ def test_enable_publishes_server_file_and_unit_without_secrets(
     assert data["key_created"] is True
 
 
+def test_enable_warns_when_the_daemon_would_not_see_an_env_token(
+        env: tuple[ServerSettings, FakeWg, FakeApi], tmp_path: Path) -> None:
+    settings, _fake, api = env
+    config = tmp_path / "server.toml"
+    config.write_text(f'factory = "acme"\nprivate-key = "{settings.private_key}"\n')
+    data = svc.enable(settings, api, endpoint="vpn.example.com", config_path=config,
+                      env={"FIOVPN_API_TOKEN": "s3cret-token"})
+    (warning,) = data["warnings"]
+    assert "sets no api-token-file" in warning and "s3cret" not in warning
+    config.write_text(config.read_text() + 'api-token-file = "/etc/fiovpn/api-token"\n')
+    data = svc.enable(settings, api, endpoint="vpn.example.com", config_path=config,
+                      env={"FIOVPN_API_TOKEN": "s3cret-token"})
+    assert data["warnings"] == []
+
+
 @pytest.mark.parametrize("change", [{"port": 6000}, {"address": "10.42.42.9"},
                                     {"private_key": Path("/elsewhere/server.key")}])
 def test_enable_refuses_what_the_daemon_would_not_use(

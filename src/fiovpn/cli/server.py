@@ -117,7 +117,8 @@ def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address:
              + (" (new key)" if data["key_created"] else "") + "\n"
              + (f"Settings written to {data['config']}.\n" if data["config_written"] else "")
              + f"Unit written to {data['unit']}.\n"
-             f"Next: systemctl daemon-reload && systemctl enable --now "
+             + "".join(f"[yellow]warning:[/] {w}\n" for w in data["warnings"])
+             + f"Next: systemctl daemon-reload && systemctl enable --now "
              f"fiovpn-{data['factory']}")
     return Result(data, human)
 

@@ -678,6 +678,15 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
     api.patch_factory_config(f"fiovpn: enable WireGuard server {ep}", [cfile])
 
     wrote_config = False
+    warnings: list[str] = []
+    if config_path.exists() and env.get(TOKEN_ENV):
+        daemon = load(ServerSettings, toml_path=config_path, toml_required=True, flags={},
+                      env={})
+        if daemon.api_token_file is None:
+            warnings.append(
+                f"the token came from ${TOKEN_ENV}, which the systemd daemon does not see, "
+                f"and {config_path} sets no api-token-file: put the token in a 0600 file "
+                f"and add `api-token-file = \"/etc/fiovpn/api-token\"` to {config_path}")
     unit = unit_path(settings)
     target = config_path
     try:
@@ -703,7 +712,7 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
             "server_address": str(settings.network().server), "public_key": str(pub),
             "private_key_path": str(settings.private_key), "key_created": created,
             "config": str(config_path), "config_written": wrote_config, "unit": str(unit),
-            "enabled": True}
+            "enabled": True, "warnings": warnings}
 
 
 def _check_daemon_agrees(settings: ServerSettings, config_path: Path) -> None:
