@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address as A
@@ -581,3 +582,45 @@ def test_enable_with_an_unwritable_unit_dir_is_one_clear_error(
                                              r"written.*run `fiovpn server enable` again"):
         svc.enable(settings, api, endpoint="vpn.example.com",
                    config_path=tmp_path / "etc" / "server.toml", env={})
+
+
+def test_registry_edit_applies_within_2s_while_the_factory_read_hangs(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """SPEC 3: the daemon notices a clients-file edit within 2 s, even while a
+    factory call is stuck in its timeouts and retries."""
+    import threading
+
+    settings, fake, api = env
+    private, _ = ensure_key_file(settings.private_key)
+    api.config = [ConfigEntry("t", "r", (ConfigFile(
+        "wireguard-server",
+        ServerConfigFile("vpn.example:5555", A("10.42.42.1"), public_key(private)).render()),
+    ))]
+    ctx = ctx_for(settings, fake, api)
+    assert svc.reconcile_once(ctx).ok  # devices known and cached
+    release = threading.Event()
+    entered = threading.Event()
+    answer = api.wireguard_ips
+
+    def hanging() -> list[WireguardIp]:
+        entered.set()
+        release.wait(30)
+        return answer()
+
+    api.wireguard_ips = hanging  # type: ignore[method-assign]
+    daemon = svc.Daemon(ctx, poll=0.05)
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    try:
+        assert entered.wait(5), "the daemon never read the factory"
+        settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n")
+        edited = time.monotonic()
+        while str(K[5]) not in fake.peers and time.monotonic() - edited < 2.0:
+            time.sleep(0.02)
+        assert str(K[5]) in fake.peers, "registry edit waited for the hanging factory read"
+        assert str(K[0]) in fake.peers  # devices kept from the cache meanwhile
+    finally:
+        daemon.stopping = True
+        release.set()
+        runner.join(10)
+    assert not runner.is_alive()

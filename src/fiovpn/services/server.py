@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ class ServerContext:
     known: dict[Key, Peer] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
     forwarding_on: bool = False  # switched on (or found on) after the firewall applied
+    apply_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                       compare=False)
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,
@@ -214,7 +217,6 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
     ``status.json``) so the daemon can carry on. ``use_api=False`` reconciles
     from the state cache only (used to apply a registry edit at once).
     """
-    s = ctx.settings
     report = ReconcileReport(at=_iso(ctx.clock()))
     if use_api:
         rows = _fetch_devices(ctx, report)
@@ -222,6 +224,16 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
         report.used_api = False
         rows = ctx.state.load_devices()
         report.devices_source = "cache" if rows is not None else "interface"
+    # The factory read above may take a minute when the API hangs; what follows is
+    # local and quick, and one pass at a time may do it (the daemon applies a
+    # registry edit from another thread while a factory read is in flight).
+    with ctx.apply_lock:
+        return _reconcile_local(ctx, report, rows)
+
+
+def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
+                     rows: list[WireguardIp] | None) -> ReconcileReport:
+    s = ctx.settings
     authoritative = report.api_ok
 
     try:
@@ -546,35 +558,79 @@ class Daemon:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     def _loop(self, once: bool) -> int:
+        if once:
+            report = reconcile_once(self.ctx)
+            self.passes += 1
+            return 0 if report.ok else 1
         interval = self.ctx.settings.interval
         failures = 0
         next_at = 0.0
         seen = self._signature()
+        running: _Pass | None = None
         while not self.stopping:
-            now = self.monotonic()
-            sig = self._signature()
-            if now >= next_at or sig != seen:
-                if sig != seen and now < next_at:
-                    log.info("%s changed: reconciling now", self.ctx.settings.clients_file)
-                seen = sig
-                report = reconcile_once(self.ctx)
+            if running is not None and running.done:
+                done, started = running.report, running.started
+                running = None
                 self.passes += 1
-                if once:
-                    return 0 if report.ok else 1
-                if report.api_error is not None:
+                if done is not None and done.api_error is not None:
                     failures += 1
-                    delay = report.retry_after or min(
+                    delay = done.retry_after or min(
                         interval, min(BACKOFF_START, interval) * 2 ** (failures - 1))
                     log.info("factory API unavailable (%d in a row): peers kept, retrying "
                              "in %.0f s", failures, delay)
                 else:
                     failures = 0
                     delay = interval
-                next_at = self.monotonic() + delay
-            self.sleep(max(0.0, min(self.poll, next_at - self.monotonic())))
+                next_at = started + delay
+            now = self.monotonic()
+            sig = self._signature()
+            if sig != seen:
+                seen = sig
+                if running is None:
+                    log.info("%s changed: reconciling now", self.ctx.settings.clients_file)
+                    running = _Pass.start(self.ctx, now)
+                else:
+                    # The factory read in flight may hang for a minute: the registry
+                    # edit is applied now, devices from the last good list.
+                    log.info("%s changed: applying it now (factory read in progress)",
+                             self.ctx.settings.clients_file)
+                    apply_local(self.ctx)
+            elif running is None and now >= next_at:
+                running = _Pass.start(self.ctx, now)
+            if running is not None:
+                running.wait(self.poll)
+            else:
+                self.sleep(max(0.0, min(self.poll, next_at - self.monotonic())))
         log.info("daemon stopped; interface %s and its peers stay up",
                  self.ctx.settings.interface)
         return 0
+
+
+class _Pass:
+    """One ``reconcile_once`` in a worker thread, so a hanging factory read never
+    keeps the daemon from noticing a registry edit or a SIGTERM."""
+
+    def __init__(self, ctx: ServerContext, started: float) -> None:
+        self.started = started
+        self.report: ReconcileReport | None = None
+        self.thread = threading.Thread(target=self._run, args=(ctx,),
+                                       name="fiovpn-reconcile", daemon=True)
+
+    def _run(self, ctx: ServerContext) -> None:
+        self.report = reconcile_once(ctx)
+
+    @classmethod
+    def start(cls, ctx: ServerContext, now: float) -> _Pass:
+        run = cls(ctx, now)
+        run.thread.start()
+        return run
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def wait(self, seconds: float) -> None:
+        self.thread.join(timeout=seconds)
 
 
 # --------------------------------------------------------------------------- enable
