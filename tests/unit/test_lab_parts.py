@@ -69,3 +69,28 @@ def test_records_find_one_lab_and_its_roles(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="several labs"):
         record.find(tmp_path, None)
     assert record.find(tmp_path, "fv0002")["prefix"] == "fv0002"
+
+
+def _ping_output(sent: int, answered: list[int]) -> str:
+    lines = ["PING 10.42.42.2 (10.42.42.2) 56(84) bytes of data."]
+    lines += [f"64 bytes from 10.42.42.2: icmp_seq={n} ttl=63 time=0.61 ms" for n in answered]
+    lines += ["", "--- 10.42.42.2 ping statistics ---",
+              f"{sent} packets transmitted, {len(answered)} received, "
+              f"{100 * (sent - len(answered)) // sent}% packet loss, time 1950ms"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("sent,answered,lost", [
+    (10, list(range(1, 11)), 0),
+    (39, list(range(1, 39)), 0),                                   # last echo still in flight
+    (39, [n for n in range(1, 40) if n != 17], 1),                 # a real gap
+    (40, list(range(1, 31)), 9),                                   # tunnel died near the end
+    (5, [], 5),
+])
+def test_ping_loss_counts_gaps_not_the_echo_in_flight(sent: int, answered: list[int],
+                                                       lost: int) -> None:
+    from fiovpn.lab.probes import ping_stats
+
+    stats = ping_stats(_ping_output(sent, answered))
+    assert stats is not None
+    assert (stats.sent, stats.received, stats.lost) == (sent, len(answered), lost)

@@ -72,13 +72,30 @@ class HttpReply:
 class PingStats:
     sent: int
     received: int
+    last_answered: int | None = None  # highest icmp_seq that got a reply
 
     @property
     def lost(self) -> int:
-        return self.sent - self.received
+        """Echoes that went unanswered, not counting the one possibly still in
+        flight when ping was stopped (it cannot be judged either way)."""
+        if self.last_answered is None:
+            return self.sent - self.received
+        gaps = self.last_answered - self.received  # missing before the last reply
+        tail = self.sent - self.last_answered  # sent after the last reply
+        return gaps + max(0, tail - 1)
 
 
 _SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_REPLY = re.compile(r"bytes from .*icmp_seq=(\d+)")
+
+
+def ping_stats(output: str) -> PingStats | None:
+    """Parse iputils ``ping`` output: the summary line and the replies' icmp_seq."""
+    m = _SUMMARY.search(output)
+    if m is None:
+        return None
+    seqs = {int(s) for s in _REPLY.findall(output)}
+    return PingStats(int(m.group(1)), int(m.group(2)), max(seqs) if seqs else None)
 
 
 class PingStream:
@@ -97,11 +114,11 @@ class PingStream:
         if self._stats is None:
             self.child.stop(signal.SIGINT)
             self.role.lab.untrack(self.child)
-            text = self.child.log_tail(5)
-            m = _SUMMARY.search(text)
-            if m is None:
-                raise LabError(f"ping to {self.ip} printed no summary: {text!r}")
-            self._stats = PingStats(int(m.group(1)), int(m.group(2)))
+            text = self.child.log_tail(1_000_000)
+            stats = ping_stats(text)
+            if stats is None:
+                raise LabError(f"ping to {self.ip} printed no summary: {text[-500:]!r}")
+            self._stats = stats
         return self._stats
 
     def __enter__(self) -> PingStream:
