@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from fiovpn.adapters.runner import SubprocessRunner
+from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command, json_mode, progress
 from fiovpn.errors import BadInput
 from fiovpn.services import client as service
@@ -52,16 +53,6 @@ def config_option(fn: F) -> F:
         "--config", "config", type=PATH, default=None,
         help="The wg-quick client config (default ~/.config/wireguard/foundries.conf); "
              "the interface is named after the file.")(fn)
-
-
-def api_options(fn: F) -> F:
-    fn = click.option("--api-token-file", "api_token_file", type=PATH, default=None,
-                      help="File holding the FoundriesFactory API token.")(fn)
-    fn = click.option("--api-url", "api_url", default=None,
-                      help="FoundriesFactory API URL (env FIOVPN_API_URL).")(fn)
-    fn = click.option("--factory", default=None,
-                      help="Factory name (env FIOVPN_FACTORY, else fioctl's).")(fn)
-    return fn
 
 
 def ssh_key_options(fn: F) -> F:

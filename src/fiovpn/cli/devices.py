@@ -7,39 +7,23 @@ shared with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 from rich.table import Table
 
 from fiovpn.adapters.factory import FactoryClient, build_factory_client
+from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command, progress
 from fiovpn.core.names import validate_name
 from fiovpn.services import devices as service
 from fiovpn.settings import ClientSettings, load_client
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def register(cli: click.Group) -> None:
     cli.add_command(devices)
-
-
-def api_options(fn: F) -> F:
-    """``--factory``, ``--api-url``, ``--api-token-file`` (flags > env > settings file)."""
-    fn = click.option("--api-token-file", "api_token_file",
-                      type=click.Path(dir_okay=False, path_type=Path), default=None,
-                      help="File holding the FoundriesFactory API token "
-                           "(default: $FIOVPN_API_TOKEN, else fioctl's login).")(fn)
-    fn = click.option("--api-url", "api_url", default=None,
-                      help="FoundriesFactory API URL (default: $FIOVPN_API_URL, else "
-                           "https://api.foundries.io).")(fn)
-    fn = click.option("--factory", default=None,
-                      help="Factory name (default: $FIOVPN_FACTORY, else fioctl's).")(fn)
-    return fn
 
 
 def load_settings(factory: str | None, api_url: str | None,

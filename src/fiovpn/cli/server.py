@@ -17,6 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command
 from fiovpn.core.peers import DISABLED
 from fiovpn.services import server as service
@@ -81,7 +82,7 @@ def server(ctx: click.Context, config: Path | None) -> None:
 @server.command("enable")
 @command
 @config_option
-@click.option("--factory", default=None, help="Factory name (env FIOVPN_FACTORY).")
+@api_options
 @click.option("--endpoint", required=True,
               help="HOST[:PORT] devices and engineers reach this server at (public address).")
 @click.option("--address", default=None, help="Server VPN address (default 10.42.42.1).")
@@ -89,9 +90,6 @@ def server(ctx: click.Context, config: Path | None) -> None:
 @click.option("--private-key", "private_key", type=click.Path(path_type=Path), default=None,
               help="Server private key (generated, 0600, if missing; "
                    "default /etc/fiovpn/server.key).")
-@click.option("--api-url", default=None, help="FoundriesFactory API URL.")
-@click.option("--api-token-file", type=click.Path(path_type=Path), default=None,
-              help="File (0600) holding the API token.")
 def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address: str | None,
                port: int | None, private_key: Path | None, api_url: str | None,
                api_token_file: Path | None) -> Result:
@@ -126,10 +124,7 @@ def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address:
 @server.command("disable")
 @command
 @config_option
-@click.option("--factory", default=None, help="Factory name (env FIOVPN_FACTORY).")
-@click.option("--api-url", default=None, help="FoundriesFactory API URL.")
-@click.option("--api-token-file", type=click.Path(path_type=Path), default=None,
-              help="File (0600) holding the API token.")
+@api_options
 def disable_cmd(config: Path | None, factory: str | None, api_url: str | None,
                 api_token_file: Path | None) -> Result:
     """Mark the factory's wireguard-server file enabled=0 (devices turn VPN off)."""
@@ -145,10 +140,7 @@ def disable_cmd(config: Path | None, factory: str | None, api_url: str | None,
 @server.command("daemon")
 @command
 @config_option
-@click.option("--factory", default=None, help="Factory name (env FIOVPN_FACTORY).")
-@click.option("--api-url", default=None, help="FoundriesFactory API URL.")
-@click.option("--api-token-file", type=click.Path(path_type=Path), default=None,
-              help="File (0600) holding the API token.")
+@api_options
 @click.option("--interface", default=None, help="WireGuard interface (default factory).")
 @click.option("--private-key", "private_key", type=click.Path(path_type=Path), default=None,
               help="Server private key (default /etc/fiovpn/server.key).")
