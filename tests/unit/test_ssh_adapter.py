@@ -52,8 +52,20 @@ def test_connection_sharing_uses_a_private_control_dir() -> None:
     ssh, _ = client(control_dir=Path("/run/user/0/fiovpn"))
     o = opts(ssh.argv(["true"]))
     assert "ControlMaster=auto" in o
-    assert "ControlPath=/run/user/0/fiovpn/%C" in o
+    (path,) = [x for x in o if x.startswith("ControlPath=")]
+    assert path.startswith("ControlPath=/run/user/0/fiovpn/") and path.endswith("-%C")
     assert any(x.startswith("ControlPersist=") for x in o)
+
+
+def test_a_shared_connection_is_never_reused_under_other_trust_options() -> None:
+    def control_path(**kw: object) -> str:
+        ssh, _ = client(control_dir=Path("/run/fv"), **kw)
+        return next(x for x in opts(ssh.argv(["true"])) if x.startswith("ControlPath="))
+
+    base = control_path(known_hosts=Path("/a/known_hosts"))
+    assert base == control_path(known_hosts=Path("/a/known_hosts"))
+    assert base != control_path(known_hosts=Path("/b/known_hosts"))
+    assert base != control_path(known_hosts=Path("/a/known_hosts"), identity_file=Path("/k"))
 
 
 @pytest.mark.parametrize("arg", [
@@ -177,4 +189,4 @@ def test_control_socket_paths_stay_within_the_unix_socket_limit(
     too_long, _ = client(control_dir=Path("/" + "d" * 90))
     assert not any(o.startswith("ControlPath") for o in opts(too_long.argv(["true"])))
     short, _ = client(control_dir=Path("/run/fv"))
-    assert "ControlPath=/run/fv/%C" in opts(short.argv(["true"]))
+    assert any(x.startswith("ControlPath=/run/fv/") for x in opts(short.argv(["true"])))

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -83,8 +84,9 @@ def _netns_id() -> str:
         return "host"
 
 
-# A Unix socket path holds at most 107 bytes; ssh adds "/" + 40 (%C) + a 17-byte temp suffix.
-MAX_CONTROL_DIR = 107 - 1 - 40 - 17
+# A Unix socket path holds at most 107 bytes; ssh adds "/" + 8 (trust id) + "-" + 40 (%C)
+# + a 17-byte temp suffix.
+MAX_CONTROL_DIR = 107 - 1 - 9 - 40 - 17
 
 
 def runtime_dir() -> Path:
@@ -116,6 +118,11 @@ class SshOptions:
     connect_timeout: int = 10
     extra: tuple[str, ...] = ()  # extra `-o K=V` options
     config_file: Path | None = None  # `ssh -F FILE`; None: ssh's own ~/.ssh/config
+
+    def trust_id(self) -> str:
+        """8 hex digits naming the options that decide whom ssh trusts."""
+        parts = (self.identity_file, self.known_hosts, self.config_file, *self.extra)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:8]
 
     def __post_init__(self) -> None:
         for opt in self.extra:
@@ -159,8 +166,10 @@ class SshClient:
         if o.identity_file is not None:
             argv += ["-i", str(o.identity_file), "-o", "IdentitiesOnly=yes"]
         if o.control_dir is not None and len(str(o.control_dir)) <= MAX_CONTROL_DIR:
+            # %C covers host, port and user only: a connection opened under other
+            # trust options (known_hosts, identity, ssh config) must not be reused.
             argv += ["-o", "ControlMaster=auto",
-                     "-o", f"ControlPath={o.control_dir}/%C",
+                     "-o", f"ControlPath={o.control_dir}/{o.trust_id()}-%C",
                      "-o", f"ControlPersist={o.control_persist}"]
         for opt in o.extra:
             argv += ["-o", opt]
