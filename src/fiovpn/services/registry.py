@@ -139,7 +139,8 @@ class ClientRegistry:
     def remove(self, public_key: str | None = None, name: str | None = None
                ) -> builtins.list[ClientEntry]:
         if (public_key is None) == (name is None):
-            raise BadInput("give exactly one of --public-key or --name", code="usage")
+            raise BadInput("give exactly one of the public key (--public-key) or the name "
+                           "(--name)", code="usage")
         key = Key.parse(public_key, what="public key") if public_key is not None else None
         with self._editing():
             reg = self.read()

@@ -154,7 +154,8 @@ def unregister(settings: ClientSettings, runner: Runner, *, public_key: str | No
                name: str | None = None, options: SshOptions | None = None) -> Any:
     """Remove a client by key or name; the server's answer."""
     if (public_key is None) == (name is None):
-        raise BadInput("give exactly one of --public-key or --name", code="bad_usage")
+        raise BadInput("give exactly one of the public key (--public-key) or the name "
+                           "(--name)", code="bad_usage")
     if public_key is not None:
         args = ["remove", "--public-key", str(Key.parse(public_key, what="public key"))]
     else:
