@@ -124,22 +124,15 @@ def kill_pid(pid: int, started: int | None = None, *, grace: float = 3.0) -> Non
     if not alive(pid, started):
         reap(pid)
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        reap(pid)
-        if not alive(pid, started):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        reap(pid)
-        if not alive(pid, started):
-            return
-        time.sleep(0.05)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            reap(pid)
+            if not alive(pid, started):
+                return
+            time.sleep(0.05)
 
 
 def become_subreaper() -> None:
