@@ -6,9 +6,10 @@ Commands are argument lists, never shell strings. Secrets go through ``input``
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,22 +65,35 @@ def require_tool(name: str) -> str:
 
 
 class SubprocessRunner:
-    """Runs programs for real, optionally inside a network namespace."""
+    """Runs programs for real: in this namespace, inside network namespace ``netns``,
+    or behind any enter ``prefix`` (the lab's ``ip netns exec`` + ``nsenter``).
 
-    def __init__(self, netns: str | None = None) -> None:
+    ``env`` replaces the environment (per-call ``env`` is merged on top);
+    ``new_session`` puts each command in its own session, so what it leaves running
+    (wg-quick's daemonized wireguard-go) does not die with the caller's terminal.
+    """
+
+    def __init__(self, netns: str | None = None, *, prefix: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None, new_session: bool = False) -> None:
         self.netns = netns
+        self.prefix = tuple(prefix) or (("ip", "netns", "exec", netns) if netns else ())
+        self.env = dict(env) if env is not None else None
+        self.new_session = new_session
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
-            timeout: float = 60.0) -> Completed:
-        full = list(argv)
-        if self.netns:
-            full = ["ip", "netns", "exec", self.netns, *full]
+            timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Completed:
+        full = [*self.prefix, *argv]
         require_tool(full[0])
+        merged = None
+        if self.env is not None or env:
+            merged = {**(os.environ if self.env is None else self.env), **(env or {})}
         try:
             proc = subprocess.run(full, input=input, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+                                  timeout=timeout, check=False, env=merged,
+                                  stdin=None if input is not None else subprocess.DEVNULL,
+                                  start_new_session=self.new_session)
         except subprocess.TimeoutExpired:
-            raise TemporaryError(f"`{' '.join(argv[:3])}` did not finish within {timeout:g}s",
+            raise TemporaryError(f"`{' '.join(argv[:4])}` did not finish within {timeout:g}s",
                                  code="timeout") from None
         result = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
         if check and not result.ok:

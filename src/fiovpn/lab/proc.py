@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from fiovpn.adapters.runner import CommandFailed, Completed
 from fiovpn.errors import PermanentError, TemporaryError
 
 T = TypeVar("T")
@@ -52,40 +51,6 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
                     extra = f": {detail()}"
             raise LabTimeout(f"timed out after {timeout:g}s waiting for {what}{extra}")
         time.sleep(interval)
-
-
-class EnterRunner:
-    """Runs commands behind an enter prefix with a fixed environment.
-
-    Implements ``fiovpn.adapters.runner.Runner`` so services under test can be
-    handed a role's runner.
-    """
-
-    def __init__(self, prefix: Sequence[str], env: Mapping[str, str]) -> None:
-        self.prefix = tuple(prefix)
-        self.env = dict(env)
-
-    def argv(self, argv: Sequence[str]) -> list[str]:
-        return [*self.prefix, *argv]
-
-    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
-            timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Completed:
-        full = self.argv(argv)
-        try:
-            proc = subprocess.run(full, input=input, capture_output=True, text=True,
-                                  timeout=timeout, check=False,
-                                  env={**self.env, **(env or {})},
-                                  stdin=None if input is not None else subprocess.DEVNULL,
-                                  # What a command leaves running (wg-quick's daemonized
-                                  # wireguard-go) must not die with the caller's terminal.
-                                  start_new_session=True)
-        except subprocess.TimeoutExpired:
-            raise LabTimeout(f"`{' '.join(argv[:4])}` did not finish within {timeout:g}s",
-                             code="timeout") from None
-        result = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
-        if check and not result.ok:
-            raise CommandFailed(result)
-        return result
 
 
 def start_time(pid: int) -> int | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiovpn.adapters.fs import atomic_write
-from fiovpn.adapters.runner import Completed
+from fiovpn.adapters.runner import Completed, SubprocessRunner
 from fiovpn.core.factory_files import (
     VPN_HANDLER,
     WIREGUARD_CLIENT_FILE,
@@ -24,7 +24,7 @@ from fiovpn.core.factory_files import (
 )
 from fiovpn.core.keys import Key, KeyPair
 from fiovpn.lab.probes import HTTP_SCRIPT, TCP_SCRIPT, HttpReply, PingStream
-from fiovpn.lab.proc import Child, EnterRunner, LabError, wait_for
+from fiovpn.lab.proc import Child, LabError, wait_for
 
 if TYPE_CHECKING:
     from fiovpn.lab.lab import Lab
@@ -144,8 +144,8 @@ class Role:
         return ["ip", "netns", "exec", self.ns]
 
     @property
-    def runner(self) -> EnterRunner:
-        return EnterRunner(self.enter, self.env)
+    def runner(self) -> SubprocessRunner:
+        return SubprocessRunner(prefix=self.enter, env=self.env, new_session=True)
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
             timeout: float = 60.0, env: Mapping[str, str] | None = None) -> Completed:
