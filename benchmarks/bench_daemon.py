@@ -36,7 +36,7 @@ from fiovpn.adapters.runner import SubprocessRunner
 from fiovpn.adapters.wireguard import WireGuard, private_key_file
 from fiovpn.core.keys import Key, KeyPair
 from fiovpn.core.plan import PeerChange
-from fiovpn.lab.net import add_netns, ip, remove_everything
+from fiovpn.lab.net import add_netns, ip, link_pair, remove_everything
 from fiovpn.lab.proc import become_subreaper
 from fiovpn.services import server as svc
 from fiovpn.settings import ServerSettings
@@ -303,12 +303,7 @@ def main() -> None:
         try:
             add_netns(srv_ns)
             add_netns(live_ns)
-            ip("link", "add", f"{prefix}a", "netns", srv_ns, "type", "veth", "peer", "name",
-               f"{prefix}b", "netns", live_ns)
-            ip("-n", srv_ns, "addr", "add", "198.18.9.1/24", "dev", f"{prefix}a")
-            ip("-n", live_ns, "addr", "add", "198.18.9.2/24", "dev", f"{prefix}b")
-            ip("-n", srv_ns, "link", "set", f"{prefix}a", "up")
-            ip("-n", live_ns, "link", "set", f"{prefix}b", "up")
+            link_pair((srv_ns, f"{prefix}a", "198.18.9.1"), (live_ns, f"{prefix}b", "198.18.9.2"))
             live_key = KeyPair.generate()
             lwg = WireGuard(SubprocessRunner(netns=live_ns))
             lwg.create_interface(live_if)

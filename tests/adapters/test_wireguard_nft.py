@@ -23,7 +23,7 @@ from fiovpn.core.firewall import FirewallPolicy, render_ruleset
 from fiovpn.core.keys import KeyPair
 from fiovpn.core.peers import Peer
 from fiovpn.core.plan import plan
-from fiovpn.lab.net import add_netns, ip, remove_everything
+from fiovpn.lab.net import add_netns, ip, link_pair, remove_everything
 from fiovpn.lab.proc import become_subreaper
 
 pytestmark = pytest.mark.e2e
@@ -66,12 +66,7 @@ def pair() -> Iterator[Pair]:
     try:
         add_netns(s_ns)
         add_netns(p_ns)
-        ip("link", "add", f"{prefix}vs", "netns", s_ns, "type", "veth", "peer", "name",
-           f"{prefix}vp", "netns", p_ns)
-        ip("-n", s_ns, "addr", "add", "198.18.7.1/24", "dev", f"{prefix}vs")
-        ip("-n", p_ns, "addr", "add", "198.18.7.2/24", "dev", f"{prefix}vp")
-        ip("-n", s_ns, "link", "set", f"{prefix}vs", "up")
-        ip("-n", p_ns, "link", "set", f"{prefix}vp", "up")
+        link_pair((s_ns, f"{prefix}vs", "198.18.7.1"), (p_ns, f"{prefix}vp", "198.18.7.2"))
 
         runner = CountingRunner(SubprocessRunner(netns=s_ns))
         wg = WireGuard(runner)

@@ -241,15 +241,21 @@ class Demo:
         added = self.fiovpn(step, server, "server", "clients", "add", "--public-key", pub,
                             "--name", "admin")
         self.admin_ip = added["ip"]
-        init = self.fiovpn(step, eng, "client", "init", "--address", self.admin_ip)
+        init, verify = self.join(step, eng, self.admin_ip)
         if init.get("public_key") != pub:
             raise StepFailed("client init did not use the key of `fiovpn keys generate`")
+        return (f"admin {self.admin_ip} connected, handshake "
+                f"{verify.get('handshake_age_s')}s ago, server 10.42.42.1 answers")
+
+    def join(self, step: Step, eng: Role, address: str) -> tuple[Any, Any]:
+        """``client init --address``, ``connect``, ``verify`` (which must say connected
+        and the server reachable): the client init and verify answers."""
+        init = self.fiovpn(step, eng, "client", "init", "--address", address)
         self.fiovpn(step, eng, "connect")
         verify = self.fiovpn(step, eng, "verify")
         if not (verify.get("connected") and verify.get("server_reachable")):
             raise StepFailed(f"verify says {verify}")
-        return (f"admin {self.admin_ip} connected, handshake "
-                f"{verify.get('handshake_age_s')}s ago, server 10.42.42.1 answers")
+        return init, verify
 
     def onboard_engineer(self, step: Step) -> str:
         admin, eng = self.engineer1, self.engineer2
@@ -262,11 +268,7 @@ class Demo:
         ip = reg["ip"]
         if reg.get("public_key") != pub:
             raise StepFailed(f"register answered {reg}")
-        self.fiovpn(step, eng, "client", "init", "--address", ip)
-        self.fiovpn(step, eng, "connect")
-        verify = self.fiovpn(step, eng, "verify")
-        if not (verify.get("connected") and verify.get("server_reachable")):
-            raise StepFailed(f"verify says {verify}")
+        self.join(step, eng, ip)
         return (f"eng2 was not registered; admin registered it over SSH "
                 f"(root@10.42.42.1:5025) as {ip}; eng2 connected and verified")
 

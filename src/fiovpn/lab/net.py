@@ -63,6 +63,15 @@ def connect(hub_ns: str, bridge: str, ns: str, *, hub_if: str, role_if: str,
     ip("-n", ns, "link", "set", role_if, "up")
 
 
+def link_pair(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
+    """A veth straight between two namespaces; each side is ``(ns, ifname, address)``,
+    the address taken as a /24 of the underlay."""
+    ip("link", "add", a[1], "netns", a[0], "type", "veth", "peer", "name", b[1], "netns", b[0])
+    for ns, ifname, address in (a, b):
+        ip("-n", ns, "addr", "add", f"{address}/{UNDERLAY_PREFIX}", "dev", ifname)
+        ip("-n", ns, "link", "set", ifname, "up")
+
+
 def netns_pids(name: str) -> list[int]:
     if not netns_exists(name):
         return []
