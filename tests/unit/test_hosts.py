@@ -50,3 +50,18 @@ def test_block_without_end_marker_keeps_the_admins_lines_after_it() -> None:
     new = update_hosts(text, "acme", [(A("10.42.42.2"), "new")])
     assert new == (BASE + "## Factory(acme) VPN Lookups\n10.42.42.2\tnew\n"
                    "## END Factory(acme) VPN Lookups\n192.168.1.5 printer\n10.0.0.9 nas\n")
+
+
+def test_lookup_reads_what_update_hosts_writes_and_nothing_outside_blocks() -> None:
+    from ipaddress import IPv4Address
+
+    from fiovpn.core.hosts import lookup, update_hosts
+
+    text = update_hosts("127.0.0.1\tlocalhost\n10.9.9.9\tgw-1  # not ours\n", "acme",
+                        [(IPv4Address("10.42.42.2"), "gw-1"), (IPv4Address("10.42.42.3"), "gw-2")])
+    assert text is not None
+    assert lookup(text, "gw-1") == IPv4Address("10.42.42.2")  # the block, not the line above
+    assert lookup(text, "gw-2") == IPv4Address("10.42.42.3")
+    assert lookup(text, "localhost") is None
+    assert lookup(text + "## Factory(other) VPN Lookups  \nbad\tgw-9\n10.7.7.7\tgw-9\n",
+                  "gw-9") == IPv4Address("10.7.7.7")

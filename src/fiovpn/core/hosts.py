@@ -21,6 +21,29 @@ def end_marker(factory: str) -> str:
     return f"## END Factory({factory}) VPN Lookups"
 
 
+_ANY_BEGIN = re.compile(r"## Factory\((.+)\) VPN Lookups")
+_ANY_END = re.compile(r"## END Factory\((.+)\) VPN Lookups")
+
+
+def lookup(text: str, name: str) -> IPv4Address | None:
+    """The IP of device ``name`` in any factory's VPN block of an ``/etc/hosts`` text."""
+    inside = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if _ANY_BEGIN.fullmatch(line):
+            inside = True
+        elif _ANY_END.fullmatch(line):
+            inside = False
+        elif inside and line and not line.startswith("#"):
+            fields = line.split()
+            if len(fields) >= 2 and name in fields[1:]:
+                try:
+                    return IPv4Address(fields[0])
+                except ValueError:
+                    continue
+    return None
+
+
 def render_block(factory: str, hosts: Iterable[tuple[IPv4Address, str]]) -> list[str]:
     body = [f"{ip}\t{name}" for ip, name in sorted(hosts, key=lambda h: (int(h[0]), h[1]))]
     return [begin_marker(factory), *body, end_marker(factory)]

@@ -14,7 +14,6 @@ argv), then NetworkManager reloads and re-activates it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -24,7 +23,8 @@ from fiovpn.adapters.fs import atomic_write, locked, read_text
 from fiovpn.adapters.runner import Runner
 from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget
 from fiovpn.core import nmconnection
-from fiovpn.core.addresses import parse_ip, parse_subnet
+from fiovpn.core.addresses import parse_subnet
+from fiovpn.core.hosts import lookup as hosts_lookup
 from fiovpn.core.names import validate_name
 from fiovpn.errors import (
     BadInput,
@@ -45,8 +45,6 @@ HANDLER_WARNING = (
     "the device's config handler (fioconfig factory-config-vpn) rewrites this connection "
     "whenever the factory's VPN config changes, which turns device-to-device off again: "
     "run enable-d2d again after such a change (`fiovpn doctor --device NAME` notices)")
-_BLOCK_BEGIN = re.compile(r"^## Factory\((.+)\) VPN Lookups\s*$")
-_BLOCK_END = re.compile(r"^## END Factory\((.+)\) VPN Lookups\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,28 +52,6 @@ class DeviceTarget:
     name: str
     ip: IPv4Address
     source: str  # "factory", "hosts" or "ip"
-
-
-def hosts_lookup(text: str, name: str) -> IPv4Address | None:
-    """The IP of ``name`` in any factory VPN block of an ``/etc/hosts`` text."""
-    inside = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if _BLOCK_BEGIN.match(line):
-            inside = True
-            continue
-        if _BLOCK_END.match(line):
-            inside = False
-            continue
-        if not inside or not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) >= 2 and name in fields[1:]:
-            try:
-                return parse_ip(fields[0])
-            except BadInput:
-                continue
-    return None
 
 
 def resolve_device(settings: ClientSettings, device: str, *,
