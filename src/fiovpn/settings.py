@@ -10,6 +10,7 @@ The server reads ``/etc/fiovpn/server.toml`` (``--config`` or env
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -224,3 +225,21 @@ def load_client(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     else:
         path, required = _home() / ".config" / "fiovpn" / "config.toml", False
     return load(ClientSettings, toml_path=path, toml_required=required, flags=flags, env=env)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value for the settings we write: bools, numbers, lists, else a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def render_toml(values: Mapping[str, Any], *, header: str | None = None) -> str:
+    """``key = value`` lines (unset values left out), after an optional ``# header``."""
+    lines = [f"# {header}"] if header else []
+    lines += [f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None]
+    return "".join(f"{line}\n" for line in lines)

@@ -13,7 +13,8 @@ from fiovpn.errors import BadInput, NotFound
 from fiovpn.lab import record
 from fiovpn.lab.lab import DeviceSpec, _device_specs
 from fiovpn.lab.proc import LabError
-from fiovpn.lab.roles import handler_keyfile, parse_wg_dump, render_toml
+from fiovpn.lab.roles import handler_keyfile, parse_wg_dump
+from fiovpn.settings import render_toml
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -28,14 +29,18 @@ def test_keyfile_is_what_the_factory_handler_writes() -> None:
 
 
 def test_wg_dump_peers() -> None:
-    dump = ("PRIV\tPUB\t5555\toff\n"
-            "AAA=\t(none)\t198.18.0.10:4000\t10.42.42.2/32\t1700000000\t10\t20\t25\n"
-            "BBB=\t(none)\t(none)\t(none)\t0\t0\t0\toff\n")
+    from fiovpn.core.keys import KeyPair
+
+    srv, a, b = (KeyPair.generate() for _ in range(3))
+    aaa, bbb = str(a.public), str(b.public)
+    dump = (f"{srv.private}\t{srv.public}\t5555\toff\n"
+            f"{aaa}\t(none)\t198.18.0.10:4000\t10.42.42.2/32\t1700000000\t10\t20\t25\n"
+            f"{bbb}\t(none)\t(none)\t(none)\t0\t0\t0\toff\n")
     peers = parse_wg_dump(dump)
-    assert peers["AAA="].allowed_ips == ("10.42.42.2/32",)
-    assert peers["AAA="].endpoint == "198.18.0.10:4000"
-    assert peers["AAA="].latest_handshake == 1700000000
-    assert peers["BBB="].allowed_ips == () and peers["BBB="].endpoint is None
+    assert peers[aaa].allowed_ips == ("10.42.42.2/32",)
+    assert peers[aaa].endpoint == "198.18.0.10:4000"
+    assert peers[aaa].latest_handshake == 1700000000
+    assert peers[bbb].allowed_ips == () and peers[bbb].endpoint is None
 
 
 def test_toml_rendering_quotes_strings_and_skips_unset() -> None:

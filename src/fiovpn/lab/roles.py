@@ -8,7 +8,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,10 @@ from fiovpn.core.factory_files import (
     ServerConfigFile,
 )
 from fiovpn.core.keys import Key, KeyPair
+from fiovpn.core.wgdump import PeerDump, parse_dump
 from fiovpn.lab.probes import HTTP_SCRIPT, TCP_SCRIPT, HttpReply, PingStream
 from fiovpn.lab.proc import Child, LabError, wait_for
+from fiovpn.settings import render_toml
 
 if TYPE_CHECKING:
     from fiovpn.lab.lab import Lab
@@ -41,20 +42,6 @@ def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, st
            "LC_ALL": "C.UTF-8"}
     env.update(extra or {})
     return env
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def render_toml(values: Mapping[str, Any]) -> str:
-    return "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items() if v is not None)
 
 
 def sshd_config(*, listen: Sequence[str], port: int, host_key: Path, authorized_keys: Path,
@@ -99,27 +86,12 @@ def host_key_line(pub_file: Path) -> str:
     return f"{kind} {blob}"
 
 
-@dataclass(frozen=True)
-class WgPeer:
-    public_key: str
-    endpoint: str | None
-    allowed_ips: tuple[str, ...]
-    latest_handshake: int
-    rx: int
-    tx: int
+WgPeer = PeerDump  # a peer of the server's live interface, as `wg show dump` gives it
 
 
 def parse_wg_dump(text: str) -> dict[str, WgPeer]:
-    """Peers of ``wg show IFACE dump`` (first line is the interface itself)."""
-    peers: dict[str, WgPeer] = {}
-    for line in text.splitlines()[1:]:
-        f = line.split("\t")
-        if len(f) < 8:
-            continue
-        allowed = () if f[3] == "(none)" else tuple(a for a in f[3].split(",") if a)
-        peers[f[0]] = WgPeer(f[0], None if f[2] == "(none)" else f[2], allowed,
-                             int(f[4]), int(f[5]), int(f[6]))
-    return peers
+    """The peers of ``wg show IFACE dump``, by public key."""
+    return {str(p.public_key): p for p in parse_dump(text).peers}
 
 
 class Role:
@@ -461,7 +433,7 @@ class Server(Role):
         """Wait until the interface holds exactly these peers: a list of ``ip``s or a
         ``{public_key: ip}`` mapping, each ``/32``."""
         def wanted(peers: dict[str, WgPeer]) -> bool:
-            have = {p.public_key: p.allowed_ips for p in peers.values()}
+            have = {k: p.allowed_ips for k, p in peers.items()}
             if isinstance(allowed, Mapping):
                 return have == {k: (f"{ip}/32",) for k, ip in allowed.items()}
             return sorted(a for ips in have.values() for a in ips) == sorted(

@@ -51,7 +51,7 @@ from fiovpn.errors import BadInput, FiovpnError, NotFound, PermanentError, Tempo
 from fiovpn.services.keys import ensure_key_file, read_private_key
 from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
 from fiovpn.services.state import StateCache
-from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings, load
+from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings, load, render_toml
 
 log = logging.getLogger("fiovpn.server")
 
@@ -636,26 +636,15 @@ class _Pass:
 # --------------------------------------------------------------------------- enable
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))
-
-
 TOML_KEYS = ("factory", "api_url", "api_token_file", "interface", "private_key", "subnet",
              "address", "port", "endpoint", "client_pool", "interval", "clients_file",
              "hosts_file", "state_dir", "allow_device_to_device")
 
 
 def render_server_toml(settings: ServerSettings) -> str:
-    lines = ["# fiovpn server settings (keys are the long flag names of `fiovpn server`)"]
-    for name in TOML_KEYS:
-        value = getattr(settings, name)
-        if value is not None:
-            lines.append(f"{name.replace('_', '-')} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    return render_toml({name.replace("_", "-"): getattr(settings, name) for name in TOML_KEYS},
+                       header="fiovpn server settings (keys are the long flag names of "
+                              "`fiovpn server`)")
 
 
 def fiovpn_command() -> list[str]:
