@@ -6,20 +6,18 @@ skipped with the reason when those are missing, never silently passed.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
-
-LAB_TOOLS = ("ip", "wg", "wireguard-go", "nft", "sshd", "ssh", "ping")
 
 
 def lab_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "the namespace lab needs root"
-    missing = [t for t in LAB_TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"missing tools: {', '.join(missing)} (see .ci/run)"
+    """Why the namespace lab cannot run here (the lab's own preflight), or None."""
+    from fiovpn.errors import FiovpnError
+    from fiovpn.lab import preflight
+
+    try:
+        preflight("the end-to-end tests")
+    except FiovpnError as exc:
+        return str(exc)
     return None
 
 

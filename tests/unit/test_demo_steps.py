@@ -210,3 +210,15 @@ def test_summary_of_a_kept_success_says_how_to_use_and_remove_the_lab() -> None:
     assert "admin" in text and "10.42.42.200" in text
     assert "Topology: /o/t.svg" in text
     assert "fiovpn lab exec engineer1 -- " in text and "fiovpn lab down" in text
+
+
+def test_lab_preflight_and_a_missing_single_tool_name_the_same_packages() -> None:
+    from fiovpn.adapters.runner import install_command, require_tool
+    from fiovpn.lab import preflight as lab_preflight
+
+    with pytest.raises(MissingTool, match=r"apt-get install -y iproute2 nftables"):
+        lab_preflight("the lab", euid=lambda: 0,
+                      which=lambda t: None if t in ("nft", "ss") else f"/usr/bin/{t}")
+    assert install_command(["nsenter", "setsid"]) == "apt-get install -y util-linux"
+    with pytest.raises(MissingTool, match=r"run `apt-get install -y no-such-tool-zz`"):
+        require_tool("no-such-tool-zz")

@@ -15,17 +15,29 @@ from typing import Protocol
 
 from fiovpn.errors import MissingTool, PermanentError, TemporaryError
 
-INSTALL_HINTS = {
-    "wg": "apt-get install wireguard-tools",
-    "wg-quick": "apt-get install wireguard-tools",
-    "wireguard-go": "apt-get install wireguard-go",
-    "nft": "apt-get install nftables",
-    "ip": "apt-get install iproute2",
-    "ssh": "apt-get install openssh-client",
-    "sshd": "apt-get install openssh-server",
-    "ping": "apt-get install iputils-ping",
-    "nmcli": "apt-get install network-manager",
+# program -> the Debian package that installs it (for "run `apt-get install ...`" hints)
+DEBIAN_PACKAGES: dict[str, str] = {
+    "ip": "iproute2",
+    "ss": "iproute2",
+    "wg": "wireguard-tools",
+    "wg-quick": "wireguard-tools",
+    "wireguard-go": "wireguard-go",
+    "nft": "nftables",
+    "sshd": "openssh-server",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ping": "iputils-ping",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "setsid": "util-linux",
+    "hostname": "hostname",
+    "nmcli": "network-manager",
 }
+
+
+def install_command(programs: list[str]) -> str:
+    """``apt-get install -y PKG...`` for these programs (unknown ones by their own name)."""
+    return "apt-get install -y " + " ".join(sorted({DEBIAN_PACKAGES.get(p, p) for p in programs}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +70,7 @@ class Runner(Protocol):
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        hint = INSTALL_HINTS.get(name)
-        raise MissingTool(f"`{name}` is not installed" + (f": run `{hint}`" if hint else ""),
+        raise MissingTool(f"`{name}` is not installed: run `{install_command([name])}`",
                           code="missing_tool")
     return path
 

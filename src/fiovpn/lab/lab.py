@@ -22,16 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from fiovpn.adapters.runner import require_tool
+from fiovpn.adapters.runner import install_command, require_tool
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.names import validate_interface, validate_name
-from fiovpn.errors import MissingTool
+from fiovpn.errors import MissingTool, PermanentError
 from fiovpn.lab import net, record
 from fiovpn.lab.proc import (
     Child,
@@ -53,11 +53,9 @@ from fiovpn.lab.roles import (
     sshd_config,
 )
 
-LAB_TOOLS = ("ip", "wg", "wireguard-go", "nft", "sshd", "ssh", "ssh-keygen", "ping",
-             "unshare", "nsenter", "ss", "hostname")
-EXTRA_HINTS = {"ssh-keygen": "apt-get install openssh-client",
-               "unshare": "apt-get install util-linux", "nsenter": "apt-get install util-linux",
-               "ss": "apt-get install iproute2", "hostname": "apt-get install hostname"}
+# Every program the lab (and so the demo) runs, in the order they are reported missing.
+LAB_TOOLS = ("ip", "ss", "wg", "wg-quick", "wireguard-go", "nft", "sshd", "ssh", "ssh-keygen",
+             "ping", "unshare", "nsenter", "setsid", "hostname")
 
 
 @dataclass(frozen=True)
@@ -69,17 +67,24 @@ class DeviceSpec:
     vpn: bool = True
 
 
-def preflight() -> None:
-    """Clear errors before anything is built: root, and every tool the lab runs."""
-    if os.geteuid() != 0:
-        raise LabError("the namespace lab needs root (network namespaces, wireguard-go): "
-                       "run it with sudo")
-    for tool in LAB_TOOLS:
-        if shutil.which(tool) is None and tool in EXTRA_HINTS:
-            raise MissingTool(f"`{tool}` is not installed: run `{EXTRA_HINTS[tool]}`")
-        require_tool(tool)
-    if not Path("/dev/net/tun").exists():
-        raise LabError("/dev/net/tun is missing: wireguard-go needs the tun device")
+def preflight(purpose: str = "the namespace lab", *,
+              euid: Callable[[], int] = os.geteuid,
+              which: Callable[[str], str | None] = shutil.which,
+              tun: Path = Path("/dev/net/tun")) -> None:
+    """Clear errors before anything is built: root, every program the lab runs (one
+    install command naming the Debian packages of all that is missing), the tun device."""
+    if euid() != 0:
+        raise PermanentError(
+            f"{purpose} needs root: it builds network namespaces and WireGuard interfaces "
+            "(nothing outside them is touched); run it with sudo", code="not_root")
+    missing = [tool for tool in LAB_TOOLS if which(tool) is None]
+    if missing:
+        raise MissingTool(f"{purpose} needs {', '.join(missing)}: run "
+                          f"`{install_command(missing)}`", code="missing_tool")
+    if not tun.exists():
+        raise PermanentError(
+            f"{tun} is missing: wireguard-go needs the tun device (in a container, "
+            "start it with --device /dev/net/tun)", code="no_tun")
 
 
 def fiovpn_executable() -> str:
