@@ -262,6 +262,21 @@ def test_kill9_and_restart_with_api_down_keeps_every_peer(lab: Lab,
     assert lab.server.daemon_log().count("created WireGuard interface") == 1
 
 
+def test_sigterm_stops_the_daemon_and_leaves_every_tunnel_up(lab: Lab,
+                                                           engineer: Engineer) -> None:
+    assert lab.server.stop_daemon() == 0  # SIGTERM: a clean exit
+    try:
+        # no daemon now: the interface, its peers and the firewall carry on
+        assert engineer.ping("10.42.42.1") and engineer.ping("10.42.42.2")
+        shown = lab.server.fiovpn("server", "status").stdout
+        assert "not running" in shown and "Next: start the daemon" in shown
+        assert "device1" in shown and "eng1" in shown and " up " in shown
+    finally:
+        lab.server.start_daemon()
+        wait_status(lab, lambda s: bool(s.get("daemon_running")) and not s.get("last_error"),
+                    "the restarted daemon to sync")
+
+
 def test_fifty_concurrent_clients_add(lab: Lab, engineer: Engineer) -> None:
     keys = [str(KeyPair.generate().public) for _ in range(50)]
 
