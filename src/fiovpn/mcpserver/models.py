@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from fiovpn.mcpserver.guide import Flow
+
 
 class ServerConfig(BaseModel):
     """The factory's ``wireguard-server`` file, parsed."""
@@ -46,7 +48,7 @@ class SetupFactsModel(BaseModel):
 class SetupGuide(BaseModel):
     """Which flow applies to this machine and the next concrete step."""
 
-    flow: Literal["first_admin", "engineer", "ready"]
+    flow: Flow
     stage: Literal["no_config", "no_address", "not_connected", "no_handshake", "ready"]
     summary: str
     next_step: str
