@@ -68,3 +68,25 @@ def test_an_unexpected_os_error_is_one_clear_line_not_a_traceback() -> None:
     assert json.loads(result.stdout) == {"error": {
         "code": "os_error", "message": "Permission denied: /etc/fiovpn/server.key"}}
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("argv, says, hint", [
+    (["doctor", "--bogus"], "No such option '--bogus'", "Try 'fiovpn doctor --help'"),
+    (["nosuch"], "No such command 'nosuch'", "Try 'fiovpn --help'"),
+    (["server", "clients", "add"], "Missing option '--public-key'",
+     "Try 'fiovpn server clients add --help'"),
+    (["server", "clients", "add", "--json"], "Missing option '--public-key'",
+     "Try 'fiovpn server clients add --help'"),
+])
+def test_a_usage_error_is_one_line_on_stderr(capsys: pytest.CaptureFixture[str],
+                                             argv: list[str], says: str, hint: str) -> None:
+    """SPEC 5: one clear line (click prints usage, a blank line and the error)."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith("error: ") and says in err and hint in err
+    assert "Usage:" not in err
+    if "--json" in argv:
+        assert json.loads(out)["error"]["code"] == "usage"
+    else:
+        assert out == ""

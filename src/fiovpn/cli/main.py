@@ -53,6 +53,16 @@ def _wants_json(args: list[str]) -> bool:
     return "--json" in own
 
 
+def one_line_error(exc: click.ClickException) -> str:
+    """SPEC section 5: one line naming what was wrong, then where to read more (click
+    itself prints the usage, a blank line and the error on three or four lines)."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"error: {message} Try '{ctx.command_path} --help'."
+    return f"error: {message}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors (unknown option, missing argument) are bad input:
     exit 2, one line on stderr and, with ``--json``, the JSON error on stdout."""
@@ -63,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         if _wants_json(args):
             code = "usage" if isinstance(exc, click.UsageError) else "error"
             click.echo(json.dumps({"error": {"code": code, "message": exc.format_message()}}))
-        exc.show()
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            exc.show()  # `fiovpn` or `fiovpn server` alone: the help is the answer
+        else:
+            click.echo(one_line_error(exc), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
