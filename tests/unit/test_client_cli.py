@@ -139,3 +139,19 @@ def test_client_init_takes_the_key_of_keys_generate_at_any_path(
     result = CliRunner().invoke(cli, [*base, "--private-key", str(key)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["public_key"] == public
+
+
+@pytest.mark.parametrize("device, code", [("a;b", "bad_name"), ("$(id)", "bad_name"),
+                                          ("8.8.8.8", "not_vpn_ip")])
+def test_doctor_bad_device_is_exit_2_before_anything_runs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, device: str, code: str) -> None:
+    from fiovpn.adapters.runner import FakeRunner
+    from fiovpn.cli import client as client_cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake = FakeRunner()
+    monkeypatch.setattr(client_cli, "runner", lambda: fake)
+    result = CliRunner().invoke(cli, ["doctor", "--device", device, "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"]["code"] == code
+    assert fake.calls == [], "nothing was probed"

@@ -572,7 +572,12 @@ ALL_CHECKS = ("config", "key", "address", "connected", "handshake", "server_reac
 
 def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = None,
            api: ApiFactory | None = None, now: Clock = time.time) -> Doctor:
-    """Walk the decision tree; each check says what is wrong and the next step."""
+    """Walk the decision tree; each check says what is wrong and the next step.
+    A bad ``device`` is bad input (BadInput, exit 2) before anything runs."""
+    if device is not None:
+        from fiovpn.services import device_access
+
+        device_access.check_device_ref(settings, device)
     d = Doctor()
     rest = list(ALL_CHECKS)
 

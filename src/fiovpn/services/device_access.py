@@ -54,21 +54,28 @@ class DeviceTarget:
     source: str  # "factory", "hosts" or "ip"
 
 
-def resolve_device(settings: ClientSettings, device: str, *,
-                   api: ApiFactory | None = None) -> DeviceTarget:
-    """A device by VPN IP, or by name via the factory API, else the hosts block."""
+def check_device_ref(settings: ClientSettings, device: str) -> IPv4Address | str:
+    """``device`` as the user gave it: a VPN IP (inside what the tunnel carries) or a
+    valid device name. Bad input (BadInput) before anything is asked or probed."""
     try:
         ip = IPv4Address(device.strip())
     except ValueError:
-        ip = None
-    if ip is not None:
-        networks = _tunnel_networks(settings)
-        if not any(ip in n for n in networks):
-            raise BadInput(f"{ip} is not a VPN address: the tunnel carries "
-                           f"{', '.join(str(n) for n in networks)}", code="not_vpn_ip",
-                           hint="give a device's name or its VPN IP (`fiovpn devices list`)")
-        return DeviceTarget(str(ip), ip, "ip")
-    name = validate_name(device, what="device name")
+        return validate_name(device, what="device name")
+    networks = _tunnel_networks(settings)
+    if not any(ip in n for n in networks):
+        raise BadInput(f"{ip} is not a VPN address: the tunnel carries "
+                       f"{', '.join(str(n) for n in networks)}", code="not_vpn_ip",
+                       hint="give a device's name or its VPN IP (`fiovpn devices list`)")
+    return ip
+
+
+def resolve_device(settings: ClientSettings, device: str, *,
+                   api: ApiFactory | None = None) -> DeviceTarget:
+    """A device by VPN IP, or by name via the factory API, else the hosts block."""
+    ref = check_device_ref(settings, device)
+    if isinstance(ref, IPv4Address):
+        return DeviceTarget(str(ref), ref, "ip")
+    name = ref
     api_problem: str | None = None
     try:
         rows = (api or client_service.default_api(settings))().wireguard_ips()
