@@ -39,6 +39,7 @@ from fiovpn.core.plan import PeerChange
 from fiovpn.lab.net import add_netns, ip, link_pair, remove_everything
 from fiovpn.lab.proc import become_subreaper
 from fiovpn.services import server as svc
+from fiovpn.services.server import daemon as daemon_module
 from fiovpn.settings import ServerSettings
 
 SERVER = "10.42.42.1"
@@ -146,7 +147,7 @@ def run_child(iface: str, work: Path, n: int, passes: int) -> None:
             daemon.stop()
         return report
 
-    svc.reconcile_once = counted  # type: ignore[assignment]
+    daemon_module.reconcile_once = counted  # type: ignore[assignment]
     daemon._loop(once=False)  # the interface exists and is configured already
     idle = times[2:]  # the first pass fills the firewall memo; then every pass is idle
     cpu_self = (idle[-1][1] - idle[0][1]) / (len(idle) - 1)

@@ -23,6 +23,7 @@ from fiovpn.core.keys import Key, KeyPair, public_key
 from fiovpn.errors import ApiError, ApiTemporaryError, PermanentError
 from fiovpn.services import server as svc
 from fiovpn.services.keys import ensure_key_file
+from fiovpn.services.server import daemon as daemon_module
 from fiovpn.settings import ServerSettings
 
 
@@ -336,12 +337,12 @@ def test_daemon_backoff_and_clients_file_wakeup(env: tuple[ServerSettings, FakeW
             daemon.stop()
         return real(c, **kw)
 
-    svc_reconcile = svc.reconcile_once
-    svc.reconcile_once = spy  # type: ignore[assignment]
+    svc_reconcile = daemon_module.reconcile_once
+    daemon_module.reconcile_once = spy  # type: ignore[assignment]
     try:
         assert daemon.run() == 0
     finally:
-        svc.reconcile_once = svc_reconcile  # type: ignore[assignment]
+        daemon_module.reconcile_once = svc_reconcile  # type: ignore[assignment]
     gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
     # 60 s interval; then failures retry after 5, 10, 20 s; a clients-file edit
     # wakes the daemon within a second of the write

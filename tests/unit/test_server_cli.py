@@ -83,11 +83,12 @@ def test_enable_writes_a_settings_file_that_does_not_exist_yet(
     from tests.unit.test_reconcile import FakeApi
 
     from fiovpn.services import server as service
+    from fiovpn.services.server import setup
 
     api = FakeApi()
     monkeypatch.setattr(service, "build_api", lambda settings: api)
     # no flag sets unit-dir: keep the unit in tmp_path, never /etc/systemd/system
-    monkeypatch.setattr(service, "unit_path",
+    monkeypatch.setattr(setup, "unit_path",
                         lambda settings: tmp_path / f"fiovpn-{settings.factory}.service")
     config = tmp_path / "new" / "server.toml"
     result = CliRunner().invoke(cli, [

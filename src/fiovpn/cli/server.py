@@ -256,7 +256,7 @@ def clients() -> None:
 def _registry(config: Path | None, *, apply_now: bool) -> ClientRegistry:
     settings = _settings(config)
     ctx = service.ServerContext.from_settings(settings)
-    return ctx.registry(apply_now=apply_now)
+    return service.registry(ctx, apply_now=apply_now)
 
 
 @clients.command("add")

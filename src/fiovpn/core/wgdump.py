@@ -7,6 +7,7 @@ holds the private key, which is never kept: only whether one is set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from fiovpn.core.keys import Key, public_key
 from fiovpn.errors import BadInput
@@ -32,6 +33,16 @@ class PeerDump:
     tx: int
     persistent_keepalive: int | None
     has_preshared_key: bool = False
+
+    @property
+    def single_ip(self) -> IPv4Address | None:
+        """The one address this peer may use, when its allowed IPs are one /32."""
+        if len(self.allowed_ips) == 1 and self.allowed_ips[0].endswith("/32"):
+            try:
+                return IPv4Address(self.allowed_ips[0][:-3])
+            except ValueError:
+                return None
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.adapters.runner import Completed, SubprocessRunner
@@ -26,9 +26,6 @@ from fiovpn.core.wgdump import PeerDump, parse_dump
 from fiovpn.lab.probes import HTTP_SCRIPT, TCP_SCRIPT, HttpReply, PingStream
 from fiovpn.lab.proc import Child, LabError, wait_for
 from fiovpn.settings import render_toml
-
-if TYPE_CHECKING:
-    from fiovpn.lab.lab import Lab
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONNECTION_ID = "factory-vpn0"
@@ -92,6 +89,37 @@ WgPeer = PeerDump  # a peer of the server's live interface, as `wg show dump` gi
 def parse_wg_dump(text: str) -> dict[str, WgPeer]:
     """The peers of ``wg show IFACE dump``, by public key."""
     return {str(p.public_key): p for p in parse_dump(text).peers}
+
+
+class Lab(Protocol):
+    """What a role needs from the lab it lives in (``fiovpn.lab.lab.Lab`` is one);
+    named here so this module does not import the lab that builds the roles."""
+
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def dir(self) -> Path: ...
+    @property
+    def factory_name(self) -> str: ...
+    @property
+    def fiovpn_path(self) -> str: ...
+    @property
+    def server_command(self) -> str: ...
+    @property
+    def known_hosts(self) -> Path: ...
+    @property
+    def factory(self) -> Factory | None: ...
+    @property
+    def server(self) -> Server: ...
+
+    def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str],
+              log: Path | None) -> Child: ...
+
+    def untrack(self, child: Child) -> None: ...
+
+    def ssh_keygen(self, path: Path, *, comment: str) -> None: ...
+
+    def write_known_hosts(self) -> None: ...
 
 
 class Role:

@@ -33,7 +33,7 @@ from fiovpn.errors import (
 from fiovpn.mcpserver import guide
 from fiovpn.mcpserver import models as m
 from fiovpn.mcpserver.services import Services
-from fiovpn.services import client, devices
+from fiovpn.services import client_config, devices
 from fiovpn.services.keys import read_private_key
 from fiovpn.settings import ClientSettings
 
@@ -221,7 +221,7 @@ def build_server(services: Services) -> MCPServer:
         iface = wgquick.interface_name(s.config.name)
         config_exists = s.config.exists()
         if config_exists:
-            view = wgquick.client_view(client.load_config(s.config))
+            view = wgquick.client_view(client_config.load_config(s.config))
             address = str(view.address) if view.address else None
             endpoint = view.endpoint
             if view.private_key is not None:

@@ -17,10 +17,9 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from fiovpn.adapters.factory_api import FactoryApi, current_file
+from fiovpn.adapters.factory_api import current_file
 from fiovpn.adapters.fs import atomic_write, read_text
 from fiovpn.adapters.runner import Completed, Runner
-from fiovpn.adapters.ssh import SshTarget
 from fiovpn.core import wgquick
 from fiovpn.core.addresses import parse_subnet
 from fiovpn.core.factory_files import WIREGUARD_SERVER_FILE, ServerConfigFile, parse_endpoint
@@ -34,57 +33,23 @@ from fiovpn.errors import (
     NotFound,
     PermanentError,
 )
+from fiovpn.services import device_access
+from fiovpn.services.client_config import (
+    ApiFactory,
+    default_api,
+    interface_name,
+    load_config,
+    server_vpn_address,
+)
 from fiovpn.services.keys import default_key_path, read_private_key
 from fiovpn.settings import ClientSettings
 
-ApiFactory = Callable[[], FactoryApi]
 Clock = Callable[[], float]
 
 # WireGuard drops a session 180 s after its handshake (REJECT_AFTER_TIME); a handshake
 # younger than that proves the server accepts this key now.
 FRESH_HANDSHAKE_S = 180
 DEFAULT_SERVER_PORT = 5555
-
-
-def default_api(settings: ClientSettings) -> ApiFactory:
-    def build() -> FactoryApi:
-        from fiovpn.adapters.factory import build_factory_client
-
-        return build_factory_client(settings)
-
-    return build
-
-
-# --- the config file ----------------------------------------------------------------------
-
-
-def interface_name(settings: ClientSettings) -> str:
-    return wgquick.interface_name(settings.config.name)
-
-
-def load_config(path: Path) -> wgquick.WgQuickConfig:
-    text = read_text(path)
-    if text is None:
-        raise NotFound(f"client config {path} does not exist", code="no_config",
-                       hint="run `fiovpn client init` first")
-    return wgquick.parse(text, source=str(path))
-
-
-def server_vpn_address(settings: ClientSettings,
-                       view: wgquick.ClientConfig | None = None) -> IPv4Address:
-    """The server's VPN address: recorded in the client config by ``client init``,
-    else the host of ``--server-ssh`` when it is an IP in the subnet, else the
-    subnet's first host."""
-    if view is not None and view.server_address is not None:
-        return view.server_address
-    subnet = parse_subnet(settings.subnet)
-    try:
-        host = IPv4Address(SshTarget.parse(settings.server_ssh).host)
-    except (ValueError, BadInput):
-        host = None
-    if host is not None and host in subnet:
-        return host
-    return subnet.network_address + 1
 
 
 @dataclass(frozen=True)
@@ -665,8 +630,6 @@ def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = Non
 
 def _doctor_device(d: Doctor, settings: ClientSettings, runner: Runner, device: str,
                    api: ApiFactory | None) -> None:
-    from fiovpn.services import device_access
-
     try:
         target = device_access.resolve_device(settings, device, api=api)
     except FiovpnError as exc:

@@ -33,8 +33,8 @@ from fiovpn.errors import (
     PermanentError,
     RemoteCommandError,
 )
-from fiovpn.services import client as client_service
-from fiovpn.services.client import ApiFactory
+from fiovpn.services import client_config
+from fiovpn.services.client_config import ApiFactory
 from fiovpn.services.remote import ssh_options
 from fiovpn.settings import ClientSettings
 
@@ -78,7 +78,7 @@ def resolve_device(settings: ClientSettings, device: str, *,
     name = ref
     api_problem: str | None = None
     try:
-        rows = (api or client_service.default_api(settings))().wireguard_ips()
+        rows = (api or client_config.default_api(settings))().wireguard_ips()
     except FiovpnError as exc:  # no token, no factory, API down: the hosts block may know
         api_problem = str(exc)
         rows = None
@@ -106,7 +106,7 @@ def _tunnel_networks(settings: ClientSettings) -> tuple[IPv4Network, ...]:
     try:
         from fiovpn.core import wgquick
 
-        view = wgquick.client_view(client_service.load_config(settings.config))
+        view = wgquick.client_view(client_config.load_config(settings.config))
     except FiovpnError:
         view = None
     return (view.allowed_ips if view is not None and view.allowed_ips
@@ -211,10 +211,10 @@ def _server_ip(settings: ClientSettings) -> IPv4Address:
     try:
         from fiovpn.core import wgquick
 
-        view = wgquick.client_view(client_service.load_config(settings.config))
+        view = wgquick.client_view(client_config.load_config(settings.config))
     except FiovpnError:
         view = None
-    return client_service.server_vpn_address(settings, view)
+    return client_config.server_vpn_address(settings, view)
 
 
 def set_device_to_device(settings: ClientSettings, runner: Runner, device: str, *,

@@ -1,0 +1,76 @@
+"""What a reconcile needs: settings, adapters, the factory client and the memos
+that keep an idle poll cheap. Built once by the daemon or the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fiovpn.adapters.factory_api import FactoryApi, WireguardIp
+from fiovpn.adapters.nft import Nft
+from fiovpn.adapters.runner import Runner, SubprocessRunner
+from fiovpn.adapters.wireguard import WireGuard
+from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.keys import Key, public_key
+from fiovpn.core.peers import Peer
+from fiovpn.errors import FiovpnError
+from fiovpn.services.keys import read_private_key
+from fiovpn.services.state import StateCache
+from fiovpn.settings import ServerSettings
+
+log = logging.getLogger("fiovpn.server")
+
+
+@dataclass
+class ServerContext:
+    """Everything a reconcile needs; built once by the daemon or the CLI."""
+
+    settings: ServerSettings
+    network: VpnNetwork
+    wg: WireGuard
+    nft: Nft
+    state: StateCache
+    api: FactoryApi | None = None
+    server_key: Key | None = None  # public key, to keep peers from claiming it
+    clock: Callable[[], float] = time.time
+    last_notes: frozenset[str] = frozenset()
+    last_api_success: str | None = None
+    # Memos so an idle poll at 5,000 peers stays cheap: what was last saved,
+    # applied or written, compared before doing it again.
+    last_rows: list[WireguardIp] | None = None
+    last_firewall: tuple[object, ...] | None = None
+    last_hosts: tuple[object, ...] | None = None
+    known: dict[Key, Peer] | None = None
+    daemon: bool = False  # True in the daemon process (its pid goes into status.json)
+    forwarding_on: bool = False  # switched on (or found on) after the firewall applied
+    apply_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                       compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,
+                      api: FactoryApi | None = None) -> ServerContext:
+        runner = runner or SubprocessRunner()
+        server_key = None
+        with contextlib.suppress(FiovpnError):
+            server_key = public_key(read_private_key(settings.private_key))
+        return cls(
+            settings=settings,
+            network=settings.network(),
+            wg=WireGuard(runner, wireguard_go=settings.wireguard_go),
+            nft=Nft(runner, ip_forward_file=settings.ip_forward_file),
+            state=StateCache(settings.state_dir),
+            api=api,
+            server_key=server_key,
+        )
+
+
+def build_api(settings: ServerSettings) -> FactoryApi:
+    """The FoundriesFactory client for ``settings`` (imported late: only server
+    commands that talk to the factory need it)."""
+    from fiovpn.adapters.factory import build_factory_client
+
+    return build_factory_client(settings)

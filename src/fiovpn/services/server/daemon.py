@@ -1,0 +1,167 @@
+"""The daemon loop around ``reconcile_once``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from fiovpn.core.keys import public_key
+from fiovpn.services.keys import ensure_key_file
+from fiovpn.services.server.context import ServerContext
+from fiovpn.services.server.interface import check_server_file, ensure_interface
+from fiovpn.services.server.reconcile import apply_local, reconcile_once
+from fiovpn.services.server.report import ReconcileReport
+
+log = logging.getLogger("fiovpn.server")
+
+
+BACKOFF_START = 5.0
+FILE_POLL = 0.5  # seconds between clients-file checks: edits apply within ~1 s
+
+
+class _Stopped(BaseException):
+    """Raised by the SIGTERM/SIGINT handler to unwind the daemon at once."""
+
+
+@dataclass
+class Daemon:
+    """The loop around ``reconcile_once``: every ``interval``, sooner after an
+    API failure (backoff), and within ~1 s of a clients-file edit. SIGTERM and
+    SIGINT end it cleanly, leaving the interface and every tunnel up."""
+
+    ctx: ServerContext
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    poll: float = FILE_POLL
+    stopping: bool = False
+    passes: int = 0
+
+    def start(self) -> None:
+        s = self.ctx.settings
+        private, created = ensure_key_file(s.private_key)
+        if created:
+            log.info("generated server private key %s (0600)", s.private_key)
+        self.ctx.server_key = public_key(private)
+        self.ctx.daemon = True
+        check_server_file(self.ctx, private)
+        ensure_interface(self.ctx, private)
+
+    def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        first = not self.stopping
+        self.stopping = True
+        if signum is not None and first:
+            log.info("received %s: stopping (interface and tunnels stay up)",
+                     signal.Signals(signum).name)
+            # Stop now, not after the API call in flight gives up (a minute of
+            # timeouts and retries when the factory is unreachable): every write
+            # is atomic and a restart converges, as after kill -9.
+            raise _Stopped
+
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = self.ctx.settings.clients_file.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def run(self, *, once: bool = False) -> int:
+        """Run until stopped (exit code 0), or one pass with ``once`` (0 ok, 1 failed)."""
+        installed = False
+        if not once:
+            with contextlib.suppress(ValueError):  # only possible in the main thread
+                signal.signal(signal.SIGTERM, self.stop)
+                signal.signal(signal.SIGINT, self.stop)
+                installed = True
+        try:
+            with self.ctx.state.daemon_lock():
+                self.start()
+                return self._loop(once)
+        except _Stopped:
+            log.info("daemon stopped; interface %s and its peers stay up",
+                     self.ctx.settings.interface)
+            return 0
+        finally:
+            if installed:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def _loop(self, once: bool) -> int:
+        if once:
+            report = reconcile_once(self.ctx)
+            self.passes += 1
+            return 0 if report.ok else 1
+        interval = self.ctx.settings.interval
+        failures = 0
+        next_at = 0.0
+        seen = self._signature()
+        running: _Pass | None = None
+        while not self.stopping:
+            if running is not None and running.done:
+                done, started = running.report, running.started
+                running = None
+                self.passes += 1
+                if done is not None and done.api_error is not None:
+                    failures += 1
+                    delay = done.retry_after or min(
+                        interval, min(BACKOFF_START, interval) * 2 ** (failures - 1))
+                    log.info("factory API unavailable (%d in a row): peers kept, retrying "
+                             "in %.0f s", failures, delay)
+                else:
+                    failures = 0
+                    delay = interval
+                next_at = started + delay
+            now = self.monotonic()
+            sig = self._signature()
+            if sig != seen:
+                seen = sig
+                if running is None:
+                    log.info("%s changed: reconciling now", self.ctx.settings.clients_file)
+                    running = _Pass.start(self.ctx, now)
+                else:
+                    # The factory read in flight may hang for a minute: the registry
+                    # edit is applied now, devices from the last good list.
+                    log.info("%s changed: applying it now (factory read in progress)",
+                             self.ctx.settings.clients_file)
+                    apply_local(self.ctx)
+            elif running is None and now >= next_at:
+                running = _Pass.start(self.ctx, now)
+            if running is not None:
+                running.wait(self.poll)
+            else:
+                self.sleep(max(0.0, min(self.poll, next_at - self.monotonic())))
+        log.info("daemon stopped; interface %s and its peers stay up",
+                 self.ctx.settings.interface)
+        return 0
+
+
+class _Pass:
+    """One ``reconcile_once`` in a worker thread, so a hanging factory read never
+    keeps the daemon from noticing a registry edit or a SIGTERM."""
+
+    def __init__(self, ctx: ServerContext, started: float) -> None:
+        self.started = started
+        self.report: ReconcileReport | None = None
+        self.thread = threading.Thread(target=self._run, args=(ctx,),
+                                       name="fiovpn-reconcile", daemon=True)
+
+    def _run(self, ctx: ServerContext) -> None:
+        self.report = reconcile_once(ctx)
+
+    @classmethod
+    def start(cls, ctx: ServerContext, now: float) -> _Pass:
+        run = cls(ctx, now)
+        run.thread.start()
+        return run
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def wait(self, seconds: float) -> None:
+        self.thread.join(timeout=seconds)

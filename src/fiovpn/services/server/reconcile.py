@@ -1,0 +1,207 @@
+"""One reconcile: read the factory's ``wireguard-ips`` (or, when the API fails,
+the last good list from the state cache), the client registry, and the
+interface (``wg show dump``); plan the minimal delta and apply it with
+``wg set``, then the firewall table and the hosts block.
+
+Peers that did not change keep their sessions. Only a successful API answer
+may remove a device peer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fiovpn.adapters.factory_api import WireguardIp
+from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.firewall import FirewallPolicy, render_ruleset
+from fiovpn.core.keys import Key
+from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, desired_peers
+from fiovpn.core.plan import plan
+from fiovpn.core.wgdump import WgDump
+from fiovpn.errors import FiovpnError, TemporaryError
+from fiovpn.services.registry import read_registry
+from fiovpn.services.server.context import ServerContext
+from fiovpn.services.server.hostsfile import update_hosts_file
+from fiovpn.services.server.report import ReconcileReport, iso
+from fiovpn.services.server.status import status_document
+
+log = logging.getLogger("fiovpn.server")
+
+
+def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[WireguardIp] | None:
+    if ctx.api is None:
+        report.devices_source = "cache"
+        return ctx.state.load_devices()
+    try:
+        rows = ctx.api.wireguard_ips()
+    except FiovpnError as exc:
+        report.api_error = f"factory API failed: {exc}"
+        if isinstance(exc, TemporaryError):
+            report.retry_after = exc.delay
+        cached = ctx.state.load_devices()
+        report.devices_source = "cache" if cached is not None else "interface"
+        return cached
+    report.api_ok = True
+    ctx.last_api_success = report.at
+    if rows != ctx.last_rows:
+        try:
+            ctx.state.save_devices(rows, report.at)
+            ctx.last_rows = rows
+        except OSError as exc:
+            report.errors.append(f"cannot write the state cache in {ctx.state.directory}: "
+                                 f"{exc}")
+    return rows
+
+
+
+def _protected(dump: WgDump, desired: DesiredPeers, known: dict[Key, Peer],
+               network: VpnNetwork) -> list[Peer]:
+    """Peers on the interface that must stay because the device list is not
+    authoritative (API failed): everything not known to be a removed client."""
+    want = {p.public_key for p in desired.peers}
+    kept: list[Peer] = []
+    for cur in dump.peers:
+        if cur.public_key in want:
+            continue
+        prev = known.get(cur.public_key)
+        if prev is not None and prev.kind == "client":
+            continue  # a client removed from the registry: the registry is authoritative
+        ip = cur.single_ip
+        if prev is not None and prev.kind == "device":
+            kept.append(prev)
+        elif ip is not None and network.is_host(ip):
+            kept.append(Peer("device", None, cur.public_key, ip))
+    return kept
+
+
+
+
+def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileReport:
+    """One pass: read factory + registry + interface, apply the delta, write status.
+
+    Never raises for API or apply failures: they land in the report (and in
+    ``status.json``) so the daemon can carry on. ``use_api=False`` reconciles
+    from the state cache only (used to apply a registry edit at once).
+    """
+    report = ReconcileReport(at=iso(ctx.clock()))
+    if use_api:
+        rows = _fetch_devices(ctx, report)
+    else:
+        report.used_api = False
+        rows = ctx.state.load_devices()
+        report.devices_source = "cache" if rows is not None else "interface"
+    # The factory read above may take a minute when the API hangs; what follows is
+    # local and quick, and one pass at a time may do it (the daemon applies a
+    # registry edit from another thread while a factory read is in flight).
+    with ctx.apply_lock:
+        return _reconcile_local(ctx, report, rows)
+
+
+def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
+                     rows: list[WireguardIp] | None) -> ReconcileReport:
+    s = ctx.settings
+    authoritative = report.api_ok
+
+    try:
+        registry = read_registry(s.clients_file)
+    except FiovpnError as exc:
+        # Without the registry every client would look removed: change nothing.
+        report.errors.append(f"{exc}: no peer changed")
+        known = ctx.known if ctx.known is not None else ctx.state.known_peers()
+        dump_now = None
+        with contextlib.suppress(FiovpnError):
+            dump_now = ctx.wg.show_dump(s.interface)
+        _finish(ctx, report, dump_now, list(known.values()))
+        return report
+    report.registry_problems = registry.problems
+    desired = desired_peers(rows or [], registry.entries, ctx.network,
+                            server_key=ctx.server_key)
+    report.desired = desired
+
+    known = ctx.known if ctx.known is not None else ctx.state.known_peers()
+    try:
+        dump = ctx.wg.show_dump(s.interface)
+    except FiovpnError as exc:
+        report.errors.append(f"cannot read interface {s.interface}: {exc}")
+        _finish(ctx, report, None, list(desired.peers))
+        return report
+
+    peers = list(desired.peers)
+    if not authoritative:
+        peers += _protected(dump, desired, known, ctx.network)
+    changes = plan(peers, dump.peers, known)
+    try:
+        ctx.wg.apply(s.interface, changes)
+        report.changes = changes
+        for change in changes:
+            log.info("%s", change.describe())
+    except FiovpnError as exc:
+        report.errors.append(f"applying {len(changes)} peer change(s) failed: {exc}")
+        with contextlib.suppress(FiovpnError):
+            dump = ctx.wg.show_dump(s.interface)
+    report.peers = peers
+    ctx.known = {**known, **{p.public_key: p for p in peers}}
+
+    policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
+                            s.allow_device_to_device)
+    fw_key = (policy, frozenset((p.kind, p.ip) for p in peers))
+    if fw_key != ctx.last_firewall:
+        try:
+            ctx.nft.apply(render_ruleset(policy, peers))
+            ctx.last_firewall = fw_key
+            report.firewall_applied = True
+            log.info("firewall table %s applied (%d clients, %d devices%s)", s.nft_table,
+                     sum(p.kind == "client" for p in peers),
+                     sum(p.kind == "device" for p in peers),
+                     ", device-to-device allowed" if s.allow_device_to_device else "")
+        except FiovpnError as exc:
+            report.errors.append(f"applying the firewall failed: {exc}")
+    if ctx.last_firewall is not None and not ctx.forwarding_on:
+        # Only with the policy table in place: forwarding without it would pass
+        # device->client and client<->client traffic unfiltered (fail closed).
+        try:
+            if ctx.nft.enable_forwarding():
+                log.info("IPv4 forwarding switched on in this network namespace")
+            ctx.forwarding_on = True
+        except FiovpnError as exc:
+            report.errors.append(str(exc))
+
+    if s.factory and (authoritative or rows is not None):
+        try:
+            report.hosts_changed = update_hosts_file(ctx, s.hosts_file, s.factory, peers)
+        except OSError as exc:
+            report.errors.append(f"cannot update {s.hosts_file}: {exc}")
+
+    _finish(ctx, report, dump, peers)
+    return report
+
+
+
+def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
+            peers: list[Peer]) -> None:
+    desired = report.desired
+    notes = {f"conflict: {c.message}" for c in (desired.conflicts if desired else ())}
+    notes |= {f"skipped {p.kind} {p.name or ''}: {p.reason}"
+              for p in (desired.skipped if desired else ()) if p.reason != DISABLED}
+    notes |= {f"{ctx.settings.clients_file} {p}" for p in report.registry_problems}
+    if report.error:
+        notes.add(f"error: {report.error}")
+    for note in sorted(notes - ctx.last_notes):
+        log.warning("%s", note)
+    ctx.last_notes = frozenset(notes)
+    report.status = status_document(ctx, report, dump, peers)
+    try:
+        ctx.state.save_status(report.status)
+    except OSError as exc:
+        log.error("cannot write %s: %s", ctx.state.status_path, exc)
+
+
+
+def apply_local(ctx: ServerContext) -> ReconcileReport | None:
+    """Apply the registry to the live interface now, devices from the state cache
+    (no API call). Does nothing when the interface does not exist."""
+    if not ctx.wg.interface_exists(ctx.settings.interface):
+        return None
+    # Keep the firewall in sync too: this process has not applied it yet.
+    return reconcile_once(ctx, use_api=False)
+

@@ -1,0 +1,49 @@
+"""What one reconcile saw and did."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fiovpn.core.peers import DesiredPeers, Peer
+from fiovpn.core.plan import PeerChange
+from fiovpn.core.registry import RegistryProblem
+
+log = logging.getLogger("fiovpn.server")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile saw and did."""
+
+    at: str
+    changes: list[PeerChange] = field(default_factory=list)
+    peers: list[Peer] = field(default_factory=list)
+    desired: DesiredPeers | None = None
+    registry_problems: list[RegistryProblem] = field(default_factory=list)
+    api_ok: bool = False
+    api_error: str | None = None
+    retry_after: float | None = None
+    errors: list[str] = field(default_factory=list)
+    devices_source: str = "api"  # api | cache | interface
+    used_api: bool = True
+    firewall_applied: bool = False
+    hosts_changed: bool = False
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.api_error is None and not self.errors
+
+    @property
+    def error(self) -> str | None:
+        parts = ([self.api_error] if self.api_error else []) + self.errors
+        return "; ".join(parts) if parts else None
+

@@ -1,0 +1,169 @@
+"""``status.json``: the document each reconcile writes, and ``server status``
+which reads it back with live handshake and traffic figures."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+from fiovpn.adapters.runner import Runner, SubprocessRunner
+from fiovpn.adapters.wireguard import WireGuard
+from fiovpn.core.keys import Key, public_key
+from fiovpn.core.peers import Peer
+from fiovpn.core.registry import ClientEntry
+from fiovpn.core.wgdump import PeerDump, WgDump
+from fiovpn.errors import FiovpnError
+from fiovpn.services.keys import read_private_key
+from fiovpn.services.registry import read_registry
+from fiovpn.services.server.context import ServerContext
+from fiovpn.services.server.report import ReconcileReport
+from fiovpn.services.state import StateCache
+from fiovpn.settings import ServerSettings
+
+log = logging.getLogger("fiovpn.server")
+
+
+def _peer_json(p: Peer, live: PeerDump | None) -> dict[str, Any]:
+    data = p.to_json()
+    data.update(latest_handshake=live.latest_handshake if live and live.latest_handshake
+                else None,
+                rx=live.rx if live else 0, tx=live.tx if live else 0,
+                endpoint=live.endpoint if live else None)
+    return data
+
+
+def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
+                    peers: list[Peer]) -> dict[str, Any]:
+    s = ctx.settings
+    previous: dict[str, Any] = {}
+    if not report.used_api or ctx.last_api_success is None:
+        previous = ctx.state.load_status() or {}
+    api_ok, error = report.api_ok, report.error
+    if not report.used_api:
+        # A local apply (registry edit) says nothing about the API: keep the
+        # daemon's view of it.
+        api_ok = bool(previous.get("api_ok"))
+        parts = [e for e in (previous.get("last_error"), report.error) if e]
+        error = "; ".join(parts) if parts else None
+    live = dump.by_key() if dump else {}
+    desired = report.desired
+    return {
+        "factory": s.factory,
+        "interface": s.interface,
+        "server_address": str(ctx.network.server),
+        "subnet": str(ctx.network.subnet),
+        "client_pool": str(ctx.network.pool),
+        "port": s.port,
+        "public_key": str(ctx.server_key) if ctx.server_key else None,
+        "allow_device_to_device": s.allow_device_to_device,
+        "daemon_pid": os.getpid() if ctx.daemon else previous.get("daemon_pid"),
+        "last_sync": report.at,
+        "last_success": ctx.last_api_success or previous.get("last_success"),
+        "last_error": error,
+        "api_ok": api_ok,
+        "devices_source": report.devices_source,
+        "peers": [_peer_json(p, live.get(p.public_key))
+                  for p in sorted(peers, key=lambda p: (p.kind, int(p.ip)))],
+        "conflicts": [c.to_json() for c in (desired.conflicts if desired else ())],
+        "skipped": [p.to_json() for p in (desired.skipped if desired else ())],
+        "registry_problems": [p.to_json() for p in report.registry_problems],
+        "last_changes": [c.to_json() for c in report.changes],
+    }
+
+
+def status(settings: ServerSettings, *, runner: Runner | None = None) -> dict[str, Any]:
+    """The daemon's last status with live handshake and traffic figures.
+
+    Shape: ``{"factory", "interface", "server_address", "public_key", "port",
+    "daemon_running", "interface_up", "last_sync", "last_success", "last_error",
+    "api_ok", "peers": [{"kind", "name", "ip", "public_key", "latest_handshake",
+    "rx", "tx", "endpoint"}], "conflicts", "skipped", "registry_problems"}``.
+    """
+    state = StateCache(settings.state_dir)
+    doc = state.load_status() or {}
+    wg = WireGuard(runner or SubprocessRunner(), wireguard_go=settings.wireguard_go)
+    dump: WgDump | None = None
+    up = wg.interface_exists(settings.interface)
+    error = None
+    if up:
+        try:
+            dump = wg.show_dump(settings.interface)
+        except FiovpnError as exc:
+            error = str(exc)
+    live = dump.by_key() if dump else {}
+    peers: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in doc.get("peers", []):
+        key = str(item.get("public_key"))
+        seen.add(key)
+        cur = live.get(Key(key)) if _is_key(key) else None
+        peers.append({**item,
+                      "latest_handshake": (cur.latest_handshake or None) if cur
+                      else item.get("latest_handshake"),
+                      "rx": cur.rx if cur else item.get("rx", 0),
+                      "tx": cur.tx if cur else item.get("tx", 0),
+                      "endpoint": cur.endpoint if cur else item.get("endpoint"),
+                      "on_interface": cur is not None if dump else None})
+    clients: dict[Key, ClientEntry] = {}
+    with contextlib.suppress(FiovpnError):  # the daemon reports an unreadable registry
+        clients = {e.public_key: e for e in read_registry(settings.clients_file).entries}
+    for cur in (dump.peers if dump else ()):
+        if str(cur.public_key) in seen:
+            continue
+        entry = clients.get(cur.public_key)
+        ip = cur.single_ip
+        peers.append({"kind": "client" if entry else "device",
+                      "name": entry.name if entry else None,
+                      "ip": str(ip) if ip else ",".join(cur.allowed_ips) or None,
+                      "public_key": str(cur.public_key),
+                      "latest_handshake": cur.latest_handshake or None,
+                      "rx": cur.rx, "tx": cur.tx, "endpoint": cur.endpoint,
+                      "on_interface": True})
+    pid = doc.get("daemon_pid")
+    return {
+        "factory": doc.get("factory", settings.factory),
+        "interface": settings.interface,
+        "server_address": doc.get("server_address", str(settings.network().server)),
+        "public_key": (str(dump.interface.public_key) if dump and dump.interface.public_key
+                       else doc.get("public_key") or _key_file_public(settings)),
+        "port": dump.interface.listen_port if dump else doc.get("port", settings.port),
+        "interface_up": up,
+        "daemon_running": isinstance(pid, int) and _alive(pid),
+        "last_sync": doc.get("last_sync"),
+        "last_success": doc.get("last_success"),
+        "last_error": doc.get("last_error") or error,
+        "api_ok": doc.get("api_ok"),
+        "peers": peers,
+        "conflicts": doc.get("conflicts", []),
+        "skipped": doc.get("skipped", []),
+        "registry_problems": doc.get("registry_problems", []),
+    }
+
+
+def _key_file_public(settings: ServerSettings) -> str | None:
+    """The server's public key from its key file (before the daemon ever ran)."""
+    try:
+        return str(public_key(read_private_key(settings.private_key)))
+    except (FiovpnError, OSError):
+        return None
+
+
+def _is_key(text: str) -> bool:
+    try:
+        Key(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
