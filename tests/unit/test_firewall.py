@@ -26,7 +26,8 @@ def test_atomic_replacement_of_the_table() -> None:
 
 def test_sets_hold_current_peers_sorted() -> None:
     text = _rules()
-    assert "set client_ips {\n\t\ttype ipv4_addr\n\t\telements = { 10.42.42.200 }" in text
+    assert ("set client_ips {\n\t\ttype ipv4_addr\n\t\tflags timeout\n"
+            "\t\telements = { 10.42.42.200 }") in text
     assert "elements = { 10.42.42.2, 10.42.42.3 }" in text
     assert "set devices" not in text  # `devices` is reserved in nft
 
@@ -39,11 +40,13 @@ def test_empty_sets_have_no_elements_line() -> None:
 def test_policy_rules() -> None:
     text = _rules()
     fwd = text.split("chain forward {")[1].split("}")[0]
-    assert 'iifname "factory" oifname "factory" ip saddr @client_ips ip daddr @device_ips accept' \
-        in fwd
+    assert ('iifname "factory" oifname "factory" ip saddr != @device_ips ip daddr @device_ips '
+            'jump client_to_device') in fwd
+    c2d = text.split("chain client_to_device {")[1].split("}")[0]
+    assert "ip saddr @open_clients accept" in c2d  # no groups=: every device, as before
     assert "ct state established,related accept" in fwd
     assert "reject with icmpx type admin-prohibited" in fwd
-    assert "@device_ips ip daddr @device_ips" not in fwd  # no d2d by default
+    assert "ip saddr @device_ips ip daddr @device_ips" not in fwd  # no d2d by default
     nat = text.split("chain postrouting {")[1]
     assert ('oifname "factory" ip saddr @client_ips ip daddr @device_ips snat ip to 10.42.42.1'
             in nat)
@@ -85,3 +88,54 @@ def test_nft_refusal_names_the_error_not_the_caret_line() -> None:
         Nft(runner).apply("add table inet bad name\n")
     assert str(info.value) == ("nft refused the ruleset: /dev/stdin:1:20-23: Error: syntax "
                                "error, unexpected string")
+
+
+def _access_rules(now: float = 1000.0) -> str:
+    from fiovpn.core.firewall import AccessRules
+
+    access = AccessRules(
+        device_groups={A("10.42.42.2"): "lab", A("10.42.42.3"): "prod-eu"},
+        client_groups={A("10.42.42.201"): ("lab",)},
+        client_ends={A("10.42.42.201"): 1005, A("10.42.42.202"): 999},
+        group_grants=((A("10.42.42.201"), "prod-eu", 1010), (A("10.42.42.201"), "gone", 1010)),
+        device_grants=((A("10.42.42.201"), A("10.42.42.3"), 1003),
+                       (A("10.42.42.201"), A("10.42.42.2"), 900)))
+    peers = [*PEERS, Peer("client", "bob", KeyPair.generate().public, A("10.42.42.201")),
+             Peer("client", "old", KeyPair.generate().public, A("10.42.42.202"))]
+    return render_ruleset(FirewallPolicy("fiovpn", "factory", A("10.42.42.1")), peers, access,
+                          now=now)
+
+
+def test_restricted_client_is_only_in_its_groups_chain() -> None:
+    text = _access_rules()
+    sets = {name: body.split("}")[0] for name, body in
+            (part.split(" {", 1) for part in text.split("\tset ")[1:])}
+    assert "10.42.42.201" not in sets["open_clients"]
+    assert "10.42.42.200" in sets["open_clients"]
+    assert "10.42.42.201 timeout 5000ms" in sets["grp_lab_clients"]  # expires in 5 s
+    assert "10.42.42.201" not in sets["grpx_70726f642d6575_clients"]
+    assert "10.42.42.2 : jump grp_lab" in text and "10.42.42.3 : jump grpx_70726f642d6575" in text
+
+
+def test_expired_client_is_in_no_set() -> None:
+    assert "10.42.42.202" not in _access_rules()
+
+
+def test_grants_carry_their_remaining_time_and_ended_ones_are_gone() -> None:
+    text = _access_rules()
+    assert "10.42.42.201 . 10.42.42.3 timeout 3000ms" in text
+    assert "10.42.42.201 . 10.42.42.2" not in text  # ended at 900
+    assert "10.42.42.201 timeout 10000ms" in text.split("set grpx_70726f642d6575_grants")[1]
+    assert "gone" not in text  # a group without devices has no chain
+
+
+def test_grant_fast_path_statements() -> None:
+    from fiovpn.core.firewall import render_grant, render_revoke
+
+    assert render_grant("fiovpn", A("10.42.42.201"), group="lab", end=1005, now=1000) == \
+        "add element inet fiovpn grp_lab_grants { 10.42.42.201 timeout 5000ms }\n"
+    assert render_grant("fiovpn", A("10.42.42.201"), device=A("10.42.42.3"), end=1005,
+                        now=1000).startswith("add element inet fiovpn device_grants "
+                                             "{ 10.42.42.201 . 10.42.42.3 timeout")
+    assert render_revoke("fiovpn", A("10.42.42.201"), group="a-b") == \
+        "delete element inet fiovpn grpx_612d62_grants { 10.42.42.201 }\n"

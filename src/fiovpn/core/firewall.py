@@ -1,4 +1,4 @@
-"""The server's nftables table ``fiovpn`` (SPEC section 2 policy), rendered as text.
+"""The server's nftables table ``fiovpn`` (SPEC sections 2 and 11), rendered as text.
 
 The whole table is replaced in one atomic ``nft -f`` transaction
 (``add table``; ``delete table``; ``table … {…}``), so a peer change never
@@ -6,21 +6,38 @@ leaves a moment without policy. Only traffic entering or leaving the VPN
 interface is judged; everything else on the host passes untouched.
 
 Policy:
-- clients may reach the server and every device;
+- clients may reach the server and the devices they are allowed;
 - devices may reach the server only for ping (and replies), never clients;
 - device <-> device only with ``allow_device_to_device``;
 - client <-> client denied;
 - client -> device is source-NATed to the server address, so a device whose
   only tunnel route is the server ``/32`` can answer.
+
+Who reaches which device (section 11) costs the same per packet however large
+the fleet: every packet from a client to a device (not only a connection's
+first, so an ending grant or expiry also ends open sessions) takes one jump
+into ``client_to_device``, where set lookups decide:
+- ``open_clients``: clients without ``groups=`` reach every device;
+- ``device_grants``: ``client . device`` pairs, each with a kernel timeout;
+- ``device_group``: a verdict map from device IP to its group's chain
+  ``grp_<group>``, holding that group's clients (``grp_<group>_clients``) and
+  time-boxed grants (``grp_<group>_grants``, with timeouts).
+A client with ``expires=`` carries the remaining time as the timeout of its
+set elements, so it is refused at its expiry even while the daemon is down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from fiovpn.core.peers import Peer
+
+REJECT = "reject with icmpx type admin-prohibited"
+_PLAIN = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,30 +48,142 @@ class FirewallPolicy:
     allow_device_to_device: bool = False
 
 
-def _set(name: str, ips: Iterable[IPv4Address]) -> list[str]:
-    elems = sorted(set(ips), key=int)  # int keys: 5,000 IPv4Address compares are slow
-    lines = [f"\tset {name} {{", "\t\ttype ipv4_addr"]
-    if elems:
-        lines.append("\t\telements = { " + ", ".join(str(ip) for ip in elems) + " }")
+@dataclass(frozen=True, slots=True)
+class AccessRules:
+    """Who may reach which device, resolved to addresses (pure values).
+
+    ``client_groups``: restricted clients (``groups=``) by IP; ``client_ends``:
+    the expiry (seconds since the epoch) of clients that have one;
+    ``group_grants``/``device_grants``: ``(client IP, group or device IP, end)``.
+    Ends are absolute; ``now`` turns them into kernel timeouts at render time.
+    """
+
+    device_groups: Mapping[IPv4Address, str] = field(default_factory=dict)
+    client_groups: Mapping[IPv4Address, tuple[str, ...]] = field(default_factory=dict)
+    client_ends: Mapping[IPv4Address, int] = field(default_factory=dict)
+    group_grants: tuple[tuple[IPv4Address, str, int], ...] = ()
+    device_grants: tuple[tuple[IPv4Address, IPv4Address, int], ...] = ()
+
+    def memo(self) -> tuple[object, ...]:
+        """A hashable summary: equal memos render the same table (ends, not timeouts)."""
+        return (frozenset(self.device_groups.items()), frozenset(self.client_groups.items()),
+                frozenset(self.client_ends.items()), frozenset(self.group_grants),
+                frozenset(self.device_grants))
+
+
+def group_chain(group: str) -> str:
+    """The chain of device group ``group``: ``grp_<group>`` when the name is plain
+    (letters, digits, ``_``), else ``grpx_<hex of the name>`` (always unique)."""
+    if _PLAIN.fullmatch(group):
+        return f"grp_{group}"
+    return "grpx_" + group.encode().hex()
+
+
+def timeout_ms(end: float, now: float) -> int:
+    return max(1, int(round((end - now) * 1000)))
+
+
+def element(key: str, end: float | None, now: float) -> str:
+    return key if end is None else f"{key} timeout {timeout_ms(end, now)}ms"
+
+
+def _set(name: str, elems: Iterable[str], *, type_: str = "ipv4_addr",
+         timeout: bool = False, comment: str | None = None) -> list[str]:
+    items = list(elems)
+    lines = [f"\tset {name} {{", f"\t\ttype {type_}"]
+    if timeout:
+        lines.append("\t\tflags timeout")
+    if comment:
+        lines.append(f'\t\tcomment "{comment}"')
+    if items:
+        lines.append("\t\telements = { " + ", ".join(items) + " }")
     lines.append("\t}")
     return lines
 
 
-def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer]) -> str:
-    """The ``nft -f`` input replacing table ``inet <table>`` with the policy for ``peers``."""
+def _ips(ips: Iterable[IPv4Address], ends: Mapping[IPv4Address, int], now: float
+         ) -> list[str]:
+    # int keys: 5,000 IPv4Address compares are slow
+    return [element(str(ip), ends.get(ip), now) for ip in sorted(set(ips), key=int)]
+
+
+def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
+                   access: AccessRules | None = None, *, now: float = 0.0) -> str:
+    """The ``nft -f`` input replacing table ``inet <table>`` with the policy for
+    ``peers`` and ``access`` (``now``: seconds since the epoch, for timeouts)."""
     peers = list(peers)
+    access = access or AccessRules()
     iface = f'"{policy.interface}"'
     t = policy.table
-    reject = "reject with icmpx type admin-prohibited"
+    live_ends = {ip: end for ip, end in access.client_ends.items() if end > now}
+    clients = [p.ip for p in peers if p.kind == "client"
+               and not (p.ip in access.client_ends and p.ip not in live_ends)]
+    client_set = set(clients)
+    devices = [p.ip for p in peers if p.kind == "device"]
+    device_set = set(devices)
+    open_clients = [ip for ip in clients if ip not in access.client_groups]
+
+    members: dict[str, list[IPv4Address]] = defaultdict(list)
+    for ip in sorted(device_set, key=int):
+        group = access.device_groups.get(ip)
+        if group:
+            members[group].append(ip)
+    group_clients: dict[str, list[IPv4Address]] = defaultdict(list)
+    for ip, groups in access.client_groups.items():
+        if ip in client_set:
+            for g in groups:
+                if g in members:
+                    group_clients[g].append(ip)
+    group_grants: dict[str, list[tuple[IPv4Address, int]]] = defaultdict(list)
+    for ip, g, end in access.group_grants:
+        if g in members and end > now:
+            group_grants[g].append((ip, end))
+    device_grants = sorted({(c, d, e) for c, d, e in access.device_grants
+                            if d in device_set and e > now},
+                           key=lambda x: (int(x[0]), int(x[1])))
+
     d2d = ([f"\t\tiifname {iface} oifname {iface} ip saddr @device_ips ip daddr @device_ips "
             "accept comment \"device-to-device allowed\""]
            if policy.allow_device_to_device else [])
+    group_sets: list[str] = []
+    group_chains: list[str] = []
+    vmap: list[str] = []
+    for g in sorted(members):
+        chain = group_chain(g)
+        for ip in members[g]:
+            vmap.append(f"{ip} : jump {chain}")
+        group_sets += _set(f"{chain}_clients", _ips(group_clients[g], live_ends, now),
+                           timeout=True, comment=f"clients with groups={g}")
+        group_sets += _set(f"{chain}_grants",
+                           [element(str(ip), end, now)
+                            for ip, end in sorted(set(group_grants[g]),
+                                                  key=lambda x: int(x[0]))],
+                           timeout=True, comment=f"time-boxed grants to group {g}")
+        group_chains += [
+            "",
+            f"\tchain {chain} {{",
+            f"\t\tcomment \"devices of group {g}\"",
+            f"\t\tip saddr @{chain}_clients accept",
+            f"\t\tip saddr @{chain}_grants accept",
+            "\t}",
+        ]
     lines = [
         f"add table inet {t}",
         f"delete table inet {t}",
         f"table inet {t} {{",
-        *_set("client_ips", (p.ip for p in peers if p.kind == "client")),
-        *_set("device_ips", (p.ip for p in peers if p.kind == "device")),
+        *_set("client_ips", _ips(clients, live_ends, now), timeout=True),
+        *_set("device_ips", _ips(devices, {}, now)),
+        *_set("open_clients", _ips(open_clients, live_ends, now), timeout=True,
+              comment="clients without groups= reach every device"),
+        *_set("device_grants",
+              [element(f"{c} . {d}", e, now) for c, d, e in device_grants],
+              type_="ipv4_addr . ipv4_addr", timeout=True,
+              comment="time-boxed grants: client . device"),
+        *group_sets,
+        "\tmap device_group {",
+        "\t\ttype ipv4_addr : verdict",
+        *(["\t\telements = { " + ", ".join(vmap) + " }"] if vmap else []),
+        "\t}",
         "",
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
@@ -64,20 +193,28 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer]) -> str:
         "\t\tip saddr @client_ips accept comment \"clients may reach the server\"",
         "\t\tip saddr @device_ips icmp type echo-request accept "
         "comment \"devices may ping the server\"",
-        f"\t\t{reject}",
+        f"\t\t{REJECT}",
         "\t}",
         "",
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
         f"\t\tiifname != {iface} oifname != {iface} accept",
+        f"\t\tiifname {iface} oifname {iface} ip saddr != @device_ips ip daddr @device_ips "
+        "jump client_to_device comment \"every client packet to a device is judged\"",
         "\t\tct state established,related accept",
         "\t\tct state invalid drop",
-        f"\t\tiifname {iface} oifname {iface} ip saddr @client_ips ip daddr @device_ips "
-        "accept comment \"clients may reach devices\"",
         *d2d,
-        f"\t\t{reject} comment \"devices never open connections to clients; "
+        f"\t\t{REJECT} comment \"devices never open connections to clients; "
         "client<->client and (by default) device<->device denied\"",
         "\t}",
+        "",
+        "\tchain client_to_device {",
+        "\t\tip saddr @open_clients accept comment \"clients may reach devices\"",
+        "\t\tip saddr . ip daddr @device_grants accept",
+        "\t\tip daddr vmap @device_group",
+        f"\t\t{REJECT} comment \"not this client's device group, or its time is up\"",
+        "\t}",
+        *group_chains,
         "",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",
@@ -87,3 +224,22 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer]) -> str:
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_grant(table: str, client: IPv4Address, *, end: float, now: float,
+                 group: str | None = None, device: IPv4Address | None = None) -> str:
+    """The ``nft -f`` input adding one grant to the live table (no re-render)."""
+    if (group is None) == (device is None):
+        raise ValueError("a grant is to a group or to a device")
+    if group is not None:
+        return (f"add element inet {table} {group_chain(group)}_grants "
+                f"{{ {element(str(client), end, now)} }}\n")
+    return (f"add element inet {table} device_grants "
+            f"{{ {element(f'{client} . {device}', end, now)} }}\n")
+
+
+def render_revoke(table: str, client: IPv4Address, *, group: str | None = None,
+                  device: IPv4Address | None = None) -> str:
+    if group is not None:
+        return f"delete element inet {table} {group_chain(group)}_grants {{ {client} }}\n"
+    return f"delete element inet {table} device_grants {{ {client} . {device} }}\n"
