@@ -56,6 +56,8 @@ class ServerSettings:
     wireguard_go: str = "wireguard-go"
     nft_table: str = "fiovpn"
     ip_forward_file: Path = Path("/proc/sys/net/ipv4/ip_forward")
+    # the server SSH's authorized_keys, where `server admins` keeps admins' keys
+    authorized_keys: Path = Path("/root/.ssh/authorized_keys")
 
     def network(self) -> VpnNetwork:
         return VpnNetwork.build(self.subnet, self.address, self.client_pool)
@@ -71,6 +73,11 @@ class ServerSettings:
         if self.interval <= 0:
             raise BadInput(f"invalid interval {self.interval}: must be positive")
         return self
+
+
+def default_journal() -> Path:
+    """The engineer's journal of device-touching commands and MCP calls."""
+    return _home() / ".local" / "state" / "fiovpn" / "journal.jsonl"
 
 
 def default_client_config() -> Path:
@@ -93,6 +100,7 @@ class ClientSettings:
     hosts_file: Path = Path("/etc/hosts")
     subnet: str = "10.42.42.0/24"
     client_pool: str | None = None
+    journal: Path = dataclasses.field(default_factory=lambda: default_journal())
 
     def validate(self) -> ClientSettings:
         if self.factory is not None:
@@ -111,6 +119,7 @@ _ENV: dict[str, str] = {
     "server_ssh": "FIOVPN_SERVER_SSH",
     "server_command": "FIOVPN_SERVER_COMMAND",
     "user": "FIOVPN_DEVICE_USER",
+    "journal": "FIOVPN_JOURNAL",
 }
 
 

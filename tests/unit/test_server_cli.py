@@ -32,7 +32,8 @@ def test_clients_add_list_check_remove(config: Path) -> None:
     code, data = run(config, "clients", "add", "--public-key", key, "--name", "alice")
     assert code == 0 and data == {"public_key": key, "ip": "10.42.42.200", "name": "alice"}
     code, data = run(config, "clients", "list")
-    assert code == 0 and data == [{"public_key": key, "ip": "10.42.42.200", "name": "alice"}]
+    assert code == 0 and data == [{"public_key": key, "ip": "10.42.42.200", "name": "alice",
+                                   "groups": None, "expires": None, "expired": False}]
     code, data = run(config, "clients", "check", "--public-key", key)
     assert code == 0 and data == {"registered": False, "in_registry": True,
                                   "on_interface": False, "ip": "10.42.42.200"}

@@ -28,6 +28,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def register(cli: click.Group) -> None:
+    from fiovpn.cli import access
+
+    access.register(server)
     cli.add_command(server)
 
 
@@ -254,9 +257,22 @@ def clients() -> None:
 
 
 def _registry(config: Path | None, *, apply_now: bool) -> ClientRegistry:
+    from fiovpn.services.access import DeviceGroups
+
     settings = _settings(config)
     ctx = service.ServerContext.from_settings(settings)
-    return service.registry(ctx, apply_now=apply_now)
+    registry = service.registry(ctx, apply_now=apply_now)
+    registry.device_groups = DeviceGroups.in_state_dir(settings.state_dir)
+    return registry
+
+
+def _journal_change(settings: ServerSettings, action: str, target: str,
+                   detail: dict[str, Any]) -> None:
+    from fiovpn.cli.access import server_actor
+    from fiovpn.services.journal import Journal
+
+    Journal.in_state_dir(settings.state_dir).try_append(
+        actor=server_actor(settings), action=action, target=target, detail=detail)
 
 
 @clients.command("add")
@@ -266,12 +282,31 @@ def _registry(config: Path | None, *, apply_now: bool) -> ClientRegistry:
 @click.option("--ip", default="auto", show_default=True,
               help="auto (next free in the client pool) or an address from the pool.")
 @click.option("--name", default=None, help="A name for the client (letters, digits, ._-).")
-def clients_add(config: Path | None, public_key: str, ip: str, name: str | None) -> Result:
-    """Register a client; applied to the live interface at once."""
-    entry = _registry(config, apply_now=True).add(public_key, ip=ip, name=name)
+@click.option("--groups", default=None,
+              help="G1,G2: reach only devices of these factory device groups "
+                   "(default: every device).")
+@click.option("--expires", default=None,
+              help="DURATION (30d, 8h) or YYYY-MM-DDTHH:MM:SSZ: off the VPN from then on "
+                   "(renew with `clients renew`).")
+def clients_add(config: Path | None, public_key: str, ip: str, name: str | None,
+                groups: str | None, expires: str | None) -> Result:
+    """Register a client; applied to the live interface at once.
+
+    \b
+      fiovpn server clients add --public-key KEY --name alice
+      fiovpn server clients add --public-key KEY --name bob --groups lab --expires 30d
+    """
+    settings = _settings(config)
+    entry = _registry(config, apply_now=True).add(public_key, ip=ip, name=name,
+                                                  groups=groups, expires=expires)
     data = entry.to_json()
+    _journal_change(settings, "client_add", entry.name or str(entry.public_key),
+                    {"ip": str(entry.ip), "public_key": str(entry.public_key),
+                     "groups": data.get("groups"), "expires": data.get("expires")})
     human = (f"Registered {entry.public_key} with IP [bold]{entry.ip}[/]"
-             + (f" as {entry.name}" if entry.name else "") + ".\n"
+             + (f" as {entry.name}" if entry.name else "")
+             + (f", groups {','.join(entry.groups)}" if entry.groups else "")
+             + (f", until {data.get('expires')}" if entry.expires else "") + ".\n"
              f"Next (on the client): fiovpn client init --address {entry.ip}")
     return Result(data, human)
 
@@ -283,10 +318,43 @@ def clients_add(config: Path | None, public_key: str, ip: str, name: str | None)
 @click.option("--name", default=None, help="The client's name.")
 def clients_remove(config: Path | None, public_key: str | None, name: str | None) -> Result:
     """Remove a client (by key or name); applied to the live interface at once."""
+    settings = _settings(config)
     removed = _registry(config, apply_now=True).remove(public_key=public_key, name=name)
     data = [e.to_json() for e in removed]
+    for e in removed:
+        _journal_change(settings, "client_remove", e.name or str(e.public_key),
+                        {"ip": str(e.ip), "public_key": str(e.public_key)})
     human = "\n".join(f"Removed {e.public_key} ({e.ip}{', ' + e.name if e.name else ''})."
                       for e in removed)
+    return Result(data[0] if len(data) == 1 else data, human)
+
+
+@clients.command("renew")
+@command
+@config_option
+@click.option("--public-key", "public_key", default=None, help="The client's public key.")
+@click.option("--name", default=None, help="The client's name.")
+@click.option("--expires", required=True,
+              help="DURATION (30d, 8h) from now or YYYY-MM-DDTHH:MM:SSZ.")
+def clients_renew(config: Path | None, public_key: str | None, name: str | None,
+                  expires: str) -> Result:
+    """Give a client a new expiry; an expired client is back on the VPN at once.
+
+    \b
+      fiovpn server clients renew --name bob --expires 30d
+    """
+    import time
+
+    settings = _settings(config)
+    changed = _registry(config, apply_now=True).renew(expires=expires, public_key=public_key,
+                                                      name=name)
+    now = time.time()
+    data = [e.to_json(now) for e in changed]
+    for e, d in zip(changed, data, strict=True):
+        _journal_change(settings, "renew", e.name or str(e.public_key),
+                        {"expires": d["expires"]})
+    human = "\n".join(f"Renewed {e.name or e.public_key} ({e.ip}) until {d['expires']}."
+                      for e, d in zip(changed, data, strict=True))
     return Result(data[0] if len(data) == 1 else data, human)
 
 
@@ -294,19 +362,27 @@ def clients_remove(config: Path | None, public_key: str | None, name: str | None
 @command
 @config_option
 def clients_list(config: Path | None) -> Result:
-    """Registered clients: public key, IP, name."""
+    """Registered clients: public key, IP, name, groups, expiry."""
+    import time
+
     registry = _registry(config, apply_now=False)
     doc = registry.read()
-    data = [e.to_json() for e in doc.entries]
+    now = time.time()
+    data = [e.to_json(now) for e in doc.entries]
     table = Table(title=f"{len(data)} clients", title_justify="left")
-    for col in ("public key", "ip", "name"):
+    for col in ("public key", "ip", "name", "groups", "expires"):
         table.add_column(col, overflow="fold" if col == "public key" else "ellipsis")
-    for e in doc.entries:
-        table.add_row(str(e.public_key), str(e.ip), e.name or "-")
+    for e, d in zip(doc.entries, data, strict=True):
+        table.add_row(str(e.public_key), str(e.ip), e.name or "-",
+                      ",".join(e.groups) if e.groups else "all",
+                      (d["expires"] + (" (expired)" if d["expired"] else ""))
+                      if d["expires"] else "never")
     parts: list[Any] = [table]
     for p in doc.problems:
         parts.append(Text(f"{registry.path} line {p.line}: {p.message} (skipped)",
                           style="red"))
+    for p in doc.notes:
+        parts.append(Text(f"{registry.path} line {p.line}: {p.message}", style="yellow"))
     return Result(data, Group(*parts))
 
 

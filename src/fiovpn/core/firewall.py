@@ -80,7 +80,7 @@ def group_chain(group: str) -> str:
 
 
 def timeout_ms(end: float, now: float) -> int:
-    return max(1, int(round((end - now) * 1000)))
+    return max(1, round((end - now) * 1000))
 
 
 def element(key: str, end: float | None, now: float) -> str:

@@ -59,14 +59,18 @@ class ClientEntry:
         return self.expires is not None and now >= self.expires
 
     def to_json(self, now: float | None = None) -> dict[str, Any]:
+        """``{"public_key","ip","name"}``; with ``now`` (``clients list``) also
+        ``groups``, ``expires`` and ``expired``; without it ``groups``/``expires``
+        only when set (``clients add``'s answer keeps its shape)."""
         data: dict[str, Any] = {"public_key": str(self.public_key), "ip": str(self.ip),
-                                "name": self.name,
-                                "groups": list(self.groups) if self.groups is not None
-                                else None,
-                                "expires": format_timestamp(self.expires)
-                                if self.expires is not None else None}
+                                "name": self.name}
+        groups = list(self.groups) if self.groups is not None else None
+        expires = format_timestamp(self.expires) if self.expires is not None else None
         if now is not None:
-            data["expired"] = self.expired(now)
+            data.update(groups=groups, expires=expires, expired=self.expired(now))
+        else:
+            data.update({k: v for k, v in (("groups", groups), ("expires", expires))
+                         if v is not None})
         return data
 
     def attribute_tokens(self) -> list[str]:

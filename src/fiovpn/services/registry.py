@@ -11,20 +11,25 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.addresses import VpnNetwork, parse_ip
 from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
-from fiovpn.core.registry import ClientEntry, Registry
+from fiovpn.core.registry import ClientEntry, Registry, parse_groups
+from fiovpn.core.timespec import parse_expiry
 from fiovpn.errors import BadInput, Conflict, FiovpnError, PermanentError
 from fiovpn.services.state import StateCache
+
+if TYPE_CHECKING:
+    from fiovpn.services.access import DeviceGroups
 
 log = logging.getLogger("fiovpn.server")
 
@@ -77,6 +82,8 @@ class ClientRegistry:
     server_key: Key | None = None
     live: LiveInterface | None = None
     on_change: Callable[[], object] | None = None
+    device_groups: DeviceGroups | None = None  # to refuse a group no device has
+    clock: Callable[[], float] = field(default=time.time)
 
     def read(self) -> Registry:
         return read_registry(self.path)
@@ -101,11 +108,24 @@ class ClientRegistry:
         keys = {r.pubkey for r in rows or [] if r.pubkey is not None}
         return ips, keys
 
-    def add(self, public_key: str, ip: str = "auto", name: str | None = None) -> ClientEntry:
+    def _groups(self, groups: str | None) -> tuple[str, ...] | None:
+        if groups is None:
+            return None
+        parsed = parse_groups(groups, what="--groups")
+        if self.device_groups is not None:
+            from fiovpn.services.access import check_groups
+
+            check_groups(parsed, self.device_groups)
+        return parsed
+
+    def add(self, public_key: str, ip: str = "auto", name: str | None = None, *,
+            groups: str | None = None, expires: str | None = None) -> ClientEntry:
         key = Key.parse(public_key, what="public key")
         if name is not None:
             validate_name(name, what="client name")
         want = None if ip in ("auto", "", None) else parse_ip(ip, what="client IP")
+        group_list = self._groups(groups)
+        end = parse_expiry(expires, self.clock()) if expires is not None else None
         with self._editing():
             reg = self.read()
             entries = reg.entries
@@ -129,7 +149,7 @@ class ClientRegistry:
                 chosen = self.network.next_client_ip(used)
             else:
                 chosen = self.network.check_client_ip(want, used)
-            entry = ClientEntry(key, chosen, name)
+            entry = ClientEntry(key, chosen, name, group_list, end)
             write_registry(self.path, reg.add(entry))
         log.info("client added to registry: %s %s%s", key, chosen,
                  f" ({name})" if name else "")
@@ -150,6 +170,26 @@ class ClientRegistry:
             log.info("client removed from registry: %s %s", e.public_key, e.ip)
         self._changed()
         return removed
+
+    def renew(self, *, expires: str, public_key: str | None = None, name: str | None = None
+              ) -> builtins.list[ClientEntry]:
+        """Set a new ``expires=`` on a client's line (every other byte kept); an
+        expired client is back on the interface at once."""
+        if (public_key is None) == (name is None):
+            raise BadInput("give exactly one of the public key (--public-key) or the name "
+                           "(--name)", code="usage")
+        key = Key.parse(public_key, what="public key") if public_key is not None else None
+        if name is not None:
+            validate_name(name, what="client name")
+        end = parse_expiry(expires, self.clock())
+        with self._editing():
+            reg = self.read()
+            new, changed = reg.set_expires(end, public_key=key, name=name)
+            write_registry(self.path, new)
+        for e in changed:
+            log.info("client renewed: %s %s until %s", e.public_key, e.ip, expires)
+        self._changed()
+        return changed
 
     def check(self, public_key: str) -> dict[str, Any]:
         """``{"registered", "in_registry", "on_interface", "ip"}`` for ``public_key``."""

@@ -1,0 +1,287 @@
+"""``fiovpn server access|admins|journal``: who may reach which device, for how
+long, who may administer without a root shell, and the record of it (SPEC
+section 11). ``server admin-command`` is the admins' forced command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from fiovpn.cli.output import Result, command
+from fiovpn.core.forced import parse_forced_command
+from fiovpn.core.timespec import parse_duration
+from fiovpn.errors import BadInput, FiovpnError
+from fiovpn.services.access import AccessGrants, DeviceGroups
+from fiovpn.services.admins import AdminKeys
+from fiovpn.services.grants import GrantStore
+from fiovpn.services.journal import ADMIN_ENV, Journal, actor_from_env
+from fiovpn.services.registry import read_registry
+from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings
+
+
+def register(server: click.Group) -> None:
+    for cmd in (access, admins, journal_cmd, admin_command):
+        server.add_command(cmd)
+
+
+def _server_settings(config: Path | None) -> ServerSettings:
+    from fiovpn.cli.server import _settings
+
+    return _settings(config)
+
+
+def _config_path(config: Path | None) -> Path | None:
+    from fiovpn.cli.server import _config
+
+    found = _config(config)
+    if found is None and os.environ.get(SERVER_CONFIG_ENV):
+        found = Path(os.environ[SERVER_CONFIG_ENV])
+    return found.absolute() if found is not None else None
+
+
+def server_actor(settings: ServerSettings) -> str:
+    """Who runs this server command (journal ``actor``): the admin of the forced
+    command, else the registry name of the VPN address of the SSH session."""
+    names: dict[str, str | None] = {}
+    if os.environ.get("SSH_CONNECTION") and not os.environ.get(ADMIN_ENV):
+        try:
+            names = {str(e.ip): e.name for e in read_registry(settings.clients_file).entries}
+        except FiovpnError:
+            names = {}
+    return actor_from_env(os.environ, names)
+
+
+def config_opt(fn: Any) -> Any:
+    return click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+                        help="Settings file (TOML; default /etc/fiovpn/server.toml, "
+                             "env FIOVPN_SERVER_CONFIG).")(fn)
+
+
+# --------------------------------------------------------------------------- access
+
+
+def grants_service(settings: ServerSettings) -> AccessGrants:
+    from fiovpn.services import server as service
+
+    ctx = service.ServerContext.from_settings(settings)
+
+    def apply(statement: str) -> bool:
+        if not ctx.wg.interface_exists(settings.interface):
+            return True  # no live interface: the daemon applies grants.json when it starts
+        ctx.nft.apply(statement)
+        return True
+
+    return AccessGrants(
+        store=GrantStore.in_state_dir(settings.state_dir),
+        journal=Journal.in_state_dir(settings.state_dir),
+        registry=lambda: read_registry(settings.clients_file),
+        devices=ctx.state.load_devices,
+        groups=DeviceGroups.in_state_dir(settings.state_dir),
+        table=settings.nft_table,
+        apply=apply,
+        reapply=lambda: service.apply_local(ctx),
+        actor=server_actor(settings),
+    )
+
+
+@click.group("access")
+def access() -> None:
+    """Time-boxed grants: a client reaches a device group or one device for a while.
+
+    The grant ends on time in the kernel (an nft set element with a timeout),
+    even while the daemon is stopped.
+    """
+
+
+def _target_opts(fn: Any) -> Any:
+    for opt in (
+        click.option("--device", default=None, help="One device, by name."),
+        click.option("--group", default=None, help="A factory device group."),
+        click.option("--public-key", "public_key", default=None,
+                     help="The client, by public key."),
+        click.option("--name", default=None, help="The client, by registry name."),
+    ):
+        fn = opt(fn)
+    return fn
+
+
+@access.command("grant")
+@command
+@config_opt
+@_target_opts
+@click.option("--for", "duration", required=True,
+              help="How long: a number and a unit s, m, h, d (5m, 2h, 1h30m).")
+def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
+              group: str | None, device: str | None, duration: str) -> Result:
+    """Let a client reach a device group or one device for a while.
+
+    \b
+      fiovpn server access grant --name alice --group prod --for 2h
+      fiovpn server access grant --name alice --device gw-17 --for 30m
+    """
+    svc = grants_service(_server_settings(config))
+    data = svc.grant(name=name, public_key=public_key, group=group, device=device,
+                     duration=duration)
+    what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
+    return Result(data, f"{data['client']} may reach {what} until {data['expires']}.")
+
+
+@access.command("revoke")
+@command
+@config_opt
+@_target_opts
+def revoke_cmd(config: Path | None, name: str | None, public_key: str | None,
+               group: str | None, device: str | None) -> Result:
+    """End a grant now."""
+    svc = grants_service(_server_settings(config))
+    data = svc.revoke(name=name, public_key=public_key, group=group, device=device)
+    what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
+    return Result(data, f"Revoked: {data['client']} no longer reaches {what}.")
+
+
+@access.command("list")
+@command
+@config_opt
+def access_list_cmd(config: Path | None) -> Result:
+    """Live grants: client, group or device, end, seconds left."""
+    data = grants_service(_server_settings(config)).list()
+    table = Table(title=f"{len(data)} grants", title_justify="left")
+    for col in ("client", "group", "device", "expires", "remaining"):
+        table.add_column(col)
+    for g in data:
+        table.add_row(g["client"], g["group"] or "-", g["device"] or "-", g["expires"],
+                      f"{g['remaining_s']}s")
+    return Result(data, table)
+
+
+# --------------------------------------------------------------------------- admins
+
+
+def _program() -> list[str]:
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "fiovpn" and argv0.exists():
+        return [str(argv0.absolute())]
+    return [sys.executable, "-m", "fiovpn"]
+
+
+def admin_keys(settings: ServerSettings, config: Path | None) -> AdminKeys:
+    path = _config_path(config)
+    return AdminKeys(settings.authorized_keys, _program(), str(path) if path else None)
+
+
+@click.group("admins")
+def admins() -> None:
+    """Admins without a root shell: SSH keys that may run only fiovpn's registry,
+    access, journal and status commands (a forced command in authorized_keys)."""
+
+
+@admins.command("add")
+@command
+@config_opt
+@click.option("--ssh-public-key", "key_file", required=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="The admin's OpenSSH public key file (id_ed25519.pub).")
+@click.option("--name", required=True, help="The admin's name (journal actor).")
+def admins_add(config: Path | None, key_file: Path, name: str) -> Result:
+    """Let an SSH key run `fiovpn register` & co on this server, and nothing else.
+
+    \b
+      fiovpn server admins add --ssh-public-key alice.pub --name alice
+    """
+    settings = _server_settings(config)
+    try:
+        text = key_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read the SSH public key file {key_file}: {exc}",
+                       code="bad_ssh_key") from None
+    admin = admin_keys(settings, config).add(name, text)
+    Journal.in_state_dir(settings.state_dir).try_append(
+        actor=server_actor(settings), action="admin_add", target=name,
+        detail={"key_type": admin.key_type, "authorized_keys": str(settings.authorized_keys)})
+    return Result(admin.to_json(),
+                  f"Admin {name} added to {settings.authorized_keys}: that key may run "
+                  "fiovpn's registry, access, journal and status commands only.\n"
+                  f"Next (on {name}'s machine): fiovpn register --public-key KEY --name N")
+
+
+@admins.command("remove")
+@command
+@config_opt
+@click.option("--name", required=True, help="The admin's name.")
+def admins_remove(config: Path | None, name: str) -> Result:
+    """Remove an admin's key from authorized_keys."""
+    settings = _server_settings(config)
+    admin = admin_keys(settings, config).remove(name)
+    Journal.in_state_dir(settings.state_dir).try_append(
+        actor=server_actor(settings), action="admin_remove", target=name, detail={})
+    return Result(admin.to_json(), f"Admin {name} removed from {settings.authorized_keys}.")
+
+
+@admins.command("list")
+@command
+@config_opt
+def admins_list(config: Path | None) -> Result:
+    """Admins (keys with fiovpn's forced command)."""
+    settings = _server_settings(config)
+    found = admin_keys(settings, config).list()
+    table = Table(title=f"{len(found)} admins", title_justify="left")
+    for col in ("name", "key type", "key"):
+        table.add_column(col, overflow="fold")
+    for a in found:
+        table.add_row(a.name, a.key_type, a.key)
+    return Result([a.to_json() for a in found], table)
+
+
+@click.command("admin-command", hidden=True)
+@command
+@config_opt
+@click.option("--name", required=True)
+def admin_command(config: Path | None, name: str) -> Result:
+    """The forced command of an admin's key: runs the checked SSH_ORIGINAL_COMMAND."""
+    settings = _server_settings(config)
+    journal = Journal.in_state_dir(settings.state_dir)
+    original = os.environ.get("SSH_ORIGINAL_COMMAND")
+    try:
+        args = parse_forced_command(original)
+    except BadInput:
+        journal.try_append(actor=name, action="refused", target=name,
+                           detail={"command": (original or "")[:200]})
+        raise
+    path = _config_path(config)
+    argv = [sys.executable, "-m", "fiovpn", args[0],
+            *(["--config", str(path)] if path else []), *args[1:]]
+    env = {**os.environ, ADMIN_ENV: name}
+    sys.stdout.flush()
+    # never a shell: the checked words, as they are
+    os.execve(sys.executable, argv, env)  # noqa: S606
+
+
+# --------------------------------------------------------------------------- journal
+
+
+@click.command("journal")
+@command
+@config_opt
+@click.option("--since", default=None, help="Only the last DURATION (1h, 7d).")
+@click.option("--action", default=None,
+              help="Only this action (client_add, client_remove, renew, expire, grant, "
+                   "revoke, admin_add, admin_remove, peer_add, peer_remove, refused).")
+def journal_cmd(config: Path | None, since: str | None, action: str | None) -> Result:
+    """Every change an admin or the daemon made: when, who, what, to whom."""
+    settings = _server_settings(config)
+    cutoff = time.time() - parse_duration(since, what="--since") if since else None
+    lines = Journal.in_state_dir(settings.state_dir).read(since=cutoff, action=action)
+    table = Table(title=f"{len(lines)} journal lines", title_justify="left")
+    for col in ("at", "actor", "action", "target", "detail"):
+        table.add_column(col, overflow="fold")
+    for ln in lines:
+        table.add_row(str(ln.get("at")), str(ln.get("actor")), str(ln.get("action")),
+                      str(ln.get("target")), json.dumps(ln.get("detail"), sort_keys=True))
+    return Result(lines, table)

@@ -1,0 +1,139 @@
+"""Admins without a root shell: lines of the server SSH's ``authorized_keys``
+with a forced command (``core/forced.py``) that runs only fiovpn's registry,
+access, journal and status commands.
+
+A managed line is ``command="<fiovpn> server admin-command --name N",restrict
+<type> <key> fiovpn-admin:N``; every other line of the file is kept byte for
+byte. Written atomically (0600) under an exclusive lock.
+
+API (for the CLI and replication):
+- ``AdminKeys(path, program, config).add(name, key_text) -> Admin``;
+- ``.remove(name) -> Admin``; ``.list() -> list[Admin]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fiovpn.adapters.fs import atomic_write, locked
+from fiovpn.core.forced import forced_command_line
+from fiovpn.core.names import validate_name
+from fiovpn.errors import BadInput, Conflict, NotFound, PermanentError
+
+MARK = "fiovpn-admin:"
+KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+             "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+             "sk-ecdsa-sha2-nistp256@openssh.com")
+_MANAGED = re.compile(r"(?:^|\s)(?P<type>\S+) (?P<blob>[A-Za-z0-9+/=]+) "
+                      + re.escape(MARK) + r"(?P<name>\S+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    name: str
+    key_type: str
+    key: str  # base64 blob
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "key_type": self.key_type, "public_key": self.key}
+
+
+def parse_public_key(text: str, *, what: str = "SSH public key") -> tuple[str, str]:
+    """``(type, base64 blob)`` of one OpenSSH public key line (comment ignored)."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) != 1:
+        raise BadInput(f"the {what} file must hold exactly one key line, found "
+                       f"{len(lines)}", code="bad_ssh_key")
+    parts = lines[0].split()
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise BadInput(f"not an OpenSSH public key (expected '<type> <base64> [comment]' "
+                       f"with a type of {', '.join(KEY_TYPES[:3])}, …; options are not "
+                       "allowed)", code="bad_ssh_key",
+                       hint="give the .pub file from ssh-keygen")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(f"the {what} is not valid base64", code="bad_ssh_key") from None
+    # the blob starts with its own type name (RFC 4253): a pasted mismatch is refused
+    if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != parts[0].encode():
+        raise BadInput(f"the {what} blob does not match its type {parts[0]}",
+                       code="bad_ssh_key")
+    return parts[0], parts[1]
+
+
+def _managed(line: str) -> Admin | None:
+    if MARK not in line or not line.startswith("command="):
+        return None
+    m = _MANAGED.search(line)
+    if m is None:
+        return None
+    return Admin(m["name"], m["type"], m["blob"])
+
+
+@dataclass
+class AdminKeys:
+    path: Path
+    program: list[str]  # how sshd starts fiovpn (absolute path or python -m fiovpn)
+    config: str | None = None  # the server settings file the forced command reads
+
+    def _read(self) -> list[str]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise PermanentError(f"cannot read {self.path}: {exc.strerror}",
+                                 code="authorized_keys_unreadable") from None
+        return raw.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            atomic_write(self.path, "".join(lines).encode("utf-8", "surrogateescape"),
+                         mode=0o600)
+        except OSError as exc:
+            raise PermanentError(f"cannot write {self.path}: {exc.strerror}",
+                                 code="authorized_keys_unwritable") from None
+
+    def list(self) -> list[Admin]:
+        return [a for a in map(_managed, self._read()) if a is not None]
+
+    def add(self, name: str, key_text: str) -> Admin:
+        validate_name(name, what="admin name")
+        key_type, blob = parse_public_key(key_text)
+        command = forced_command_line(self.program, name, self.config)
+        with locked(self.path):
+            lines = self._read()
+            for ln in lines:
+                admin = _managed(ln)
+                if admin is not None and admin.name == name:
+                    raise Conflict(f"an admin named {name!r} already exists",
+                                   code="name_taken",
+                                   hint=f"remove it first: fiovpn server admins remove "
+                                        f"--name {name}")
+                if blob in ln.split():
+                    raise Conflict("that SSH key is already in "
+                                   f"{self.path}" + (f" (admin {admin.name!r})"
+                                                     if admin else " (with a shell)"),
+                                   code="key_taken")
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            lines.append(f'command="{command}",restrict {key_type} {blob} {MARK}{name}\n')
+            self._write(lines)
+        return Admin(name, key_type, blob)
+
+    def remove(self, name: str) -> Admin:
+        validate_name(name, what="admin name")
+        with locked(self.path):
+            lines = self._read()
+            kept = [ln for ln in lines if (a := _managed(ln)) is None or a.name != name]
+            gone = [a for ln in lines if (a := _managed(ln)) is not None and a.name == name]
+            if not gone:
+                raise NotFound(f"no admin named {name!r} in {self.path}",
+                               hint="see `fiovpn server admins list`")
+            self._write(kept)
+        return gone[0]

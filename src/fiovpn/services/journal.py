@@ -1,0 +1,112 @@
+"""The journal: one JSON object a line, ``{"at","actor","action","target","detail"}``.
+
+On the server ``<state dir>/journal.jsonl`` records every change an admin or
+the daemon makes; on an engineer's machine ``~/.local/state/fiovpn/journal.jsonl``
+(a setting) records every device-touching command and MCP tool call. The file
+is 0600 and only ever appended to (``O_APPEND``, one ``write`` a line, under
+a lock), so lines of two writers never interleave and nothing is rewritten.
+
+API (for the daemon, the CLI, MCP and replication):
+- ``Journal(path).append(actor=, action=, target=, detail=) -> dict``;
+- ``Journal(path).read(since=None, action=None) -> list[dict]``;
+- ``actor_from_env(env, names_by_ip)``: who is acting (section 11).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import pwd
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fiovpn.core.timespec import format_timestamp, parse_timestamp
+from fiovpn.errors import BadInput
+
+log = logging.getLogger("fiovpn")
+
+JOURNAL_FILE = "journal.jsonl"
+ADMIN_ENV = "FIOVPN_ADMIN"  # set by the admins' forced command (services/admins.py)
+DAEMON = "daemon"
+
+
+@dataclass
+class Journal:
+    path: Path
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Journal:
+        return cls(state_dir / JOURNAL_FILE)
+
+    def append(self, *, actor: str, action: str, target: str,
+               detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        line = {"at": format_timestamp(self.clock()), "actor": actor, "action": action,
+                "target": target, "detail": dict(detail or {})}
+        data = (json.dumps(line, separators=(",", ":"), default=str) + "\n").encode()
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return line
+
+    def try_append(self, **kwargs: Any) -> None:
+        """``append`` that never stops the caller: the change is already made."""
+        try:
+            self.append(**kwargs)
+        except OSError as exc:
+            log.warning("cannot write the journal %s: %s", self.path, exc)
+
+    def read(self, *, since: float | None = None, action: str | None = None
+             ) -> list[dict[str, Any]]:
+        try:
+            raw = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        out: list[dict[str, Any]] = []
+        for text in raw.splitlines():
+            try:
+                item = json.loads(text)
+            except ValueError:
+                continue  # a torn last line after a crash: skip, never fail the reader
+            if not isinstance(item, dict):
+                continue
+            if action is not None and item.get("action") != action:
+                continue
+            if since is not None:
+                with contextlib.suppress(BadInput, TypeError):
+                    if parse_timestamp(str(item.get("at"))) < since:
+                        continue
+            out.append(item)
+        return out
+
+
+def local_user() -> str:
+    with contextlib.suppress(KeyError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    return str(os.getuid())
+
+
+def actor_from_env(env: Mapping[str, str], names_by_ip: Mapping[str, str | None]
+                   ) -> str:
+    """The admin's name from the forced command, else the registry name of the VPN
+    address the SSH session came from (``SSH_CONNECTION``), else the local user."""
+    admin = env.get(ADMIN_ENV)
+    if admin:
+        return admin
+    conn = env.get("SSH_CONNECTION", "").split()
+    if conn:
+        name = names_by_ip.get(conn[0])
+        return name or f"ssh:{conn[0]}"
+    return f"local:{local_user()}"
