@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.listen import Listen
 from fiovpn.core.names import validate_interface, validate_name
 from fiovpn.errors import BadInput
 
@@ -58,9 +59,13 @@ class ServerSettings:
     ip_forward_file: Path = Path("/proc/sys/net/ipv4/ip_forward")
     # the server SSH's authorized_keys, where `server admins` keeps admins' keys
     authorized_keys: Path = Path("/root/.ssh/authorized_keys")
+    http: str | None = None  # ADDR:PORT of /metrics, the dashboard and /api/status
 
     def network(self) -> VpnNetwork:
         return VpnNetwork.build(self.subnet, self.address, self.client_pool)
+
+    def http_listen(self) -> Listen | None:
+        return Listen.parse(self.http) if self.http else None
 
     def validate(self) -> ServerSettings:
         validate_interface(self.interface)
@@ -72,6 +77,7 @@ class ServerSettings:
             raise BadInput(f"invalid port {self.port}: expected 1-65535")
         if self.interval <= 0:
             raise BadInput(f"invalid interval {self.interval}: must be positive")
+        self.http_listen()
         return self
 
 

@@ -93,9 +93,12 @@ def server(ctx: click.Context, config: Path | None) -> None:
 @click.option("--private-key", "private_key", type=click.Path(path_type=Path), default=None,
               help="Server private key (generated, 0600, if missing; "
                    "default /etc/fiovpn/server.key).")
+@click.option("--http", "http", default=None, metavar="ADDR:PORT",
+              help="Have the daemon serve /metrics and the dashboard on ADDR:PORT "
+                   "(written into the settings file).")
 def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address: str | None,
                port: int | None, private_key: Path | None, api_url: str | None,
-               api_token_file: Path | None) -> Result:
+               api_token_file: Path | None, http: str | None) -> Result:
     """Publish this server in the factory and install its daemon's systemd unit.
 
     Writes the factory's `wireguard-server` file (endpoint, server address,
@@ -109,7 +112,8 @@ def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address:
     settings = load(ServerSettings, toml_path=path, toml_required=False,
                     flags={"factory": factory, "address": address, "port": port,
                            "private_key": private_key, "api_url": api_url,
-                           "api_token_file": api_token_file, "endpoint": endpoint})
+                           "api_token_file": api_token_file, "endpoint": endpoint,
+                           "http": http})
     api = service.build_api(settings)
     data = service.enable(settings, api, endpoint=endpoint, config_path=path)
     human = (f"Factory {data['factory']}: wireguard-server published "
@@ -160,6 +164,10 @@ def disable_cmd(config: Path | None, factory: str | None, api_url: str | None,
               help="State directory (default /var/lib/fiovpn).")
 @click.option("--allow-device-to-device", "allow_device_to_device", is_flag=True,
               default=None, help="Forward device<->device traffic.")
+@click.option("--http", "http", default=None, metavar="ADDR:PORT",
+              help="Serve /metrics, the dashboard (/) and /api/status on ADDR:PORT, e.g. "
+                   "10.42.42.1:9100 (the firewall lets only clients through the tunnel in; "
+                   "default off).")
 @click.option("--once", is_flag=True, help="One reconcile, then exit 0 (ok) or 1 (failed).")
 def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     """Keep WireGuard in sync with the factory and the client registry.
@@ -241,9 +249,19 @@ def status_view(data: dict[str, Any]) -> Group:
 @server.command("status")
 @command
 @config_option
-def status_cmd(config: Path | None) -> Result:
+@click.option("--watch", is_flag=True,
+              help="Redraw the table live until Ctrl-C (with --json: one document a line).")
+@click.option("--every", "every", type=click.FloatRange(min=0.2), default=2.0,
+              show_default=True, help="Seconds between redraws with --watch.")
+def status_cmd(config: Path | None, watch: bool, every: float) -> Result:
     """Peers (kind, name, IP, key, handshake, traffic), conflicts, last sync and error."""
     settings = _settings(config)
+    if watch:
+        from fiovpn.cli.output import json_mode, stdout
+        from fiovpn.cli.watch import watch as live
+
+        raise SystemExit(live(lambda: service.status(settings), status_view, interval=every,
+                              console=stdout, as_json=json_mode()))
     data = service.status(settings)
     return Result(data, status_view(data))
 

@@ -10,6 +10,8 @@ Policy:
 - devices may reach the server only for ping (and replies), never clients;
 - device <-> device only with ``allow_device_to_device``;
 - client <-> client denied;
+- the daemon's web port (``--http``) only from this host and through the tunnel
+  (so only clients: devices may only ping the server);
 - client -> device is source-NATed to the server address, so a device whose
   only tunnel route is the server ``/32`` can answer.
 
@@ -46,6 +48,7 @@ class FirewallPolicy:
     interface: str
     server: IPv4Address
     allow_device_to_device: bool = False
+    http_port: int | None = None  # the daemon's web port: clients through the tunnel only
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,11 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
             f"\t\tip saddr @{chain}_grants accept",
             "\t}",
         ]
+    # The web port answers this host and the tunnel (where only clients pass the
+    # rules below), never the underlay.
+    http = ([f"\t\ttcp dport {policy.http_port} iifname != {{ \"lo\", {iface} }} {REJECT} "
+             "comment \"the dashboard and /metrics only through the tunnel\""]
+            if policy.http_port else [])
     lines = [
         f"add table inet {t}",
         f"delete table inet {t}",
@@ -187,6 +195,7 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
         "",
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
+        *http,
         f"\t\tiifname != {iface} accept",
         "\t\tct state established,related accept",
         "\t\tct state invalid drop",

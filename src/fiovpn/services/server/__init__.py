@@ -28,6 +28,7 @@ from fiovpn.services.server.setup import (
     fiovpn_command,
     render_server_toml,
     render_unit,
+    set_setting,
     unit_path,
 )
 from fiovpn.services.server.status import status, status_document
@@ -36,5 +37,5 @@ __all__ = [
     "BACKOFF_START", "FILE_POLL", "TOKEN_ENV", "Daemon", "ReconcileReport", "ServerContext",
     "apply_local", "build_api", "check_server_file", "config_path_for", "disable", "enable",
     "ensure_interface", "fiovpn_command", "reconcile_once", "registry", "render_server_toml",
-    "render_unit", "status", "status_document", "unit_path",
+    "render_unit", "set_setting", "status", "status_document", "unit_path",
 ]

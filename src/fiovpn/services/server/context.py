@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fiovpn.adapters.factory_api import FactoryApi, WireguardIp
 from fiovpn.adapters.nft import Nft
@@ -21,6 +22,9 @@ from fiovpn.errors import FiovpnError
 from fiovpn.services.keys import read_private_key
 from fiovpn.services.state import StateCache
 from fiovpn.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from fiovpn.services.server.report import ReconcileReport
 
 log = logging.getLogger("fiovpn.server")
 
@@ -49,6 +53,9 @@ class ServerContext:
     forwarding_on: bool = False  # switched on (or found on) after the firewall applied
     apply_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
                                        compare=False)
+    # Called after every pass with its report and duration (the daemon's metrics).
+    on_pass: Callable[[ReconcileReport, float], None] | None = None
+    last_status: dict[str, Any] | None = None  # the status document of the last pass
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,

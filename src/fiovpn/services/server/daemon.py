@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from fiovpn.core.keys import public_key
 from fiovpn.services.keys import ensure_key_file
@@ -17,6 +18,10 @@ from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.interface import check_server_file, ensure_interface
 from fiovpn.services.server.reconcile import apply_local, reconcile_once
 from fiovpn.services.server.report import ReconcileReport
+from fiovpn.services.server.status import status
+
+if TYPE_CHECKING:
+    from fiovpn.ops.serve import Web
 
 log = logging.getLogger("fiovpn.server")
 
@@ -41,6 +46,30 @@ class Daemon:
     poll: float = FILE_POLL
     stopping: bool = False
     passes: int = 0
+    web: Web | None = None
+
+    def _bind_web(self) -> Web | None:
+        """The HTTP listener of ``--http`` (bound now, serving after the first
+        pass has put the firewall in place); None when the setting is off."""
+        listen = self.ctx.settings.http_listen()
+        if listen is None:
+            return None
+        from fiovpn.ops.serve import build_web  # uvicorn and starlette only when asked
+
+        ctx = self.ctx
+        web = build_web(listen, status_fn=lambda: status(ctx.settings,
+                                                         document=ctx.last_status),
+                        state_dir=ctx.settings.state_dir, interval=ctx.settings.interval,
+                        api=ctx.api)
+
+        def observe(report: ReconcileReport, seconds: float) -> None:
+            web.metrics.observe_pass(seconds, report.api_exception)
+        ctx.on_pass = observe
+        return web
+
+    def _serve_web(self) -> None:
+        if self.web is not None and self.web.http.thread is None:
+            self.web.http.serve()
 
     def start(self) -> None:
         s = self.ctx.settings
@@ -81,7 +110,12 @@ class Daemon:
         try:
             with self.ctx.state.daemon_lock():
                 self.start()
-                return self._loop(once)
+                self.web = None if once else self._bind_web()
+                try:
+                    return self._loop(once)
+                finally:
+                    if self.web is not None:
+                        self.web.http.stop()
         except _Stopped:
             log.info("daemon stopped; interface %s and its peers stay up",
                      self.ctx.settings.interface)
@@ -106,6 +140,7 @@ class Daemon:
                 done, started = running.report, running.started
                 running = None
                 self.passes += 1
+                self._serve_web()
                 if done is not None and done.api_error is not None:
                     failures += 1
                     delay = done.retry_after or min(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.core.addresses import VpnNetwork
@@ -36,6 +37,7 @@ def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[Wireguar
         rows = ctx.api.wireguard_ips()
     except FiovpnError as exc:
         report.api_error = f"factory API failed: {exc}"
+        report.api_exception = exc
         if isinstance(exc, TemporaryError):
             report.retry_after = exc.delay
         cached = ctx.state.load_devices()
@@ -83,6 +85,7 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
     ``status.json``) so the daemon can carry on. ``use_api=False`` reconciles
     from the state cache only (used to apply a registry edit at once).
     """
+    started = time.perf_counter()
     report = ReconcileReport(at=iso(ctx.clock()))
     if use_api:
         rows = _fetch_devices(ctx, report)
@@ -94,7 +97,10 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileRepo
     # local and quick, and one pass at a time may do it (the daemon applies a
     # registry edit from another thread while a factory read is in flight).
     with ctx.apply_lock:
-        return _reconcile_local(ctx, report, rows)
+        _reconcile_local(ctx, report, rows)
+    if ctx.on_pass is not None:
+        ctx.on_pass(report, time.perf_counter() - started)
+    return report
 
 
 def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
@@ -142,8 +148,10 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     report.peers = peers
     ctx.known = {**known, **{p.public_key: p for p in peers}}
 
+    listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
-                            s.allow_device_to_device)
+                            s.allow_device_to_device,
+                            http_port=listen.port if listen else None)
     fw_key = (policy, frozenset((p.kind, p.ip) for p in peers))
     if fw_key != ctx.last_firewall:
         try:
@@ -190,6 +198,7 @@ def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
         log.warning("%s", note)
     ctx.last_notes = frozenset(notes)
     report.status = status_document(ctx, report, dump, peers)
+    ctx.last_status = report.status
     try:
         ctx.state.save_status(report.status)
     except OSError as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from fiovpn.core.peers import DesiredPeers, Peer
 from fiovpn.core.plan import PeerChange
 from fiovpn.core.registry import RegistryProblem
+from fiovpn.errors import FiovpnError
 
 log = logging.getLogger("fiovpn.server")
 
@@ -30,6 +31,7 @@ class ReconcileReport:
     registry_problems: list[RegistryProblem] = field(default_factory=list)
     api_ok: bool = False
     api_error: str | None = None
+    api_exception: FiovpnError | None = field(default=None, repr=False)
     retry_after: float | None = None
     errors: list[str] = field(default_factory=list)
     devices_source: str = "api"  # api | cache | interface

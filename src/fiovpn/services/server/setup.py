@@ -22,7 +22,7 @@ from fiovpn.core.factory_files import (
 from fiovpn.core.keys import Key, public_key
 from fiovpn.errors import BadInput, NotFound, PermanentError
 from fiovpn.services.keys import ensure_key_file
-from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings, load, render_toml
+from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings, load, render_toml, toml_value
 
 log = logging.getLogger("fiovpn.server")
 
@@ -32,7 +32,7 @@ TOKEN_ENV = "FIOVPN_API_TOKEN"  # noqa: S105 - the name of a variable, not a sec
 
 TOML_KEYS = ("factory", "api_url", "api_token_file", "interface", "private_key", "subnet",
              "address", "port", "endpoint", "client_pool", "interval", "clients_file",
-             "hosts_file", "state_dir", "allow_device_to_device")
+             "hosts_file", "state_dir", "allow_device_to_device", "http")
 
 
 def render_server_toml(settings: ServerSettings) -> str:
@@ -129,7 +129,9 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
     unit = unit_path(settings)
     target = config_path
     try:
-        if not config_path.exists():
+        if config_path.exists() and settings.http is not None:
+            wrote_config = set_setting(config_path, "http", settings.http)
+        elif not config_path.exists():
             to_write = settings
             token = env.get(TOKEN_ENV)
             if settings.api_token_file is None and token:
@@ -151,7 +153,25 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
             "server_address": str(settings.network().server), "public_key": str(pub),
             "private_key_path": str(settings.private_key), "key_created": created,
             "config": str(config_path), "config_written": wrote_config, "unit": str(unit),
-            "enabled": True, "warnings": warnings}
+            "http": settings.http, "enabled": True, "warnings": warnings}
+
+
+def set_setting(path: Path, key: str, value: object) -> bool:
+    """Set one ``key = value`` line of a settings file, keeping every other line
+    (comments included) and the file's mode; False when it already says so."""
+    raw = path.read_text()
+    line = f"{key} = {toml_value(value)}"
+    lines = raw.splitlines()
+    for i, old in enumerate(lines):
+        if "=" in old and old.split("=", 1)[0].strip() == key:
+            if old.strip() == line:
+                return False
+            lines[i] = line
+            break
+    else:
+        lines.append(line)
+    atomic_write(path, "\n".join(lines) + "\n", mode=path.stat().st_mode & 0o777)
+    return True
 
 
 def _check_daemon_agrees(settings: ServerSettings, config_path: Path) -> None:

@@ -73,16 +73,20 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
     }
 
 
-def status(settings: ServerSettings, *, runner: Runner | None = None) -> dict[str, Any]:
+def status(settings: ServerSettings, *, runner: Runner | None = None,
+           document: dict[str, Any] | None = None) -> dict[str, Any]:
     """The daemon's last status with live handshake and traffic figures.
+
+    ``document``: the daemon's last status document when the caller holds it
+    (the daemon's own web page), instead of reading ``status.json``.
 
     Shape: ``{"factory", "interface", "server_address", "public_key", "port",
     "daemon_running", "interface_up", "last_sync", "last_success", "last_error",
     "api_ok", "peers": [{"kind", "name", "ip", "public_key", "latest_handshake",
     "rx", "tx", "endpoint"}], "conflicts", "skipped", "registry_problems"}``.
     """
-    state = StateCache(settings.state_dir)
-    doc = state.load_status() or {}
+    doc = document if document is not None else (
+        StateCache(settings.state_dir).load_status() or {})
     wg = WireGuard(runner or SubprocessRunner(), wireguard_go=settings.wireguard_go)
     dump: WgDump | None = None
     up = wg.interface_exists(settings.interface)
