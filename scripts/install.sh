@@ -10,7 +10,19 @@ apt-get install -y -qq --no-install-recommends \
   wireguard-tools wireguard-go openssh-server openssh-client nftables iproute2 iputils-ping \
   >/dev/null
 extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+if [ "${1:-}" = "--test" ]; then
+  extra="[test]"
+  # The tests' real parts: Prometheus scrapes the daemon, headless Chromium shows
+  # the dashboard. Their packaged services must never start here (policy-rc.d 101).
+  guard=/usr/sbin/policy-rc.d
+  if [ ! -e "$guard" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$guard"
+    chmod 0755 "$guard"
+    trap 'rm -f "$guard"' EXIT  # removed again even when apt-get fails
+  fi
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+    prometheus chromium chromium-driver >/dev/null
+fi
 # PEP 668: Debian's own python refuses system-wide pip installs without this flag.
 pip_flags=(-q)
 python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages \
