@@ -170,16 +170,26 @@ def test_presence_rules() -> None:
 
 
 def test_grants_and_journal_from_the_state_dir(tmp_path: Path) -> None:
-    (tmp_path / "grants.json").write_text(json.dumps([
-        {"client": "eng1", "group": "lab", "device": None, "expires": "2027-01-15T09:00:00Z"},
-        {"client": "eng2", "group": None, "device": "d1", "expires": "2020-01-01T00:00:00Z"},
-        "garbage",
-    ]))
+    from fiovpn.core.grants import Grant
+    from fiovpn.core.keys import KeyPair
+    from fiovpn.services.grants import GrantStore
+
+    key = KeyPair.generate().public
     now = parse_time("2027-01-15T08:00:00Z") or 0
+    GrantStore(tmp_path / "grants.json").save([
+        Grant(key, "eng1", "lab", None, int(now) + 3600),
+        Grant(key, "eng1", None, "d1", int(now) - 10),  # ended
+        Grant(key, "eng1", None, "d2", int(now) + 60),
+    ])
     grants = live_grants(tmp_path / "grants.json", now)
-    assert grants == [{"client": "eng1", "group": "lab", "device": None,
-                       "expires": "2027-01-15T09:00:00Z", "remaining_s": 3600}]
+    assert grants == [
+        {"client": "eng1", "public_key": str(key), "group": None, "device": "d2",
+         "expires": "2027-01-15T08:01:00Z", "remaining_s": 60},
+        {"client": "eng1", "public_key": str(key), "group": "lab", "device": None,
+         "expires": "2027-01-15T09:00:00Z", "remaining_s": 3600}]
     assert live_grants(tmp_path / "missing.json", now) == []
+    (tmp_path / "bad.json").write_text("{not json")
+    assert live_grants(tmp_path / "bad.json", now) == []
     lines = [json.dumps({"at": f"t{i}", "actor": "daemon", "action": "peer_added",
                          "target": f"d{i}", "detail": {}}) for i in range(100)]
     (tmp_path / "journal.jsonl").write_text("\n".join(lines[:50]) + "\nnot json\n"

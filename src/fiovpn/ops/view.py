@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fiovpn.adapters.factory_api import FactoryApi
-from fiovpn.core.presence import factory_online, parse_time
+from fiovpn.core.presence import factory_online
 from fiovpn.errors import FiovpnError
+from fiovpn.services.grants import GRANTS_FILE, GrantStore
+from fiovpn.services.journal import JOURNAL_FILE
 
 log = logging.getLogger("fiovpn.server")
 
-GRANTS_FILE = "grants.json"
-JOURNAL_FILE = "journal.jsonl"
 JOURNAL_TAIL_BYTES = 256 * 1024  # the recent journal is read from the end of the file
 
 StatusFn = Callable[[], dict[str, Any]]
@@ -111,25 +111,15 @@ class StatusView:
 
 
 def live_grants(path: Path, now: float) -> list[dict[str, Any]]:
-    """Grants (``{"client","group","device","expires"}``) not yet ended, each with
-    ``remaining_s``. The file is a list of grants or ``{"grants": [...]}``; an
-    unreadable file or entry is skipped (the daemon reports it, not the page)."""
+    """Grants not yet ended, as ``server access list --json`` shows them
+    (``{"client","public_key","group","device","expires","remaining_s"}``),
+    soonest end first. An unreadable file shows no grant (the daemon and
+    ``server access list`` report it)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        grants = GrantStore(path).live(now)
+    except FiovpnError:
         return []
-    items = data.get("grants") if isinstance(data, dict) else data
-    out: list[dict[str, Any]] = []
-    for item in items if isinstance(items, list) else ():
-        if not isinstance(item, dict):
-            continue
-        ends = parse_time(str(item.get("expires") or ""))
-        if ends is None or ends <= now:
-            continue
-        out.append({"client": item.get("client"), "group": item.get("group"),
-                    "device": item.get("device"), "expires": item.get("expires"),
-                    "remaining_s": int(ends - now)})
-    return sorted(out, key=lambda g: int(g["remaining_s"]))
+    return [g.to_json(now) for g in sorted(grants, key=lambda g: g.end)]
 
 
 def journal_tail(path: Path, limit: int) -> list[dict[str, Any]]:
