@@ -83,6 +83,20 @@ def test_lists_every_device_across_pages(sandbox: SandboxServer) -> None:
     assert served(sandbox) - before == 3  # pages of 500, 500, 200
 
 
+def test_device_fields_and_server_side_filters(sandbox: SandboxServer) -> None:
+    client = make_client(sandbox, page_limit=500)
+    lab = client.list_devices(group="lab")  # generated: even devices are in group lab
+    assert len(lab) == 600 and all(d.device_group == "lab" for d in lab)
+    assert all(d.tag == "devel" and d.owner for d in lab)
+    tagged = client.list_devices(tag="main", group="field")
+    assert len(tagged) == 600 and {d.device_group for d in tagged} == {"field"}
+    assert client.list_devices(group="no-such-group") == []
+    one = client.get_device("device-0003")  # a single GET sends a `group` object
+    assert "group" in one.raw and "device-group" not in one.raw
+    assert (one.device_group, one.tag, one.is_prod, one.up_to_date) == ("field", "main",
+                                                                        True, True)
+
+
 def test_reads_and_patches_factory_config(sandbox: SandboxServer) -> None:
     client = make_client(sandbox)
     server_file = ConfigFile("wireguard-server", SERVER_VALUE, True, (VPN_HANDLER,))
@@ -98,8 +112,9 @@ def test_reads_and_patches_factory_config(sandbox: SandboxServer) -> None:
 def test_reads_and_patches_device_config(sandbox: SandboxServer) -> None:
     client = make_client(sandbox)
     before = current_file(client.device_config("device-0007"), "wireguard-client")
-    assert before is not None and before.value.startswith("pubkey=")
-    pubkey = before.value.removeprefix("pubkey=")
+    assert before is not None and before.value.startswith("enabled=0\npubkey=")
+    assert before.on_changed == ()  # a fresh device's own file has no handler
+    pubkey = before.value.removeprefix("enabled=0\npubkey=")
     value = f"address=10.42.42.9\npubkey={pubkey}"
     client.patch_device_config("device-0007", "Set Wireguard configuration - enable",
                                [ConfigFile("wireguard-client", value, True, (VPN_HANDLER,))])

@@ -46,28 +46,36 @@ def test_device_list_and_device_shapes(sandbox: SandboxServer) -> None:
     assert set(body) == {"devices", "total", "next"}
     assert body["total"] == 5 and body["next"] is None
     device = body["devices"][0]
-    for key in ("name", "uuid", "status", "last-seen", "target-name", "device-group"):
-        assert isinstance(device[key], str), key
-    assert "config" not in device
+    for key in ("name", "uuid", "owner", "status", "last-seen", "target-name", "device-group",
+                "tag", "public-key", "factory"):
+        assert isinstance(device[key], str) and device[key], key
+    for key in ("up-to-date", "is-prod"):
+        assert isinstance(device[key], bool), key
+    assert set(device["network-info"]) == {"hostname", "local_ipv4", "mac"}
+    assert device["public-key"].startswith("-----BEGIN PUBLIC KEY-----\n")
+    assert "config" not in device and "group" not in device
+    # a single GET has fioctl's `group` object instead of the list's `device-group` name
     one = call(sandbox, "GET", f"/ota/devices/{device['name']}/?factory=sandbox").json()
+    group = one.pop("group")
+    assert set(group) == {"id", "name", "description"} and isinstance(group["id"], int)
+    assert group["name"] == device.pop("device-group")
     assert one == device
 
 
 def test_generated_devices_publish_keys_and_two_are_on_vpn(sandbox: SandboxServer) -> None:
     ips = call(sandbox, "GET", "/ota/factories/sandbox/wireguard-ips/").json()
-    assert len(ips) == 5
+    # only devices with an address are listed (no `"ip": null` rows)
+    assert [row["name"] for row in ips] == ["device-01", "device-02"]
     assert all(set(row) == {"name", "ip", "enabled", "pubkey"} for row in ips)
-    assert all(len(row["pubkey"]) == 44 for row in ips)
-    assert len({row["pubkey"] for row in ips}) == 5
-    on = [row for row in ips if row["enabled"]]
-    assert [row["ip"] for row in on] == ["10.42.42.2", "10.42.42.3"]
-    off = [row for row in ips if not row["enabled"]]
-    assert all(row["ip"] is None for row in off)
-    config = call(sandbox, "GET", f"/ota/devices/{off[0]['name']}/config/").json()
+    assert all(len(row["pubkey"]) == 44 and row["enabled"] for row in ips)
+    assert [row["ip"] for row in ips] == ["10.42.42.2", "10.42.42.3"]
+    # a fresh device publishes `enabled=0\npubkey=K` with no on-changed handler
+    config = call(sandbox, "GET", "/ota/devices/device-03/config/").json()
     wcc = config["config"][0]["files"][0]
-    assert wcc["name"] == "wireguard-client" and wcc["value"] == f"pubkey={off[0]['pubkey']}"
+    assert wcc["name"] == "wireguard-client" and wcc["on-changed"] == []
+    assert re.fullmatch(r"enabled=0\npubkey=[A-Za-z0-9+/]{43}=", wcc["value"])
     parsed = ClientConfigFile.parse(wcc["value"])  # what fioctl and fiovpn read
-    assert parsed.address is None and str(parsed.pubkey) == off[0]["pubkey"]
+    assert parsed.address is None and parsed.pubkey is not None and not parsed.enabled
 
 
 def test_token_is_required(sandbox: SandboxServer) -> None:
@@ -142,8 +150,10 @@ def test_control_endpoints(sandbox: SandboxServer) -> None:
     assert call(sandbox, "POST", "/_sandbox/devices", {"name": "a b"}).status_code == 400
     ips = {row["name"]: row for row in
            call(sandbox, "GET", "/ota/factories/sandbox/wireguard-ips/").json()}
-    assert "keyless" not in ips
-    assert ips["lab-dev"] == {"name": "lab-dev", "ip": None, "enabled": False, "pubkey": PUBKEY}
+    assert "keyless" not in ips and "lab-dev" not in ips  # no address yet
+    files = call(sandbox, "GET", "/ota/devices/lab-dev/config/").json()["config"][0]["files"]
+    assert files == [{"name": "wireguard-client", "value": f"enabled=0\npubkey={PUBKEY}",
+                      "unencrypted": True, "on-changed": []}]
 
     start = call(sandbox, "GET", "/_sandbox/requests").json()["requests"]
     call(sandbox, "POST", "/_sandbox/fail", {"status": 502, "count": 2, "retry_after": 1})
@@ -180,10 +190,10 @@ def test_state_survives_a_restart_and_is_shared(tmp_path: Path) -> None:
         assert call(first, "GET", "/ota/devices/added-by-second/?factory=lab").status_code == 200
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     saved = json.loads(state.read_text())
-    assert set(saved) == {"factory", "token", "devices", "factory_config"}
+    assert set(saved) == {"factory", "token", "users", "groups", "devices", "factory_config"}
     with SandboxServer(state_path=state, devices=50) as restarted:
         body = call(restarted, "GET", "/ota/devices/?factory=lab").json()
-        assert [d["name"] for d in body["devices"]] == [*names, "added-by-second"]
+        assert [d["name"] for d in body["devices"]] == sorted([*names, "added-by-second"])
         assert call(restarted, "GET", path).json()["config"][0]["reason"] == "disable"
     with pytest.raises(BadInput, match="holds factory 'lab'"):
         SandboxServer(factory="other", state_path=state)
@@ -203,7 +213,9 @@ def test_a_lab_seeded_state_file_loads(tmp_path: Path) -> None:
     with SandboxServer(state_path=state) as server:
         assert call(server, "GET", "/ota/devices/").status_code == 401
         r = call(server, "GET", "/ota/factories/seeded/wireguard-ips/", token="seed-token")
-        assert r.json() == [{"name": "d1", "ip": None, "enabled": False, "pubkey": PUBKEY}]
+        assert r.json() == []  # published a key, has no address: not listed
+        d1 = call(server, "GET", "/ota/devices/d1/", token="seed-token").json()
+        assert d1["group"]["name"] == "g" and d1["owner"] and d1["up-to-date"] is True
     state.write_text('{"devices": "nope"}')
     with pytest.raises(BadInput, match="'devices' must be a list"):
         SandboxServer(state_path=state)

@@ -238,6 +238,9 @@ def test_factory_sandbox_controls_and_device_config(lab: Lab) -> None:
                          check=False)
     assert failed.status == 503
     assert factory.api("GET", f"/ota/factories/{lab.factory_name}/wireguard-ips/").ok
+    for device in ("device1", "device2"):
+        factory.set_device(device, last_seen="2020-01-01T00:00:00+00:00")
+    seen_before = {d["name"]: d["last-seen"] for d in factory.devices()}
     # the server publishes wireguard-server; devices apply it as fioconfig would
     lab.server.enable()
     assert lab.apply_factory_config() == {"device1": True, "device2": True}
@@ -245,6 +248,16 @@ def test_factory_sandbox_controls_and_device_config(lab: Lab) -> None:
     assert text is not None
     assert f"[wireguard-peer.{lab.server.public_key}]" in text
     assert "endpoint=198.18.0.1:5555" in text
+    # devices checked in when they fetched their config: last-seen moved
+    listed = {d["name"]: d for d in factory.devices()}
+    assert listed["device1"]["last-seen"] > seen_before["device1"] == "2020-01-01T00:00:00+00:00"
+    assert listed["device1"]["device-group"] == "lab"
+    assert listed["device1"]["network-info"]["local_ipv4"] == lab.devices[0].underlay_ip
+    # the lab sets a device's group and tag as the factory would; the list filters
+    factory.set_device("device2", group="east", tag="beta")
+    assert [d["name"] for d in factory.devices(group="east")] == ["device2"]
+    assert [d["name"] for d in factory.devices(match_tag="beta")] == ["device2"]
+    factory.set_device("device2", group="lab", tag="")
     # the engineer reaches the factory API over the underlay with its settings
     eng = lab.engineers[0]
     assert eng.env["FIOVPN_API_URL"] == factory.api_url

@@ -268,16 +268,28 @@ def _parse_config(body: Any, what: str) -> list[ConfigEntry]:
     return entries
 
 
+def _bool_field(obj: Mapping[str, Any], key: str) -> bool:
+    value = obj.get(key)
+    return value if isinstance(value, bool) else False
+
+
 def _parse_device(raw: Any, what: str) -> Device:
     if not isinstance(raw, dict):
         raise BadResponse(f"{what}: expected an object")
+    group = _str_field(raw, "device-group", what)
+    if not group and isinstance(raw.get("group"), dict):  # a single GET's group object
+        group = _str_field(raw["group"], "name", f"{what} group")
     return Device(
         name=_str_field(raw, "name", what, required=True),
         uuid=_str_field(raw, "uuid", what),
         status=_str_field(raw, "status", what),
         last_seen=_str_field(raw, "last-seen", what),
         target_name=_str_field(raw, "target-name", what),
-        device_group=_str_field(raw, "device-group", what),
+        device_group=group,
+        tag=_str_field(raw, "tag", what),
+        owner=_str_field(raw, "owner", what),
+        is_prod=_bool_field(raw, "is-prod"),
+        up_to_date=_bool_field(raw, "up-to-date"),
         raw=dict(raw),
     )
 
@@ -390,10 +402,15 @@ class FactoryClient:
                              params={"factory": self.factory}, what=self._what_device(device))
         return _parse_device(body, f"device {device!r}")
 
-    def list_devices(self) -> list[Device]:
+    def list_devices(self, *, group: str | None = None,
+                     tag: str | None = None) -> list[Device]:
         url: str | None = f"{self.base_url}/ota/devices/"
-        params: dict[str, str] | None = {"factory": self.factory, "limit": str(self.page_limit),
-                                         "page": "1"}
+        first = {"factory": self.factory, "limit": str(self.page_limit), "page": "1"}
+        if group:  # fioctl's filter names (devices list --by-group / --by-tag)
+            first["group"] = group
+        if tag:
+            first["match_tag"] = tag
+        params: dict[str, str] | None = first
         devices: list[Device] = []
         seen: set[str] = set()
         while url is not None:

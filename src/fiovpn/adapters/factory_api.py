@@ -50,7 +50,9 @@ class ConfigEntry:
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """One device of ``GET /ota/devices/``; ``raw`` keeps every field the API sent."""
+    """One device of ``GET /ota/devices/`` (fioctl's fields); ``raw`` keeps every
+    field the API sent. ``device_group`` is the group's name: ``device-group`` in a
+    list, ``group.name`` in a single GET."""
 
     name: str
     uuid: str = ""
@@ -58,6 +60,10 @@ class Device:
     last_seen: str = ""
     target_name: str = ""
     device_group: str = ""
+    tag: str = ""
+    owner: str = ""
+    is_prod: bool = False
+    up_to_date: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -78,8 +84,10 @@ class FactoryApi(Protocol):
 
     def patch_device_config(self, device: str, reason: str, files: list[ConfigFile]) -> None: ...
 
-    def list_devices(self) -> list[Device]:
-        """Every device of the factory, following ``next`` through all pages."""
+    def list_devices(self, *, group: str | None = None,
+                     tag: str | None = None) -> list[Device]:
+        """Every device of the factory (only those of ``group`` / with ``tag`` when
+        given: the API filters), following ``next`` through all pages."""
         ...
 
     def get_device(self, device: str) -> Device: ...

@@ -211,7 +211,7 @@ class Demo:
         lab = self.lab
         factory = lab.factory
         assert factory is not None
-        names = sorted(row["name"] for row in factory.wireguard_ips())
+        names = sorted(d["name"] for d in factory.devices())
         if names != sorted(DEVICE_NAMES):
             raise StepFailed(f"the sandbox factory lists devices {names}, "
                              f"expected {sorted(DEVICE_NAMES)}")

@@ -60,11 +60,14 @@ LAB_TOOLS = ("ip", "ss", "wg", "wg-quick", "wireguard-go", "nft", "sshd", "ssh",
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """A device of the lab: its factory name and whether VPN is enabled for it
-    (an address assigned fioctl-style in its wireguard-client file)."""
+    """A device of the lab: its factory name, whether VPN is enabled for it (an
+    address assigned fioctl-style in its wireguard-client file), and its factory
+    device group and tag (``device-group`` / ``tag`` in the device list)."""
 
     name: str
     vpn: bool = True
+    group: str = "lab"
+    tag: str = ""
 
 
 def preflight(purpose: str = "the namespace lab", *,
@@ -213,7 +216,8 @@ class Lab:
                 vpn_ip = network.next_device_ip(used)
                 used.append(vpn_ip)
             device = Device(self, i, spec.name, ns, underlay,
-                            interface=validate_interface(f"{p}d{i}w"), vpn_ip=vpn_ip)
+                            interface=validate_interface(f"{p}d{i}w"), vpn_ip=vpn_ip,
+                            group=spec.group, tag=spec.tag)
             self.devices.append(device)
         for i in range(1, n_engineers + 1):
             ns, underlay = f"{p}e{i}", f"198.18.0.{99 + i}"

@@ -37,6 +37,8 @@ data = None if req.get("body") is None else json.dumps(req["body"]).encode()
 r = urllib.request.Request(req["url"], data=data, method=req["method"])
 if req.get("token"):
     r.add_header("OSF-TOKEN", req["token"])
+for key, value in (req.get("headers") or {}).items():
+    r.add_header(key, value)
 if data is not None:
     r.add_header("Content-Type", "application/json")
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

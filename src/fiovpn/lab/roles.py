@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.adapters.runner import Completed, SubprocessRunner
@@ -25,6 +26,7 @@ from fiovpn.core.keys import Key, KeyPair
 from fiovpn.core.wgdump import PeerDump, parse_dump
 from fiovpn.lab.probes import HTTP_SCRIPT, TCP_SCRIPT, HttpReply, PingStream
 from fiovpn.lab.proc import Child, LabError, wait_for
+from fiovpn.sandbox.server import CHECKIN_HEADER
 from fiovpn.settings import render_toml
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -197,9 +199,9 @@ class Role:
         return PingStream(self, ip, interval=interval)
 
     def http(self, method: str, url: str, *, body: Any = None, token: str | None = None,
-             timeout: float = 10.0) -> HttpReply:
+             timeout: float = 10.0, headers: Mapping[str, str] | None = None) -> HttpReply:
         request = {"method": method, "url": url, "body": body, "token": token,
-                   "timeout": timeout}
+                   "timeout": timeout, "headers": dict(headers or {})}
         result = self.run([sys.executable, "-c", HTTP_SCRIPT], input=json.dumps(request),
                           check=False, timeout=timeout + 10)
         if not result.ok:
@@ -252,14 +254,18 @@ class Factory(Role):
         for d in devices:
             if d.vpn_ip is not None:
                 value = ClientConfigFile(d.vpn_ip, d.keys.public).render()
-            else:
-                value = f"pubkey={d.keys.public}"
+                handlers = [VPN_HANDLER]
+            else:  # what a fresh device publishes itself
+                value = f"enabled=0\npubkey={d.keys.public}"
+                handlers = []
             entries.append({
                 "name": d.device_name, "uuid": d.uuid, "status": "OK", "last-seen": now,
-                "target-name": "lab-lmp-1", "device-group": "lab",
+                "target-name": "lab-lmp-1", "device-group": d.group, "tag": d.tag,
+                "network-info": {"hostname": d.device_name, "local_ipv4": d.underlay_ip,
+                                 "mac": ""},
                 "config": [{"created-at": now, "reason": "lab: device keys",
                             "files": [{"name": WIREGUARD_CLIENT_FILE, "value": value,
-                                       "unencrypted": True, "on-changed": [VPN_HANDLER]}]}],
+                                       "unencrypted": True, "on-changed": handlers}]}],
             })
         state = {"factory": self.factory, "token": self.token, "devices": entries,
                  "factory_config": []}
@@ -308,6 +314,27 @@ class Factory(Role):
         if pubkey is not None:
             body["pubkey"] = pubkey
         return self.api("POST", "/_sandbox/devices", body).json()
+
+    def set_device(self, name: str, **fields: Any) -> Any:
+        """Change a device's factory fields, as the device or an admin would:
+        ``set_device("device1", group="east", tag="beta", is_prod=True)``. Keys are
+        the API's (``device-group``, ``tag``, ``is-prod``, ``up-to-date``, ``status``,
+        ``owner``, ``target-name``, ``last-seen``, ``network-info``); ``group`` and
+        underscores are accepted too. Returns the device as the list shows it."""
+        body = {("device-group" if k == "group" else k.replace("_", "-")): v
+                for k, v in fields.items()}
+        return self.api("POST", f"/_sandbox/devices/{name}", body).json()
+
+    def checkin(self, name: str) -> Any:
+        """The device checked in now (its ``last-seen`` moves)."""
+        return self.api("POST", f"/_sandbox/devices/{name}/checkin", {}).json()
+
+    def devices(self, **filters: str) -> list[dict[str, Any]]:
+        """The factory's device list (fioctl's filters: ``group=``, ``match_tag=``,
+        ``name=`` glob, ...), every page."""
+        query = urlencode({"factory": self.factory, **filters})
+        data = self.api("GET", f"/ota/devices/?{query}&limit=1000").json()
+        return list(data["devices"])
 
     def request_count(self) -> int:
         data = self.api("GET", "/_sandbox/requests").json()
@@ -503,10 +530,13 @@ class Device(Role):
     kind = "device"
 
     def __init__(self, lab: Lab, index: int, name: str, ns: str, underlay_ip: str, *,
-                 interface: str, vpn_ip: IPv4Address | None) -> None:
+                 interface: str, vpn_ip: IPv4Address | None, group: str = "lab",
+                 tag: str = "") -> None:
         super().__init__(lab, f"device{index}", ns, underlay_ip)
         self.index = index
         self.device_name = name
+        self.group = group  # the factory's device-group and tag it is seeded with
+        self.tag = tag
         self.uuid = f"00000000-0000-4000-8000-{lab.prefix.encode().hex()[:8]}{index:04x}"
         self.interface = interface
         self.vpn_ip = vpn_ip
@@ -590,8 +620,10 @@ class Device(Role):
         if factory is None:
             raise LabError("this lab has no factory: use configure_vpn() directly")
         url = factory.api_url
+        # the device's own fetch is a check-in (its last-seen moves), as with fioconfig
         dev = self.http("GET", f"{url}/ota/devices/{self.device_name}/config/"
-                               f"?factory={factory.factory}", token=factory.token)
+                               f"?factory={factory.factory}", token=factory.token,
+                        headers={CHECKIN_HEADER: self.device_name})
         fac = self.http("GET", f"{url}/ota/factories/{factory.factory}/config/",
                         token=factory.token)
         for reply in (dev, fac):

@@ -10,7 +10,15 @@ tests make the API fail or stall:
 - ``POST /_sandbox/slow {"seconds": S, "count": N}``: the next N calls stall S seconds;
 - ``POST /_sandbox/clear``: no more failures or stalls;
 - ``POST /_sandbox/devices {"name", "pubkey"?, "address"?, "enabled"?, "status"?, ...}``:
-  add a device (without ``pubkey`` it has published no VPN key yet);
+  add a device (without ``pubkey`` it has published no VPN key yet; any field of
+  ``POST /_sandbox/devices/<name>`` may be given too);
+- ``POST /_sandbox/devices/<name> {"device-group"?, "tag"?, "is-prod"?, "up-to-date"?,
+  "status"?, "owner"?, "target-name"?, "last-seen"?, "network-info"?}``: change a
+  device's fields as the device or the factory would (a new group is created);
+  answers the device as a list entry;
+- ``POST /_sandbox/devices/<name>/checkin``: the device checked in (``last-seen`` now).
+  A ``GET`` of a device's own config carrying ``X-Sandbox-Device: <name>`` (what the
+  lab's devices send) is a check-in too;
 - ``GET /_sandbox/requests`` -> ``{"requests": N}``: API requests received so far;
 - ``GET /_sandbox/state`` -> the whole state (same format as the state file).
 
@@ -35,21 +43,29 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fiovpn.core.names import validate_name
 from fiovpn.errors import BadInput
+from fiovpn.sandbox import queries
 from fiovpn.sandbox.state import (
     DEFAULT_FACTORY,
     DEFAULT_TOKEN,
     SandboxState,
     StateFile,
+    delete_file_entry,
     merge_entry,
     new_device,
+    now,
+    replace_entry,
 )
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_BODY = 4 * 1024 * 1024
 
-_FACTORY_RE = re.compile(r"^/ota/factories/([^/]+)/(wireguard-ips|config)/?$")
+_FACTORY_RE = re.compile(r"^/ota/factories/([^/]+)/(wireguard-ips|config|users)/?$")
+_FACTORY_FILE_RE = re.compile(r"^/ota/factories/([^/]+)/config/([^/]+)/?$")
 _DEVICE_CONFIG_RE = re.compile(r"^/ota/devices/([^/]+)/config/?$")
+_DEVICE_FILE_RE = re.compile(r"^/ota/devices/([^/]+)/config/([^/]+)/?$")
+_CONTROL_DEVICE_RE = re.compile(r"^devices/([^/]+)(/checkin)?$")
+CHECKIN_HEADER = "X-Sandbox-Device"
 _DEVICE_RE = re.compile(r"^/ota/devices/([^/]+)/?$")
 _DEVICES_RE = re.compile(r"^/ota/devices/?$")
 
@@ -175,7 +191,45 @@ class Factory:
                 return 200, {"ok": True}
             if name == "devices":
                 return 201, self.add_device(body)
+            m = _CONTROL_DEVICE_RE.match(name)
+            if m:
+                self.refresh()
+                device = self.state.device(m.group(1))
+                if device is None:
+                    raise HttpProblem(404, f"Device '{m.group(1)}' not found")
+                if m.group(2):
+                    device["last-seen"] = now()
+                else:
+                    self.update_device(device, body)
+                self.save()
+                return 200, self.state.public_device(device)
         raise HttpProblem(404, f"unknown sandbox control endpoint {path}")
+
+    def update_device(self, device: dict[str, Any], body: dict[str, Any]) -> None:
+        """Set the fields ``body`` names (validated first: a bad one changes nothing)."""
+        strs = ("device-group", "tag", "status", "owner", "target-name", "last-seen")
+        bools = ("is-prod", "up-to-date")
+        body = dict(body)
+        if "group" in body:
+            body.setdefault("device-group", body.pop("group"))
+        unknown = set(body) - set(strs) - set(bools) - {"network-info"}
+        if unknown:
+            raise HttpProblem(400, f"unknown device fields: {', '.join(sorted(unknown))}")
+        for key in strs:
+            if key in body and not isinstance(body[key], str):
+                raise HttpProblem(400, f"{key!r} must be a string")
+        for key in bools:
+            if key in body and not isinstance(body[key], bool):
+                raise HttpProblem(400, f"{key!r} must be true or false")
+        info = body.get("network-info")
+        if info is not None and (not isinstance(info, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in info.items())):
+            raise HttpProblem(400, "'network-info' must be an object of strings")
+        if body.get("device-group"):
+            self.state.ensure_group(body["device-group"])
+        if info is not None:
+            body["network-info"] = {**device.get("network-info", {}), **info}
+        device.update(body)
 
     def add_device(self, body: dict[str, Any]) -> dict[str, Any]:
         self.refresh()
@@ -197,39 +251,73 @@ class Factory:
             )
         except BadInput as exc:
             raise HttpProblem(400, str(exc)) from None
+        extra = {k: v for k, v in body.items()
+                 if k not in ("name", "pubkey", "address", "enabled", "status", "target-name",
+                              "device-group")}
+        device["owner"] = self.state.users[0]["polis-id"]
+        self.update_device(device, extra)
+        if device["device-group"]:
+            self.state.ensure_group(device["device-group"])
         self.state.devices.append(device)
         self.save()
-        return SandboxState.public_device(device, self.state.factory)
+        return self.state.public_device(device)
 
     # -- the API -------------------------------------------------------------------------
 
     def api(self, method: str, path: str, query: dict[str, str], body: Any,
-            base: str) -> tuple[int, Any]:
+            base: str, checkin: str | None = None) -> tuple[int, Any]:
         with self.lock:
             self.refresh()
-            m = _FACTORY_RE.match(path)
-            if m:
-                self._check_factory(m.group(1))
-                if m.group(2) == "wireguard-ips":
-                    _allow(method, path, "GET")
-                    return 200, self.state.wireguard_ips()
-                return self._config(method, path, query, body, base,
-                                    self.state.factory_config)
-            m = _DEVICE_CONFIG_RE.match(path)
-            if m:
-                device = self._device(m.group(1), query)
-                return self._config(method, path, query, body, base, device["config"])
-            m = _DEVICE_RE.match(path)
-            if m:
+            try:
+                return self._route(method, path, query, body, base, checkin)
+            except BadInput as exc:  # a bad filter or sort field
+                raise HttpProblem(400, exc.message) from None
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any,
+               base: str, checkin: str | None) -> tuple[int, Any]:
+        state = self.state
+        m = _FACTORY_RE.match(path)
+        if m:
+            self._check_factory(m.group(1))
+            if m.group(2) == "wireguard-ips":
                 _allow(method, path, "GET")
-                device = self._device(m.group(1), query)
-                return 200, SandboxState.public_device(device, self.state.factory)
-            if _DEVICES_RE.match(path):
+                return 200, state.wireguard_ips()
+            if m.group(2) == "users":
                 _allow(method, path, "GET")
-                self._check_factory(query.get("factory", self.state.factory))
-                devices = [SandboxState.public_device(d, self.state.factory)
-                           for d in self.state.devices]
-                return 200, _page("devices", devices, path, query, base)
+                return 200, [dict(u) for u in state.users]
+            return self._config(method, path, query, body, base, state.factory_config)
+        m = _FACTORY_FILE_RE.match(path)
+        if m:
+            self._check_factory(m.group(1))
+            return self._delete_file(method, path, state.factory_config, m.group(2))
+        m = _DEVICE_CONFIG_RE.match(path)
+        if m:
+            device = self._device(m.group(1), query)
+            if method == "GET" and checkin == device["name"]:
+                device["last-seen"] = now()  # the device itself fetched its config
+                self.save()
+            return self._config(method, path, query, body, base, device["config"])
+        m = _DEVICE_FILE_RE.match(path)
+        if m:
+            device = self._device(m.group(1), query)
+            return self._delete_file(method, path, device["config"], m.group(2))
+        m = _DEVICE_RE.match(path)
+        if m:
+            _allow(method, path, "GET", "PATCH", "DELETE")
+            device = self._device(m.group(1), query)
+            if method == "PATCH":
+                self._patch_device(device, body)
+            elif method == "DELETE":
+                state.devices.remove(device)
+                self.save()
+                return 200, {}
+            return 200, state.public_device(device, single=method == "GET")
+        if _DEVICES_RE.match(path):
+            _allow(method, path, "GET")
+            self._check_factory(query.get("factory", state.factory))
+            chosen = queries.select(state.devices, query, state.users[0]["polis-id"])
+            return 200, _page("devices", [state.public_device(d) for d in chosen],
+                              path, query, base)
         raise HttpProblem(404, f"Not found: {path}")
 
     def _check_factory(self, factory: str) -> None:
@@ -237,22 +325,65 @@ class Factory:
             raise HttpProblem(404, f"Factory '{factory}' not found")
 
     def _device(self, name: str, query: dict[str, str]) -> dict[str, Any]:
+        """The device named in the path; with ``by-uuid=1`` the path holds its UUID."""
         self._check_factory(query.get("factory", self.state.factory))
-        device = self.state.device(name)
+        by_uuid = query.get("by-uuid") == "1"
+        device = self.state.device_by_uuid(name) if by_uuid else self.state.device(name)
         if device is None:
-            raise HttpProblem(404, f"Device '{name}' not found in factory "
-                                   f"'{self.state.factory}'")
+            what = "with UUID" if by_uuid else ""
+            raise HttpProblem(404, f"Device {what + ' ' if what else ''}'{name}' not found in "
+                                   f"factory '{self.state.factory}'")
         return device
+
+    def _patch_device(self, device: dict[str, Any], body: Any) -> None:
+        """fioctl's ``devices rename`` / ``chown`` / ``set-group``: {"name"|"owner"|"group"}."""
+        if not isinstance(body, dict) or not body:
+            raise HttpProblem(400, "Invalid request body", ["expected a JSON object"])
+        unknown = set(body) - {"name", "owner", "group"}
+        if unknown or not all(isinstance(v, str) for v in body.values()):
+            raise HttpProblem(400, "Invalid device update",
+                              [f"unknown field {k}" for k in sorted(unknown)]
+                              or ["values must be strings"])
+        if "name" in body:
+            try:
+                validate_name(body["name"], what="device name")
+            except BadInput as exc:
+                raise HttpProblem(400, exc.message) from None
+            if body["name"] != device["name"] and self.state.device(body["name"]):
+                raise HttpProblem(409, f"Device '{body['name']}' already exists")
+        if body.get("owner") and not any(u["polis-id"] == body["owner"]
+                                         for u in self.state.users):
+            raise HttpProblem(400, f"User '{body['owner']}' is not a member of the factory")
+        if body.get("group") and self.state.group(body["group"]) is None:
+            raise HttpProblem(400, f"Device group '{body['group']}' not found")
+        if "group" in body:
+            device["device-group"] = body["group"]
+        for key in ("name", "owner"):
+            if key in body:
+                device[key] = body[key]
+        self.save()
 
     def _config(self, method: str, path: str, query: dict[str, str], body: Any, base: str,
                 history: list[dict[str, Any]]) -> tuple[int, Any]:
-        _allow(method, path, "GET", "PATCH")
+        _allow(method, path, "GET", "PATCH", "POST")
         if method == "GET":
             return 200, _page("config", history, path, query, base)
         reason, files = _patch_body(body)
-        entry = merge_entry(history, reason, files)
+        if method == "POST":  # a whole new config: exactly these files
+            entry = replace_entry(history, reason, files)
+        else:
+            entry = merge_entry(history, reason, files)
         self.save()
         return 201, entry
+
+    def _delete_file(self, method: str, path: str, history: list[dict[str, Any]],
+                     name: str) -> tuple[int, Any]:
+        _allow(method, path, "DELETE")
+        entry = delete_file_entry(history, name)
+        if entry is None:
+            raise HttpProblem(404, f"Config file '{name}' not found")
+        self.save()
+        return 202, entry
 
 
 def _allow(method: str, path: str, *allowed: str) -> None:
@@ -375,7 +506,8 @@ class _Handler(BaseHTTPRequestHandler):
                     if fault.retry_after is not None:
                         headers["Retry-After"] = f"{fault.retry_after:g}"
                     raise HttpProblem(fault.status, fault.message, headers=headers)
-                status, data = factory.api(method, path, query, body, self._base())
+                status, data = factory.api(method, path, query, body, self._base(),
+                                           self.headers.get(CHECKIN_HEADER))
         except HttpProblem as exc:
             self._send(exc.status, {"message": exc.message, "errors": exc.errors},
                        exc.headers)
