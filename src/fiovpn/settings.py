@@ -233,6 +233,25 @@ def load_server(flags: Mapping[str, Any], config: Path | None = None,
     return load(ServerSettings, toml_path=path, toml_required=required, flags=flags, env=env)
 
 
+def settings_record(settings: ServerSettings) -> dict[str, Any]:
+    """Every field of ``settings`` as JSON values (paths as strings), to record the
+    daemon's effective settings; ``settings_from_record`` reads it back."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        out[f.name] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def settings_from_record(record: Mapping[str, Any], *, source: str) -> ServerSettings:
+    """``ServerSettings`` from ``settings_record``'s output (unknown keys ignored:
+    a newer daemon may record more)."""
+    fields = {f.name for f in dataclasses.fields(ServerSettings)}
+    values = {name: _coerce(ServerSettings, name, value, source)
+              for name, value in record.items() if name in fields}
+    return ServerSettings(**values).validate()
+
+
 def load_client(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ClientSettings:
     env = os.environ if env is None else env
     if env.get(CLIENT_SETTINGS_ENV):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,69 @@ def test_device_to_device_default_deny_then_allowed(lab: Lab, engineer: Engineer
         widen(lab, b, False)
         restart_daemon(lab)
     assert engineer.ping("10.42.42.2")  # the restarts left every tunnel up
+
+
+def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
+        lab: Lab, engineer: Engineer) -> None:
+    """Issue 9 item 1: `clients add/remove` used to re-render the firewall from
+    server.toml alone, dropping the rule the daemon had from --allow-device-to-device
+    (~1 s per add; for good after parallel adds). Now the daemon applies them."""
+    a, b = dev(lab, "device1"), dev(lab, "device2")
+    table = lab.server.settings.get("nft-table", "fiovpn")
+    assert "allow-device-to-device" not in lab.server.config_path.read_text()
+    widen(lab, a, True)
+    widen(lab, b, True)
+    restart_daemon(lab, "--allow-device-to-device")
+    keys = [str(KeyPair.generate().public) for _ in range(5)]
+    try:
+        assert a.ping("10.42.42.3")
+        tables: list[str] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                out = lab.server.run(["nft", "list", "table", "inet", table], check=False)
+                tables.append(out.stdout if out.ok else f"failed: {out.stderr}")
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        with a.ping_stream("10.42.42.3", interval=0.05) as stream:
+            watcher.start()
+            time.sleep(0.5)
+            one = str(KeyPair.generate().public)
+            lab.server.fiovpn_json("server", "clients", "add", "--public-key", one,
+                                   "--name", "d2d-one")
+            lab.server.fiovpn_json("server", "clients", "remove", "--public-key", one)
+            with ThreadPoolExecutor(max_workers=5) as pool:
+                added = list(pool.map(lambda k: lab.server.fiovpn_json(
+                    "server", "clients", "add", "--public-key", k, timeout=60), keys))
+            assert len({r["ip"] for r in added}) == 5
+            # over SSH, as an admin's machine does it
+            via_ssh = str(KeyPair.generate().public)
+            engineer.fiovpn("register", "--public-key", via_ssh, "--name", "d2d-ssh", "--json")
+            engineer.fiovpn("unregister", "--public-key", via_ssh, "--json")
+            time.sleep(1.5)  # the old second writer left the rule out for ~1 s
+            stop.set()
+            watcher.join(timeout=10)
+        stats = stream.stop()
+        assert stats.sent > 40 and stats.lost == 0, stats
+        assert len(tables) > 10
+        assert all("device-to-device allowed" in t for t in tables), \
+            next(t for t in tables if "device-to-device allowed" not in t)
+        on_interface = lab.server.peers()
+        assert all(k in on_interface for k in keys)
+        # issue 9 item 6: the daemon logs each change with who asked
+        log = lab.server.daemon_log()
+        line = next(ln for ln in log.splitlines() if "peer added: client 'd2d-one'" in ln)
+        assert "`server clients add` asked by uid 0 (root)" in line
+        ssh_line = next(ln for ln in log.splitlines() if "peer added: client 'd2d-ssh'" in ln)
+        assert f"ssh from {engineer.vpn_ip}" in ssh_line  # type: ignore[attr-defined]
+    finally:
+        for k in keys:
+            lab.server.fiovpn("server", "clients", "remove", "--public-key", k, check=False)
+        widen(lab, a, False)
+        widen(lab, b, False)
+        restart_daemon(lab)
 
 
 def test_enabling_a_device_in_the_factory_makes_it_reachable(lab: Lab,

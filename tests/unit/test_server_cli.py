@@ -38,7 +38,7 @@ def test_clients_add_list_check_remove(config: Path) -> None:
     assert code == 0 and data == {"registered": False, "in_registry": True,
                                   "on_interface": False, "ip": "10.42.42.200"}
     code, data = run(config, "clients", "remove", "--name", "alice")
-    assert code == 0 and data == {"public_key": key, "ip": "10.42.42.200", "name": "alice"}
+    assert code == 0 and data == [{"public_key": key, "ip": "10.42.42.200", "name": "alice"}]
     code, data = run(config, "clients", "list")
     assert data == []
 

@@ -310,7 +310,7 @@ def _parse_wireguard_ip(raw: Any, n: int) -> WireguardIp:
             log.warning("ignoring device %s: %s", name, exc)
     if raw.get("pubkey"):
         try:
-            pubkey = Key.parse(str(raw["pubkey"]), what=f"public key of {name}")
+            pubkey = Key.parse_public(str(raw["pubkey"]), what=f"public key of {name}")
         except BadInput as exc:
             log.warning("ignoring device %s: %s", name, exc)
     enabled = raw.get("enabled", True)

@@ -72,3 +72,13 @@ def read_text(path: Path) -> str | None:
 
 def write_private(path: Path, data: str) -> None:
     atomic_write(path, data, mode=0o600)
+
+
+def file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    """Inode, size, mtime and ctime of ``path`` (None when missing): changes with
+    every write, including an atomic replace."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -265,10 +265,13 @@ def register_cmd(config: Path | None, public_key: str, ip: str, name: str | None
 @command
 @config_option
 @click.option("--public-key", "public_key", default=None, help="The client's public key.")
-@click.option("--name", default=None, help="The client's name.")
+@click.option("--name", default=None,
+              help="The client's name (refused when several share it, unless --all).")
+@click.option("--all", "all_matching", is_flag=True,
+              help="With --name: remove every client of that name.")
 @server_ssh_options
 def unregister_cmd(config: Path | None, public_key: str | None, name: str | None,
-                   identity_file: Path | None, known_hosts: Path | None,
+                   all_matching: bool, identity_file: Path | None, known_hosts: Path | None,
                    server_ssh: str | None, server_command: str | None) -> Result:
     """Remove a client from the server (admin, over SSH); its tunnel stops at once.
 
@@ -279,7 +282,8 @@ def unregister_cmd(config: Path | None, public_key: str | None, name: str | None
     settings = settings_from(config=config, identity_file=identity_file,
                              known_hosts=known_hosts, server_ssh=server_ssh,
                              server_command=server_command)
-    data = remote.unregister(settings, runner(), public_key=public_key, name=name)
+    data = remote.unregister(settings, runner(), public_key=public_key, name=name,
+                             all_matching=all_matching)
     return Result(data, f"Removed {public_key or name} from the server's clients.")
 
 

@@ -25,6 +25,7 @@ from fiovpn.services.registry import ClientRegistry
 from fiovpn.settings import ServerSettings, load, load_server
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("fiovpn.server")
 
 
 def register(cli: click.Group) -> None:
@@ -274,23 +275,53 @@ def clients() -> None:
     """The client registry (engineers' machines): add, remove, list, check."""
 
 
-def _registry(config: Path | None, *, apply_now: bool) -> ClientRegistry:
+def _registry(config: Path | None) -> ClientRegistry:
+    """The registry to read (``list``, ``check``); changes go through ``_ask``."""
     from fiovpn.services.access import DeviceGroups
 
     settings = _settings(config)
-    ctx = service.ServerContext.from_settings(settings)
-    registry = service.registry(ctx, apply_now=apply_now)
+    registry = service.registry(service.ServerContext.from_settings(settings))
     registry.device_groups = DeviceGroups.in_state_dir(settings.state_dir)
     return registry
 
 
 def _journal_change(settings: ServerSettings, action: str, target: str,
-                   detail: dict[str, Any]) -> None:
+                    detail: dict[str, Any]) -> None:
     from fiovpn.cli.access import server_actor
     from fiovpn.services.journal import Journal
 
     Journal.in_state_dir(settings.state_dir).try_append(
         actor=server_actor(settings), action=action, target=target, detail=detail)
+
+
+def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
+         ) -> dict[str, Any]:
+    """Run a registry op where live state is owned: by the running daemon (over
+    its control socket), else here with the settings the daemon recorded."""
+    answer = service.ask(settings, op, params,
+                         requester=service.Requester.of_this_process(command))
+    applied = answer.get("applied") or {}
+    if applied.get("by") == "daemon":
+        # The daemon logged these in its own log; say them here too (stderr, so
+        # `--json` output stays the documented shape).
+        for change in applied.get("changes") or ():
+            log.info("applied by the daemon (pid %s): %s", applied.get("pid"), change)
+    return answer
+
+
+def _applied_text(applied: dict[str, Any]) -> str:
+    who = (f"the daemon (pid {applied['pid']})" if applied.get("by") == "daemon"
+           else "this command (no daemon running; with the daemon's recorded settings)")
+    if not applied.get("interface"):
+        text = ("The interface does not exist yet: the daemon applies this when it "
+                "starts.")
+    elif applied.get("changes"):
+        text = f"Applied by {who}:\n" + "\n".join(f"  {c}" for c in applied["changes"])
+    else:
+        text = f"Applied by {who}: no peer changed."
+    for err in applied.get("errors") or ():
+        text += f"\n[yellow]warning:[/] {err}"
+    return text
 
 
 @clients.command("add")
@@ -310,22 +341,27 @@ def clients_add(config: Path | None, public_key: str, ip: str, name: str | None,
                 groups: str | None, expires: str | None) -> Result:
     """Register a client; applied to the live interface at once.
 
+    While the daemon runs, it applies the change (it is the only writer of the
+    interface and the firewall) and this command reports what it applied.
+
     \b
       fiovpn server clients add --public-key KEY --name alice
       fiovpn server clients add --public-key KEY --name bob --groups lab --expires 30d
     """
     settings = _settings(config)
-    entry = _registry(config, apply_now=True).add(public_key, ip=ip, name=name,
-                                                  groups=groups, expires=expires)
-    data = entry.to_json()
-    _journal_change(settings, "client_add", entry.name or str(entry.public_key),
-                    {"ip": str(entry.ip), "public_key": str(entry.public_key),
+    answer = _ask(settings, "clients.add",
+                  {"public_key": public_key, "ip": ip, "name": name, "groups": groups,
+                   "expires": expires}, "server clients add")
+    data, applied = answer["entry"], answer["applied"]
+    _journal_change(settings, "client_add", data.get("name") or data["public_key"],
+                    {"ip": data["ip"], "public_key": data["public_key"],
                      "groups": data.get("groups"), "expires": data.get("expires")})
-    human = (f"Registered {entry.public_key} with IP [bold]{entry.ip}[/]"
-             + (f" as {entry.name}" if entry.name else "")
-             + (f", groups {','.join(entry.groups)}" if entry.groups else "")
-             + (f", until {data.get('expires')}" if entry.expires else "") + ".\n"
-             f"Next (on the client): fiovpn client init --address {entry.ip}")
+    human = (f"Registered {data['public_key']} with IP [bold]{data['ip']}[/]"
+             + (f" as {data['name']}" if data.get("name") else "")
+             + (f", groups {','.join(data['groups'])}" if data.get("groups") else "")
+             + (f", until {data.get('expires')}" if data.get("expires") else "") + ".\n"
+             + _applied_text(applied) + "\n"
+             f"Next (on the client): fiovpn client init --address {data['ip']}")
     return Result(data, human)
 
 
@@ -333,18 +369,27 @@ def clients_add(config: Path | None, public_key: str, ip: str, name: str | None,
 @command
 @config_option
 @click.option("--public-key", "public_key", default=None, help="The client's public key.")
-@click.option("--name", default=None, help="The client's name.")
-def clients_remove(config: Path | None, public_key: str | None, name: str | None) -> Result:
-    """Remove a client (by key or name); applied to the live interface at once."""
+@click.option("--name", default=None,
+              help="The client's name (refused when several clients share it, unless --all).")
+@click.option("--all", "all_matching", is_flag=True,
+              help="With --name: remove every client of that name.")
+def clients_remove(config: Path | None, public_key: str | None, name: str | None,
+                   all_matching: bool) -> Result:
+    """Remove a client (by key or name); applied to the live interface at once.
+
+    --json prints the list of removed clients (always a list).
+    """
     settings = _settings(config)
-    removed = _registry(config, apply_now=True).remove(public_key=public_key, name=name)
-    data = [e.to_json() for e in removed]
+    answer = _ask(settings, "clients.remove",
+                  {"public_key": public_key, "name": name, "all": all_matching},
+                  "server clients remove")
+    removed, applied = answer["removed"], answer["applied"]
     for e in removed:
-        _journal_change(settings, "client_remove", e.name or str(e.public_key),
-                        {"ip": str(e.ip), "public_key": str(e.public_key)})
-    human = "\n".join(f"Removed {e.public_key} ({e.ip}{', ' + e.name if e.name else ''})."
-                      for e in removed)
-    return Result(data[0] if len(data) == 1 else data, human)
+        _journal_change(settings, "client_remove", e.get("name") or e["public_key"],
+                        {"ip": e["ip"], "public_key": e["public_key"]})
+    human = "\n".join(f"Removed {e['public_key']} ({e['ip']}"
+                      f"{', ' + e['name'] if e.get('name') else ''})." for e in removed)
+    return Result(removed, human + "\n" + _applied_text(applied))
 
 
 @clients.command("renew")
@@ -361,19 +406,18 @@ def clients_renew(config: Path | None, public_key: str | None, name: str | None,
     \b
       fiovpn server clients renew --name bob --expires 30d
     """
-    import time
-
     settings = _settings(config)
-    changed = _registry(config, apply_now=True).renew(expires=expires, public_key=public_key,
-                                                      name=name)
-    now = time.time()
-    data = [e.to_json(now) for e in changed]
-    for e, d in zip(changed, data, strict=True):
-        _journal_change(settings, "renew", e.name or str(e.public_key),
+    answer = _ask(settings, "clients.renew",
+                  {"public_key": public_key, "name": name, "expires": expires},
+                  "server clients renew")
+    data = answer["renewed"]
+    for d in data:
+        _journal_change(settings, "renew", d.get("name") or d["public_key"],
                         {"expires": d["expires"]})
-    human = "\n".join(f"Renewed {e.name or e.public_key} ({e.ip}) until {d['expires']}."
-                      for e, d in zip(changed, data, strict=True))
-    return Result(data[0] if len(data) == 1 else data, human)
+    human = "\n".join(f"Renewed {d.get('name') or d['public_key']} ({d['ip']}) until "
+                      f"{d['expires']}." for d in data)
+    return Result(data[0] if len(data) == 1 else data,
+                  human + "\n" + _applied_text(answer["applied"]))
 
 
 @clients.command("list")
@@ -383,7 +427,7 @@ def clients_list(config: Path | None) -> Result:
     """Registered clients: public key, IP, name, groups, expiry."""
     import time
 
-    registry = _registry(config, apply_now=False)
+    registry = _registry(config)
     doc = registry.read()
     now = time.time()
     data = [e.to_json(now) for e in doc.entries]
@@ -410,7 +454,7 @@ def clients_list(config: Path | None) -> Result:
 @click.option("--public-key", "public_key", required=True, help="The client's public key.")
 def clients_check(config: Path | None, public_key: str) -> Result:
     """Is this key registered (in the registry and on the live interface)?"""
-    data = _registry(config, apply_now=False).check(public_key)
+    data = _registry(config).check(public_key)
     if data["registered"]:
         human = f"Registered: {public_key} has IP {data['ip']} and is on the interface."
     elif data["in_registry"]:

@@ -73,7 +73,7 @@ class ServerConfigFile:
         return cls(
             endpoint=parse_endpoint(kv["endpoint"]),
             server_address=parse_ip(kv["server_address"], what="server_address"),
-            pubkey=Key.parse(kv["pubkey"], what="server pubkey"),
+            pubkey=Key.parse_public(kv["pubkey"], what="server pubkey"),
             enabled=_enabled(kv, what),
         )
 
@@ -103,7 +103,7 @@ class ClientConfigFile:
         pubkey = kv.get("pubkey", "")
         return cls(
             address=parse_ip(address, what="address") if address else None,
-            pubkey=Key.parse(pubkey, what="device pubkey") if pubkey else None,
+            pubkey=Key.parse_public(pubkey, what="device pubkey") if pubkey else None,
             enabled=_enabled(kv, what),
         )
 

@@ -12,6 +12,26 @@ from fiovpn.errors import BadInput
 
 KEY_BYTES = 32
 
+# X25519 points of small order (RFC 7748 section 7; libsodium's list), top bit
+# cleared: a peer "public key" among them yields an all-zero shared secret, so
+# no handshake can ever be trusted. WireGuard refuses them; so does fiovpn,
+# before they reach a registry line or the interface.
+_LOW_ORDER = frozenset(bytes.fromhex(h) for h in (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+))
+
+
+def is_low_order(raw: bytes) -> bool:
+    """True for the X25519 points of order 1, 2, 4 or 8 (and their aliases with
+    the ignored top bit set, or the field prime added)."""
+    return raw[:31] + bytes([raw[31] & 0x7F]) in _LOW_ORDER
+
 
 @dataclass(frozen=True, order=True, slots=True)
 class Key:
@@ -23,17 +43,28 @@ class Key:
         _decode(self.text)
 
     @classmethod
-    def parse(cls, value: str, *, what: str = "key") -> Key:
-        """Validate ``value`` (surrounding whitespace ignored) or raise ``BadInput``."""
+    def parse(cls, value: str, *, what: str = "key", public: bool = False) -> Key:
+        """Validate ``value`` (surrounding whitespace ignored) or raise ``BadInput``.
+        With ``public``, a low-order point (all zeros, ...) is refused too."""
         text = value.strip()
         try:
-            _decode(text)
+            raw = _decode(text)
         except ValueError as exc:
             raise BadInput(
                 f"invalid WireGuard {what} {_show(text)}: {exc}", code="bad_key",
                 hint="a key is 44 characters of base64, as printed by `wg pubkey`",
             ) from None
+        if public and is_low_order(raw):
+            raise BadInput(
+                f"invalid WireGuard {what} {_show(text)}: a low-order X25519 point "
+                "(all zeros or similar), which no real key pair has", code="bad_key",
+                hint="use the public key `wg pubkey` (or `fiovpn keys generate`) printed")
         return cls(text)
+
+    @classmethod
+    def parse_public(cls, value: str, *, what: str = "public key") -> Key:
+        """``parse`` for a peer's public key: low-order points refused."""
+        return cls.parse(value, what=what, public=True)
 
     @property
     def raw(self) -> bytes:

@@ -129,7 +129,7 @@ def parse_line(text: str) -> RegistryLine:
         return RegistryLine(text, problem="the name goes before the attributes "
                                           "(attr=value)")
     try:
-        key = Key.parse(fields[0], what="public key")
+        key = Key.parse_public(fields[0])
         ip = parse_ip(fields[1], what="client IP")
         name = validate_name(fields[2], what="client name") if len(fields) == 3 else None
         entry, notes = _attributes(ClientEntry(key, ip, name), attrs)

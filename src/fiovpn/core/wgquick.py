@@ -240,7 +240,7 @@ def _check_value(section: str, key: str, value: str | None) -> None:
     if key in SECRET_KEYS:
         parse_secret_key(value, what=key)
     elif key == "PublicKey":
-        Key.parse(value, what=key)
+        Key.parse_public(value, what=key)
     elif key == "Address":
         for item in _split(value):
             parse_interface(item, what="Address")
@@ -333,7 +333,7 @@ def client_view(doc: WgQuickConfig) -> ClientConfig:
     return ClientConfig(
         private_key=parse_secret_key(priv, what="PrivateKey") if priv else None,
         addresses=tuple(parse_interface(a) for a in _split(addr or "")),
-        server_public_key=Key.parse(pub, what="PublicKey") if pub else None,
+        server_public_key=Key.parse_public(pub, what="PublicKey") if pub else None,
         endpoint=peer.get("Endpoint") if peer else None,
         allowed_ips=tuple(parse_network(a) for a in _split(allowed or "")),
         keepalive=int(keep) if keep and keep.isdigit() else None,

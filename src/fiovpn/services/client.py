@@ -160,8 +160,8 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
     # Validate every input before touching anything.
     iface_addr = wgquick.parse_interface(address, what="address") if address else None
     endpoint = parse_endpoint(server_endpoint, DEFAULT_SERVER_PORT) if server_endpoint else None
-    server_key = Key.parse(server_public_key, what="server public key") if server_public_key \
-        else None
+    server_key = (Key.parse_public(server_public_key, what="server public key")
+                  if server_public_key else None)
     key_file = key_path or default_key_path()
     subnet: IPv4Network = parse_subnet(settings.subnet)
     existing_text = read_text(path)

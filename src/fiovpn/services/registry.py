@@ -120,7 +120,7 @@ class ClientRegistry:
 
     def add(self, public_key: str, ip: str = "auto", name: str | None = None, *,
             groups: str | None = None, expires: str | None = None) -> ClientEntry:
-        key = Key.parse(public_key, what="public key")
+        key = Key.parse_public(public_key)
         if name is not None:
             validate_name(name, what="client name")
         want = None if ip in ("auto", "", None) else parse_ip(ip, what="client IP")
@@ -151,23 +151,29 @@ class ClientRegistry:
                 chosen = self.network.check_client_ip(want, used)
             entry = ClientEntry(key, chosen, name, group_list, end)
             write_registry(self.path, reg.add(entry))
-        log.info("client added to registry: %s %s%s", key, chosen,
-                 f" ({name})" if name else "")
         self._changed()
         return entry
 
-    def remove(self, public_key: str | None = None, name: str | None = None
-               ) -> builtins.list[ClientEntry]:
+    def remove(self, public_key: str | None = None, name: str | None = None, *,
+               all_matching: bool = False) -> builtins.list[ClientEntry]:
+        """Remove the client with this key, or the one with this name; a name that
+        several clients share is refused (their keys listed) unless ``all_matching``."""
         if (public_key is None) == (name is None):
             raise BadInput("give exactly one of the public key (--public-key) or the name "
                            "(--name)", code="usage")
-        key = Key.parse(public_key, what="public key") if public_key is not None else None
+        key = Key.parse_public(public_key) if public_key is not None else None
         with self._editing():
             reg = self.read()
+            if name is not None and not all_matching:
+                same = reg.find(name=name)
+                if len(same) > 1:
+                    keys = ", ".join(f"{e.public_key} ({e.ip})" for e in same)
+                    raise BadInput(
+                        f"{len(same)} clients are named {name!r}: {keys}; nothing removed",
+                        code="ambiguous_name",
+                        hint="remove one with --public-key KEY, or all of them with --all")
             new, removed = reg.remove(public_key=key, name=name)
             write_registry(self.path, new)
-        for e in removed:
-            log.info("client removed from registry: %s %s", e.public_key, e.ip)
         self._changed()
         return removed
 
@@ -178,7 +184,7 @@ class ClientRegistry:
         if (public_key is None) == (name is None):
             raise BadInput("give exactly one of the public key (--public-key) or the name "
                            "(--name)", code="usage")
-        key = Key.parse(public_key, what="public key") if public_key is not None else None
+        key = Key.parse_public(public_key) if public_key is not None else None
         if name is not None:
             validate_name(name, what="client name")
         end = parse_expiry(expires, self.clock())
@@ -186,14 +192,12 @@ class ClientRegistry:
             reg = self.read()
             new, changed = reg.set_expires(end, public_key=key, name=name)
             write_registry(self.path, new)
-        for e in changed:
-            log.info("client renewed: %s %s until %s", e.public_key, e.ip, expires)
         self._changed()
         return changed
 
     def check(self, public_key: str) -> dict[str, Any]:
         """``{"registered", "in_registry", "on_interface", "ip"}`` for ``public_key``."""
-        key = Key.parse(public_key, what="public key")
+        key = Key.parse_public(public_key)
         found = self.read().find(public_key=key)
         ip: str | None = str(found[0].ip) if found else None
         on_interface = False

@@ -137,7 +137,7 @@ def register(settings: ClientSettings, runner: Runner, *, public_key: str,
              ip: str | None = None, name: str | None = None,
              options: SshOptions | None = None) -> dict[str, Any]:
     """Add a client to the server's registry; ``{"public_key","ip","name"}``."""
-    key = Key.parse(public_key, what="public key")
+    key = Key.parse_public(public_key)
     ip_arg = _check_ip(ip)
     args = ["add", "--public-key", str(key), "--ip", ip_arg]
     if name is not None:
@@ -151,23 +151,27 @@ def register(settings: ClientSettings, runner: Runner, *, public_key: str,
 
 
 def unregister(settings: ClientSettings, runner: Runner, *, public_key: str | None = None,
-               name: str | None = None, options: SshOptions | None = None) -> Any:
-    """Remove a client by key or name; the server's answer."""
+               name: str | None = None, all_matching: bool = False,
+               options: SshOptions | None = None) -> Any:
+    """Remove a client by key or name (a name several clients share only with
+    ``all_matching``); the server's answer: the list of removed clients."""
     if (public_key is None) == (name is None):
         raise BadInput("give exactly one of the public key (--public-key) or the name "
                            "(--name)", code="bad_usage")
     if public_key is not None:
-        args = ["remove", "--public-key", str(Key.parse(public_key, what="public key"))]
+        args = ["remove", "--public-key", str(Key.parse_public(public_key))]
     else:
         assert name is not None
         args = ["remove", "--name", validate_name(name, what="client name")]
+        if all_matching:
+            args.append("--all")
     return run_server_clients(settings, runner, args, options=options)
 
 
 def check_registered_remote(settings: ClientSettings, runner: Runner, *, public_key: str,
                             options: SshOptions | None = None) -> dict[str, Any]:
     """Ask the server: ``{"registered","in_registry","on_interface","ip"}``."""
-    key = Key.parse(public_key, what="public key")
+    key = Key.parse_public(public_key)
     answer = run_server_clients(settings, runner, ["check", "--public-key", str(key)],
                                 options=options)
     if not isinstance(answer, dict) or "registered" not in answer:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -28,6 +29,8 @@ log = logging.getLogger("fiovpn.server")
 DEVICES_FILE = "devices.json"
 STATUS_FILE = "status.json"
 LOCK_FILE = "daemon.lock"
+EFFECTIVE_FILE = "effective.json"
+CLI_HOLDER = "cli"  # what a CLI applying without a daemon writes into the lock file
 
 
 def row_to_json(row: WireguardIp) -> dict[str, Any]:
@@ -64,34 +67,89 @@ class StateCache:
         with contextlib.suppress(OSError):
             os.chmod(self.directory, 0o700)
 
-    @contextlib.contextmanager
-    def daemon_lock(self) -> Iterator[None]:
-        """Held while a daemon runs on this state directory: a second daemon (a
-        hand-started one next to the systemd unit) would fight over the same
-        interface and status file, so it is refused."""
-        path = self.directory / LOCK_FILE
+    @property
+    def effective_path(self) -> Path:
+        return self.directory / EFFECTIVE_FILE
+
+    def _open_lock(self) -> int:
         try:
             self._ensure_dir()
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            return os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise PermanentError(f"cannot use the state directory {self.directory}: "
                                  f"{exc.strerror}", code="state_dir_failed") from None
+
+    @contextlib.contextmanager
+    def daemon_lock(self, *, wait_for_cli: float = 10.0) -> Iterator[None]:
+        """Held while a daemon runs on this state directory: a second daemon (a
+        hand-started one next to the systemd unit) would fight over the same
+        interface and status file, so it is refused. A CLI applying a registry
+        edit without a daemon holds it for a moment: that one is waited for."""
+        fd = self._open_lock()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                who = f" (pid {other})" if other.isdigit() else ""
-                raise PermanentError(
-                    f"another fiovpn server daemon{who} is already running with state "
-                    f"directory {self.directory}", code="daemon_running",
-                    hint="stop it first (systemctl stop fiovpn-<factory>); "
-                         "`fiovpn server status` shows what it does") from None
+            deadline = time.monotonic() + wait_for_cli
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    if other.startswith(CLI_HOLDER) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    who = f" (pid {other})" if other.isdigit() else ""
+                    raise PermanentError(
+                        f"another fiovpn server daemon{who} is already running with state "
+                        f"directory {self.directory}", code="daemon_running",
+                        hint="stop it first (systemctl stop fiovpn-<factory>); "
+                             "`fiovpn server status` shows what it does") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def cli_lock(self, *, timeout: float = 10.0) -> Iterator[bool]:
+        """For a CLI about to write live state itself: yields True holding the
+        daemon lock (no daemon runs; none starts until this ends), or False at
+        once when a daemon holds it. Another CLI holding it is waited for."""
+        fd = self._open_lock()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    if not other.startswith(CLI_HOLDER) or time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{CLI_HOLDER} {os.getpid()}\n".encode(), 0)
+            try:
+                yield True
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+    def save_effective(self, record: dict[str, Any], *, pid: int, started_at: str) -> None:
+        """The daemon's effective settings (flags, env and TOML merged): what a CLI
+        applies with when no daemon runs, so policy never depends on the process."""
+        self._ensure_dir()
+        atomic_write(self.effective_path,
+                     json.dumps({"pid": pid, "started_at": started_at, "settings": record},
+                                indent=1) + "\n", mode=0o600)
+
+    def load_effective(self) -> dict[str, Any] | None:
+        data = self._load(self.effective_path)
+        if data is None or not isinstance(data.get("settings"), dict):
+            return None
+        settings: dict[str, Any] = data["settings"]
+        return settings
 
     def save_devices(self, rows: list[WireguardIp], saved_at: str) -> bool:
         """Keep ``rows`` as the last good device list; False when it was already kept.

@@ -1,17 +1,16 @@
-"""Registry edits from the CLI: the client registry, with every change applied
-to the live interface at once."""
+"""The client registry as the CLI reads it (``list``, ``check``). Changes go
+through ``ops.ask`` (``clients.add`` / ``clients.remove``): applied by the
+daemon when it runs, so it stays the only writer of live state."""
 
 from __future__ import annotations
 
 from fiovpn.services.registry import ClientRegistry, LiveInterface
 from fiovpn.services.server.context import ServerContext
-from fiovpn.services.server.reconcile import apply_local
 
 
-def registry(ctx: ServerContext, *, apply_now: bool = False) -> ClientRegistry:
-    """The client registry, checked against cached devices; with ``apply_now``
-    every change reaches the live interface at once (when it exists)."""
+def registry(ctx: ServerContext) -> ClientRegistry:
+    """The client registry, checked against cached devices, with the live
+    interface to read (never written from here)."""
     live = LiveInterface(ctx.wg, ctx.settings.interface)
-    on_change = (lambda: apply_local(ctx)) if apply_now else None
     return ClientRegistry(ctx.settings.clients_file, ctx.network, state=ctx.state,
-                          server_key=ctx.server_key, live=live, on_change=on_change)
+                          server_key=ctx.server_key, live=live)

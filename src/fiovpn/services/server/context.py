@@ -20,6 +20,7 @@ from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import Peer
 from fiovpn.errors import FiovpnError
 from fiovpn.services.keys import read_private_key
+from fiovpn.services.server.debounce import RegistryGuard, Signature
 from fiovpn.services.state import StateCache
 from fiovpn.settings import ServerSettings
 
@@ -51,11 +52,21 @@ class ServerContext:
     known: dict[Key, Peer] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
     forwarding_on: bool = False  # switched on (or found on) after the firewall applied
+    registry_guard: RegistryGuard = field(default_factory=RegistryGuard, repr=False,
+                                          compare=False)
     apply_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
                                        compare=False)
     # Called after every pass with its report and duration (the daemon's metrics).
     on_pass: Callable[[ReconcileReport, float], None] | None = None
     last_status: dict[str, Any] | None = None  # the status document of the last pass
+
+    @property
+    def trusted_registry(self) -> Signature:
+        return self.registry_guard.trusted
+
+    @trusted_registry.setter
+    def trusted_registry(self, sig: Signature) -> None:
+        self.registry_guard.trusted = sig
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,

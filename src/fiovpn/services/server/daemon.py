@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -12,13 +13,17 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from fiovpn.adapters.fs import file_signature
 from fiovpn.core.keys import public_key
 from fiovpn.services.keys import ensure_key_file
 from fiovpn.services.server.context import ServerContext
+from fiovpn.services.server.control import ControlServer
 from fiovpn.services.server.interface import check_server_file, ensure_interface
+from fiovpn.services.server.ops import dispatch
 from fiovpn.services.server.reconcile import apply_local, reconcile_once
-from fiovpn.services.server.report import ReconcileReport
+from fiovpn.services.server.report import ReconcileReport, iso
 from fiovpn.services.server.status import status
+from fiovpn.settings import settings_record
 
 if TYPE_CHECKING:
     from fiovpn.ops.serve import Web
@@ -93,11 +98,18 @@ class Daemon:
             raise _Stopped
 
     def _signature(self) -> tuple[int, int, int, int] | None:
-        try:
-            st = self.ctx.settings.clients_file.stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return file_signature(self.ctx.settings.clients_file)
+
+    def _serve_control(self) -> ControlServer:
+        """Record the effective settings, then answer the CLI on the control socket:
+        from here on this process is the only writer of interface, firewall, hosts."""
+        ctx = self.ctx
+        ctx.daemon = True
+        ctx.state.save_effective(settings_record(ctx.settings), pid=os.getpid(),
+                                 started_at=iso(ctx.clock()))
+        server = ControlServer(ctx.settings.state_dir, lambda req: dispatch(ctx, req))
+        server.start()
+        return server
 
     def run(self, *, once: bool = False) -> int:
         """Run until stopped (exit code 0), or one pass with ``once`` (0 ok, 1 failed)."""
@@ -109,13 +121,17 @@ class Daemon:
                 installed = True
         try:
             with self.ctx.state.daemon_lock():
-                self.start()
-                self.web = None if once else self._bind_web()
+                control = self._serve_control()
                 try:
-                    return self._loop(once)
+                    self.start()
+                    self.web = None if once else self._bind_web()
+                    try:
+                        return self._loop(once)
+                    finally:
+                        if self.web is not None:
+                            self.web.http.stop()
                 finally:
-                    if self.web is not None:
-                        self.web.http.stop()
+                    control.close()
         except _Stopped:
             log.info("daemon stopped; interface %s and its peers stay up",
                      self.ctx.settings.interface)
@@ -153,17 +169,21 @@ class Daemon:
                 next_at = started + delay
             now = self.monotonic()
             sig = self._signature()
-            if sig != seen:
+            if sig != seen and sig == self.ctx.trusted_registry:
+                seen = sig  # written and applied by an op of this process
+            elif sig != seen:
                 seen = sig
                 if running is None:
                     log.info("%s changed: reconciling now", self.ctx.settings.clients_file)
-                    running = _Pass.start(self.ctx, now)
+                    running = _Pass.start(self.ctx, now, cause="the clients file changed")
                 else:
                     # The factory read in flight may hang for a minute: the registry
                     # edit is applied now, devices from the last good list.
                     log.info("%s changed: applying it now (factory read in progress)",
                              self.ctx.settings.clients_file)
-                    apply_local(self.ctx)
+                    apply_local(self.ctx, cause="the clients file changed")
+            elif self.ctx.registry_guard.due():
+                apply_local(self.ctx, cause="the clients file settled")
             elif running is None and now >= next_at:
                 running = _Pass.start(self.ctx, now)
             if running is not None:
@@ -179,18 +199,19 @@ class _Pass:
     """One ``reconcile_once`` in a worker thread, so a hanging factory read never
     keeps the daemon from noticing a registry edit or a SIGTERM."""
 
-    def __init__(self, ctx: ServerContext, started: float) -> None:
+    def __init__(self, ctx: ServerContext, started: float, cause: str | None) -> None:
         self.started = started
+        self.cause = cause
         self.report: ReconcileReport | None = None
         self.thread = threading.Thread(target=self._run, args=(ctx,),
                                        name="fiovpn-reconcile", daemon=True)
 
     def _run(self, ctx: ServerContext) -> None:
-        self.report = reconcile_once(ctx)
+        self.report = reconcile_once(ctx, cause=self.cause)
 
     @classmethod
-    def start(cls, ctx: ServerContext, now: float) -> _Pass:
-        run = cls(ctx, now)
+    def start(cls, ctx: ServerContext, now: float, *, cause: str | None = None) -> _Pass:
+        run = cls(ctx, now, cause)
         run.thread.start()
         return run
 

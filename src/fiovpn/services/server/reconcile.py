@@ -13,6 +13,7 @@ import logging
 import time
 
 from fiovpn.adapters.factory_api import WireguardIp
+from fiovpn.adapters.fs import file_signature
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import FirewallPolicy, render_ruleset
 from fiovpn.core.keys import Key
@@ -78,15 +79,17 @@ def _protected(dump: WgDump, desired: DesiredPeers, known: dict[Key, Peer],
 
 
 
-def reconcile_once(ctx: ServerContext, *, use_api: bool = True) -> ReconcileReport:
+def reconcile_once(ctx: ServerContext, *, use_api: bool = True,
+                   cause: str | None = None) -> ReconcileReport:
     """One pass: read factory + registry + interface, apply the delta, write status.
 
     Never raises for API or apply failures: they land in the report (and in
     ``status.json``) so the daemon can carry on. ``use_api=False`` reconciles
-    from the state cache only (used to apply a registry edit at once).
+    from the state cache only (used to apply a registry edit at once). ``cause``
+    (who asked, why) goes into the log line of every change.
     """
     started = time.perf_counter()
-    report = ReconcileReport(at=iso(ctx.clock()))
+    report = ReconcileReport(at=iso(ctx.clock()), cause=cause)
     if use_api:
         rows = _fetch_devices(ctx, report)
     else:
@@ -109,6 +112,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     authoritative = report.api_ok
 
     try:
+        sig = file_signature(s.clients_file)
         registry = read_registry(s.clients_file)
     except FiovpnError as exc:
         # Without the registry every client would look removed: change nothing.
@@ -119,8 +123,10 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
             dump_now = ctx.wg.show_dump(s.interface)
         _finish(ctx, report, dump_now, list(known.values()))
         return report
-    report.registry_problems = registry.problems
-    desired = desired_peers(rows or [], registry.entries, ctx.network,
+    entries, report.registry_held = ctx.registry_guard.entries(registry, sig)
+    if not report.registry_held:
+        report.registry_problems = registry.problems
+    desired = desired_peers(rows or [], entries, ctx.network,
                             server_key=ctx.server_key)
     report.desired = desired
 
@@ -140,7 +146,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         ctx.wg.apply(s.interface, changes)
         report.changes = changes
         for change in changes:
-            log.info("%s", change.describe())
+            log.info("%s%s", change.describe(), f" ({report.cause})" if report.cause else "")
     except FiovpnError as exc:
         report.errors.append(f"applying {len(changes)} peer change(s) failed: {exc}")
         with contextlib.suppress(FiovpnError):
@@ -158,10 +164,11 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
             ctx.nft.apply(render_ruleset(policy, peers))
             ctx.last_firewall = fw_key
             report.firewall_applied = True
-            log.info("firewall table %s applied (%d clients, %d devices%s)", s.nft_table,
+            log.info("firewall table %s applied (%d clients, %d devices%s)%s", s.nft_table,
                      sum(p.kind == "client" for p in peers),
                      sum(p.kind == "device" for p in peers),
-                     ", device-to-device allowed" if s.allow_device_to_device else "")
+                     ", device-to-device allowed" if s.allow_device_to_device else "",
+                     f" ({report.cause})" if report.cause else "")
         except FiovpnError as exc:
             report.errors.append(f"applying the firewall failed: {exc}")
     if ctx.last_firewall is not None and not ctx.forwarding_on:
@@ -206,11 +213,11 @@ def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
 
 
 
-def apply_local(ctx: ServerContext) -> ReconcileReport | None:
+def apply_local(ctx: ServerContext, *, cause: str | None = None) -> ReconcileReport | None:
     """Apply the registry to the live interface now, devices from the state cache
     (no API call). Does nothing when the interface does not exist."""
     if not ctx.wg.interface_exists(ctx.settings.interface):
         return None
     # Keep the firewall in sync too: this process has not applied it yet.
-    return reconcile_once(ctx, use_api=False)
+    return reconcile_once(ctx, use_api=False, cause=cause)
 

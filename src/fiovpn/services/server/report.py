@@ -38,6 +38,8 @@ class ReconcileReport:
     used_api: bool = True
     firewall_applied: bool = False
     hosts_changed: bool = False
+    cause: str | None = None  # who asked for this pass and why (logged with each change)
+    registry_held: bool = False  # a doubtful registry read was not applied yet (debounce)
     status: dict[str, Any] = field(default_factory=dict)
 
     @property
