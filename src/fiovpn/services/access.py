@@ -32,7 +32,7 @@ from fiovpn.core.registry import ClientEntry, Registry
 from fiovpn.core.timespec import format_timestamp, parse_duration
 from fiovpn.errors import BadInput, FiovpnError, NotFound, PermanentError
 from fiovpn.services.grants import GrantStore
-from fiovpn.services.journal import Journal
+from fiovpn.services.journal import DAEMON, Journal
 
 log = logging.getLogger("fiovpn.server")
 
@@ -277,3 +277,72 @@ class AccessGrants:
     def list(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [g.to_json(now) for g in sorted(self.store.live(now), key=lambda g: g.end)]
+
+
+# --------------------------------------------------------------------------- daemon
+
+
+@dataclass
+class AccessState:
+    """The server's section-11 state next to a ``ServerContext``."""
+
+    groups: DeviceGroups
+    grants: GrantStore
+    journal: Journal
+    next_end: int | None = None  # the next client expiry: the daemon wakes for it
+    expired_seen: set[Key] = field(default_factory=set)  # expiries already journaled
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> AccessState:
+        return cls(DeviceGroups.in_state_dir(state_dir), GrantStore.in_state_dir(state_dir),
+                   Journal.in_state_dir(state_dir))
+
+    def live_grants(self, now: float) -> list[Grant]:
+        try:
+            return self.grants.live(now)
+        except FiovpnError as exc:
+            log.warning("%s: no grant applied", exc)
+            return []
+
+    def refresh_groups(self, api: FactoryApi, entries: Iterable[ClientEntry], now: float
+                       ) -> str | None:
+        """Learn the device groups when they are needed (or never learned); an
+        error message when the device list could not be read (groups kept)."""
+        if self.groups.groups is not None and not groups_in_use(entries,
+                                                                self.live_grants(now)):
+            return None
+        try:
+            if self.groups.learn(api, now):
+                log.info("device groups learned from the factory: %d devices in %d groups",
+                         len(self.groups.groups or {}), len(self.groups.known()))
+        except FiovpnError as exc:
+            return f"cannot read the factory's device list (device groups kept): {exc}"
+        except OSError as exc:
+            return f"cannot write {self.groups.path}: {exc}"
+        return None
+
+    def split_expired(self, entries: list[ClientEntry], now: float
+                      ) -> tuple[list[ClientEntry], list[ClientEntry]]:
+        """``(live, expired)`` clients; remembers the next expiry."""
+        self.next_end = earliest_end(entries, now)
+        live = [e for e in entries if not e.expired(now)]
+        return live, [e for e in entries if e.expired(now)]
+
+    def record(self, changes: Iterable[Any], expired: Iterable[ClientEntry]) -> None:
+        """Journal each peer added or removed and each client newly expired."""
+        lines: list[dict[str, Any]] = []
+        now_expired = {e.public_key for e in expired}
+        for e in expired:
+            if e.public_key not in self.expired_seen:
+                lines.append({"action": "expire", "target": e.name or str(e.public_key),
+                              "detail": {"ip": str(e.ip),
+                                         "expires": format_timestamp(e.expires or 0)}})
+        self.expired_seen = now_expired
+        for c in changes:
+            if c.action not in ("add", "remove"):
+                continue
+            lines.append({"action": f"peer_{c.action}", "target": c.label,
+                          "detail": {"public_key": str(c.public_key), "reason": c.reason}})
+        if lines:
+            self.journal.append_many(DAEMON, lines)
+

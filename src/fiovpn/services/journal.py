@@ -49,7 +49,22 @@ class Journal:
                detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
         line = {"at": format_timestamp(self.clock()), "actor": actor, "action": action,
                 "target": target, "detail": dict(detail or {})}
-        data = (json.dumps(line, separators=(",", ":"), default=str) + "\n").encode()
+        self._write((json.dumps(line, separators=(",", ":"), default=str) + "\n").encode())
+        return line
+
+    def append_many(self, actor: str, items: list[dict[str, Any]]) -> None:
+        """Several lines (``action``, ``target``, ``detail`` each) in one write."""
+        at = format_timestamp(self.clock())
+        data = "".join(json.dumps({"at": at, "actor": actor, "action": i["action"],
+                                   "target": i["target"], "detail": i.get("detail", {})},
+                                  separators=(",", ":"), default=str) + "\n"
+                       for i in items).encode()
+        try:
+            self._write(data)
+        except OSError as exc:
+            log.warning("cannot write the journal %s: %s", self.path, exc)
+
+    def _write(self, data: bytes) -> None:
         if not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -59,7 +74,6 @@ class Journal:
             os.write(fd, data)
         finally:
             os.close(fd)
-        return line
 
     def try_append(self, **kwargs: Any) -> None:
         """``append`` that never stops the caller: the change is already made."""

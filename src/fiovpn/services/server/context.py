@@ -19,6 +19,7 @@ from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import Peer
 from fiovpn.errors import FiovpnError
+from fiovpn.services.access import AccessState
 from fiovpn.services.keys import read_private_key
 from fiovpn.services.server.debounce import RegistryGuard, Signature
 from fiovpn.services.state import StateCache
@@ -59,6 +60,14 @@ class ServerContext:
     # Called after every pass with its report and duration (the daemon's metrics).
     on_pass: Callable[[ReconcileReport, float], None] | None = None
     last_status: dict[str, Any] | None = None  # the status document of the last pass
+    access_state: AccessState | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def access(self) -> AccessState:
+        """Device groups, grants and the journal of this state directory (section 11)."""
+        if self.access_state is None:
+            self.access_state = AccessState.in_state_dir(self.settings.state_dir)
+        return self.access_state
 
     @property
     def trusted_registry(self) -> Signature:

@@ -111,6 +111,15 @@ class Daemon:
         server.start()
         return server
 
+    def _grants_signature(self) -> tuple[int, int, int, int] | None:
+        return file_signature(self.ctx.access.grants.path)
+
+    def _expiry_due(self) -> bool:
+        """A client's ``expires=`` has come: it leaves the interface now, not at
+        the next poll."""
+        end = self.ctx.access.next_end
+        return end is not None and self.ctx.clock() >= end
+
     def run(self, *, once: bool = False) -> int:
         """Run until stopped (exit code 0), or one pass with ``once`` (0 ok, 1 failed)."""
         installed = False
@@ -150,6 +159,7 @@ class Daemon:
         failures = 0
         next_at = 0.0
         seen = self._signature()
+        grants_seen = self._grants_signature()
         running: _Pass | None = None
         while not self.stopping:
             if running is not None and running.done:
@@ -186,6 +196,12 @@ class Daemon:
                 apply_local(self.ctx, cause="the clients file settled")
             elif running is None and now >= next_at:
                 running = _Pass.start(self.ctx, now)
+            elif self._expiry_due():
+                self.ctx.access.next_end = None  # the pass sets the next one
+                apply_local(self.ctx, cause="a client's expiry has come")
+            elif self._grants_signature() != grants_seen:
+                grants_seen = self._grants_signature()
+                apply_local(self.ctx, cause="the grants changed")
             if running is not None:
                 running.wait(self.poll)
             else:

@@ -9,6 +9,7 @@ may remove a device peer."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -17,10 +18,11 @@ from fiovpn.adapters.fs import file_signature
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import FirewallPolicy, render_ruleset
 from fiovpn.core.keys import Key
-from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, desired_peers
+from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, SkippedPeer, desired_peers
 from fiovpn.core.plan import plan
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, TemporaryError
+from fiovpn.services.access import access_rules
 from fiovpn.services.registry import read_registry
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.hostsfile import update_hosts_file
@@ -92,6 +94,8 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True,
     report = ReconcileReport(at=iso(ctx.clock()), cause=cause)
     if use_api:
         rows = _fetch_devices(ctx, report)
+        if report.api_ok and ctx.api is not None:
+            _learn_groups(ctx, report)
     else:
         report.used_api = False
         rows = ctx.state.load_devices()
@@ -104,6 +108,18 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True,
     if ctx.on_pass is not None:
         ctx.on_pass(report, time.perf_counter() - started)
     return report
+
+
+def _learn_groups(ctx: ServerContext, report: ReconcileReport) -> None:
+    """Each device's ``device-group``, read when some client or grant needs it."""
+    assert ctx.api is not None
+    try:
+        entries = read_registry(ctx.settings.clients_file).entries
+    except FiovpnError:
+        return  # the local pass reports an unreadable registry
+    error = ctx.access.refresh_groups(ctx.api, entries, ctx.clock())
+    if error is not None:
+        report.errors.append(error)
 
 
 def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
@@ -126,8 +142,13 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     entries, report.registry_held = ctx.registry_guard.entries(registry, sig)
     if not report.registry_held:
         report.registry_problems = registry.problems
-    desired = desired_peers(rows or [], entries, ctx.network,
-                            server_key=ctx.server_key)
+    now = ctx.clock()
+    entries, expired = ctx.access.split_expired(list(entries), now)
+    desired = desired_peers(rows or [], entries, ctx.network, server_key=ctx.server_key)
+    if expired:
+        desired = dataclasses.replace(desired, skipped=(*desired.skipped, *(
+            SkippedPeer("client", e.name, f"expired at {iso(e.expires or 0)}")
+            for e in expired)))
     report.desired = desired
 
     known = ctx.known if ctx.known is not None else ctx.state.known_peers()
@@ -153,15 +174,18 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
             dump = ctx.wg.show_dump(s.interface)
     report.peers = peers
     ctx.known = {**known, **{p.public_key: p for p in peers}}
+    ctx.access.record(report.changes, expired)
 
     listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
                             s.allow_device_to_device,
                             http_port=listen.port if listen else None)
-    fw_key = (policy, frozenset((p.kind, p.ip) for p in peers))
+    rules = access_rules(peers, entries, ctx.access.groups.groups,
+                         ctx.access.live_grants(now), now)
+    fw_key = (policy, frozenset((p.kind, p.ip) for p in peers), rules.memo())
     if fw_key != ctx.last_firewall:
         try:
-            ctx.nft.apply(render_ruleset(policy, peers))
+            ctx.nft.apply(render_ruleset(policy, peers, rules, now=ctx.clock()))
             ctx.last_firewall = fw_key
             report.firewall_applied = True
             log.info("firewall table %s applied (%d clients, %d devices%s)%s", s.nft_table,
