@@ -6,15 +6,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+
+import pytest
+from tests.unit.test_reconcile import FakeApi, FakeWg, K, ctx_for
+from tests.unit.test_reconcile import env as _env  # noqa: F401 - the fixture
 
 from fiovpn.adapters.factory_api import Device
 from fiovpn.core.grants import Grant
 from fiovpn.services import server as svc
 from fiovpn.settings import ServerSettings
-from tests.unit.test_reconcile import K, FakeApi, FakeWg, ctx_for, env, row  # noqa: F401
 
 NOW = 1_800_000_000.0
+Env = tuple[ServerSettings, FakeWg, FakeApi]
+
+
+@pytest.fixture
+def lab_env(request: pytest.FixtureRequest) -> Env:
+    found: Env = request.getfixturevalue("_env")
+    return found
 
 
 @dataclass
@@ -34,9 +43,9 @@ def _ctx(settings: ServerSettings, fake: FakeWg, api: FakeApi, now: list[float]
     return ctx
 
 
-def test_groups_learned_when_needed_and_enforced(env: tuple[ServerSettings, FakeWg, FakeApi]
+def test_groups_learned_when_needed_and_enforced(lab_env: Env
                                                  ) -> None:
-    settings, fake, base = env
+    settings, fake, base = lab_env
     api = GroupApi(rows=base.rows, groups={"dev-a": "lab", "dev-b": "prod"})
     settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice\n")
     now = [NOW]
@@ -60,8 +69,8 @@ def test_groups_learned_when_needed_and_enforced(env: tuple[ServerSettings, Fake
 
 
 def test_expired_client_leaves_and_is_journaled_once(
-        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
-    settings, fake, api = env
+        lab_env: Env) -> None:
+    settings, fake, api = lab_env
     settings.clients_file.write_text(
         f"{K[5]} 10.42.42.200 alice expires=2027-01-15T08:00:03Z\n")
     now = [NOW]
@@ -86,8 +95,8 @@ def test_expired_client_leaves_and_is_journaled_once(
 
 
 def test_grants_rendered_with_remaining_time_and_ended_never(
-        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
-    settings, fake, api = env
+        lab_env: Env) -> None:
+    settings, fake, api = lab_env
     settings.clients_file.write_text(f"{K[5]} 10.42.42.200 alice groups=lab\n")
     now = [NOW]
     ctx = _ctx(settings, fake, api, now)
