@@ -28,3 +28,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _private_journal(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device-touching commands journal to ~/.local/state/fiovpn: never the real home
+    in unit and adapter tests (the lab's roles have homes of their own)."""
+    if "e2e" not in request.keywords:
+        monkeypatch.setenv("FIOVPN_JOURNAL", str(tmp_path_factory.mktemp("journal")
+                                                 / "journal.jsonl"))

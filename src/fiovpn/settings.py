@@ -82,7 +82,10 @@ class ServerSettings:
 
 
 def default_journal() -> Path:
-    """The engineer's journal of device-touching commands and MCP calls."""
+    """The engineer's journal of device-touching commands and MCP calls
+    (``$FIOVPN_JOURNAL`` even for settings built in code, so no test writes ~)."""
+    if os.environ.get("FIOVPN_JOURNAL"):
+        return Path(os.environ["FIOVPN_JOURNAL"])
     return _home() / ".local" / "state" / "fiovpn" / "journal.jsonl"
 
 

@@ -20,6 +20,7 @@ from fiovpn.cli.output import Result, command, json_mode, progress
 from fiovpn.errors import BadInput
 from fiovpn.services import client as service
 from fiovpn.services import device_access, remote
+from fiovpn.services.journal import record_device_call
 from fiovpn.settings import ClientSettings, load_client
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -235,8 +236,13 @@ def doctor_cmd(config: Path | None, device: str | None, user: str | None,
 @click.option("--ip", default="auto", show_default=True,
               help="'auto' or an address of the client pool.")
 @click.option("--name", default=None, help="A label, e.g. the engineer's name.")
+@click.option("--groups", default=None,
+              help="G1,G2: reach only devices of these factory device groups.")
+@click.option("--expires", default=None,
+              help="DURATION (30d) or YYYY-MM-DDTHH:MM:SSZ: off the VPN from then on.")
 @server_ssh_options
 def register_cmd(config: Path | None, public_key: str, ip: str, name: str | None,
+                 groups: str | None, expires: str | None,
                  identity_file: Path | None, known_hosts: Path | None,
                  server_ssh: str | None, server_command: str | None) -> Result:
     """Register a client's public key on the server (admin, over SSH).
@@ -250,11 +256,13 @@ def register_cmd(config: Path | None, public_key: str, ip: str, name: str | None
     \b
     Example:
       fiovpn register --public-key KEY --name alice
+      fiovpn register --public-key KEY --name bob --groups lab --expires 30d
     """
     settings = settings_from(config=config, identity_file=identity_file,
                              known_hosts=known_hosts, server_ssh=server_ssh,
                              server_command=server_command)
-    data = remote.register(settings, runner(), public_key=public_key, ip=ip, name=name)
+    data = remote.register(settings, runner(), public_key=public_key, ip=ip, name=name,
+                           groups=groups, expires=expires)
     human = (f"Registered {data['public_key']} as {data['name'] or '(no name)'} with IP "
              f"{data['ip']}.\nTell the engineer to run: "
              f"fiovpn client init --address {data['ip']} && fiovpn connect")
@@ -383,6 +391,9 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
     cmd = split_ssh_command(remote_command)
+    # the program only: arguments may hold what does not belong in a log
+    record_device_call(settings.journal, action="ssh", device=device, via="cli",
+                       detail={"program": cmd[0] if cmd else None})
     if not cmd:
         if json_mode():
             raise BadInput("--json needs a command: fiovpn ssh --json DEVICE -- CMD",
@@ -401,6 +412,7 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
 def _d2d(enable: bool, name: str, **flags: Any) -> Result:
     settings = settings_from(**flags)
     action = "enable" if enable else "disable"
+    record_device_call(settings.journal, action=f"{action}-d2d", device=name, via="cli")
     progress(f"{action} device-to-device on {name} over SSH")
     data = (device_access.enable_d2d if enable else device_access.disable_d2d)(
         settings, runner(), name)

@@ -19,6 +19,7 @@ from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command, progress
 from fiovpn.core.names import validate_name
 from fiovpn.services import devices as service
+from fiovpn.services.journal import record_device_call
 from fiovpn.settings import ClientSettings, load_client
 
 
@@ -78,6 +79,7 @@ def enable_vpn_cmd(name: str, factory: str | None, api_url: str | None,
     """
     validate_name(name, what="device name")
     settings = load_settings(factory, api_url, api_token_file)
+    record_device_call(settings.journal, action="enable-vpn", device=name, via="cli")
     with factory_api(settings) as api:
         progress(f"enabling VPN on {name} in factory {api.factory}")
         change = service.enable_vpn(api, name, subnet=settings.subnet,
@@ -100,6 +102,7 @@ def disable_vpn_cmd(name: str, factory: str | None, api_url: str | None,
     """Take device NAME off the VPN (it keeps its address for a later enable)."""
     validate_name(name, what="device name")
     settings = load_settings(factory, api_url, api_token_file)
+    record_device_call(settings.journal, action="disable-vpn", device=name, via="cli")
     with factory_api(settings) as api:
         change = service.disable_vpn(api, name)
     data = change.to_json()

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
@@ -32,10 +33,11 @@ from fiovpn.errors import (
 )
 from fiovpn.mcpserver import guide
 from fiovpn.mcpserver import models as m
+from fiovpn.mcpserver.guard import Guard
 from fiovpn.mcpserver.services import Services
 from fiovpn.services import client_config, devices
 from fiovpn.services.keys import read_private_key
-from fiovpn.settings import ClientSettings
+from fiovpn.settings import ClientSettings, default_journal
 
 TOOL_NAMES = (
     "connect_foundries_vpn",
@@ -146,12 +148,20 @@ def _flags(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def build_server(services: Services) -> MCPServer:
-    """The fiovpn MCP server over ``services`` (real ones for ``fiovpn mcp``, fakes in tests)."""
+def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
+    """The fiovpn MCP server over ``services`` (real ones for ``fiovpn mcp``, fakes in
+    tests); ``guard``: ``--read-only`` / ``--allow-devices`` and the journal."""
     server: MCPServer = MCPServer(
         "fiovpn", title="fiovpn: Foundries VPN", version=__version__,
         instructions=INSTRUCTIONS, log_level="WARNING",
     )
+
+    def journal_path() -> Path:
+        try:
+            return services.load_settings({}).journal
+        except FiovpnError:
+            return default_journal()
+    (guard or Guard()).install(server, journal_path)
 
     for key, (uri, title, description) in DOCS.items():
         server.resource(uri, name=key, title=title, description=description,

@@ -124,3 +124,11 @@ def actor_from_env(env: Mapping[str, str], names_by_ip: Mapping[str, str | None]
         name = names_by_ip.get(conn[0])
         return name or f"ssh:{conn[0]}"
     return f"local:{local_user()}"
+
+
+def record_device_call(journal_path: Path, *, action: str, device: str, via: str,
+                       detail: Mapping[str, Any] | None = None) -> None:
+    """The engineer's journal line for a device-touching command or MCP call
+    (``detail.via``: ``cli`` or ``mcp``). Never fails the call it records."""
+    Journal(journal_path).try_append(actor=local_user(), action=action, target=device,
+                                     detail={"via": via, **(detail or {})})

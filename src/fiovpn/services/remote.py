@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget, runtime_dir, s
 from fiovpn.core.addresses import parse_ip
 from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
+from fiovpn.core.registry import parse_groups
+from fiovpn.core.timespec import parse_expiry
 from fiovpn.errors import (
     BadInput,
     Conflict,
@@ -133,21 +136,36 @@ def _check_ip(ip: str | None) -> str:
     return str(parse_ip(ip, what="client IP"))
 
 
+def _check_expires(expires: str) -> str:
+    """A DURATION or TIMESTAMP, checked here (the server checks it again, against
+    its own clock) so a typo never costs an SSH round trip."""
+    parse_expiry(expires, time.time())
+    return expires.strip()
+
+
 def register(settings: ClientSettings, runner: Runner, *, public_key: str,
-             ip: str | None = None, name: str | None = None,
+             ip: str | None = None, name: str | None = None, groups: str | None = None,
+             expires: str | None = None,
              options: SshOptions | None = None) -> dict[str, Any]:
-    """Add a client to the server's registry; ``{"public_key","ip","name"}``."""
+    """Add a client to the server's registry; ``{"public_key","ip","name"}`` (and
+    ``groups``/``expires`` when given)."""
     key = Key.parse_public(public_key)
     ip_arg = _check_ip(ip)
     args = ["add", "--public-key", str(key), "--ip", ip_arg]
     if name is not None:
         args += ["--name", validate_name(name, what="client name")]
+    if groups is not None:
+        args += ["--groups", ",".join(parse_groups(groups, what="--groups"))]
+    if expires is not None:
+        args += ["--expires", _check_expires(expires)]
     answer = run_server_clients(settings, runner, args, options=options)
     if not isinstance(answer, dict) or "ip" not in answer:
         raise RemoteCommandError(f"unexpected answer from the server: {answer!r}"[:200],
                                  code="bad_remote_output")
-    return {"public_key": str(answer.get("public_key", key)), "ip": answer["ip"],
-            "name": answer.get("name")}
+    out = {"public_key": str(answer.get("public_key", key)), "ip": answer["ip"],
+           "name": answer.get("name")}
+    out.update({k: answer[k] for k in ("groups", "expires") if k in answer})
+    return out
 
 
 def unregister(settings: ClientSettings, runner: Runner, *, public_key: str | None = None,
