@@ -18,9 +18,8 @@ from fiovpn.cli.output import Result, command
 from fiovpn.core.forced import parse_forced_command
 from fiovpn.core.timespec import parse_duration
 from fiovpn.errors import BadInput, FiovpnError
-from fiovpn.services.access import AccessGrants, DeviceGroups
+from fiovpn.services.access import AccessGrants
 from fiovpn.services.admins import AdminKeys
-from fiovpn.services.grants import GrantStore
 from fiovpn.services.journal import ADMIN_ENV, Journal, actor_from_env
 from fiovpn.services.registry import read_registry
 from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings
@@ -68,27 +67,25 @@ def config_opt(fn: Any) -> Any:
 
 
 def grants_service(settings: ServerSettings) -> AccessGrants:
+    """For reading (``access list``); changes go through ``_ask``."""
+    from fiovpn.services import server as service
+    from fiovpn.services.server.ops import access_grants
+
+    return access_grants(service.ServerContext.from_settings(settings), server_actor(settings))
+
+
+def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
+         ) -> dict[str, Any]:
+    """Grant/revoke where live state is owned: the running daemon (its control
+    socket) applies it, else this process with the daemon's recorded settings."""
     from fiovpn.services import server as service
 
-    ctx = service.ServerContext.from_settings(settings)
-
-    def apply(statement: str) -> bool:
-        if not ctx.wg.interface_exists(settings.interface):
-            return True  # no live interface: the daemon applies grants.json when it starts
-        ctx.nft.apply(statement)
-        return True
-
-    return AccessGrants(
-        store=GrantStore.in_state_dir(settings.state_dir),
-        journal=Journal.in_state_dir(settings.state_dir),
-        registry=lambda: read_registry(settings.clients_file),
-        devices=ctx.state.load_devices,
-        groups=DeviceGroups.in_state_dir(settings.state_dir),
-        table=settings.nft_table,
-        apply=apply,
-        reapply=lambda: service.apply_local(ctx),
-        actor=server_actor(settings),
-    )
+    answer = service.ask(settings, op, {**params, "actor": server_actor(settings)},
+                         requester=service.Requester.of_this_process(command))
+    grant = answer.get("grant")
+    if not isinstance(grant, dict):
+        raise FiovpnError(f"unexpected answer to {op}: {answer!r}"[:200])
+    return grant
 
 
 @click.group("access")
@@ -126,9 +123,9 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
       fiovpn server access grant --name alice --group prod --for 2h
       fiovpn server access grant --name alice --device gw-17 --for 30m
     """
-    svc = grants_service(_server_settings(config))
-    data = svc.grant(name=name, public_key=public_key, group=group, device=device,
-                     duration=duration)
+    data = _ask(_server_settings(config), "access.grant",
+                {"name": name, "public_key": public_key, "group": group, "device": device,
+                 "for": duration}, "server access grant")
     what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
     return Result(data, f"{data['client']} may reach {what} until {data['expires']}.")
 
@@ -140,8 +137,9 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
 def revoke_cmd(config: Path | None, name: str | None, public_key: str | None,
                group: str | None, device: str | None) -> Result:
     """End a grant now."""
-    svc = grants_service(_server_settings(config))
-    data = svc.revoke(name=name, public_key=public_key, group=group, device=device)
+    data = _ask(_server_settings(config), "access.revoke",
+                {"name": name, "public_key": public_key, "group": group, "device": device},
+                "server access revoke")
     what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
     return Result(data, f"Revoked: {data['client']} no longer reaches {what}.")
 

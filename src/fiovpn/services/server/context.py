@@ -61,6 +61,8 @@ class ServerContext:
     on_pass: Callable[[ReconcileReport, float], None] | None = None
     last_status: dict[str, Any] | None = None  # the status document of the last pass
     access_state: AccessState | None = field(default=None, repr=False, compare=False)
+    # grants.json as an op of this process last wrote it (already applied)
+    trusted_grants: tuple[int, int, int, int] | None = None
 
     @property
     def access(self) -> AccessState:

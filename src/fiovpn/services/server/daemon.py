@@ -201,7 +201,8 @@ class Daemon:
                 apply_local(self.ctx, cause="a client's expiry has come")
             elif self._grants_signature() != grants_seen:
                 grants_seen = self._grants_signature()
-                apply_local(self.ctx, cause="the grants changed")
+                if grants_seen != self.ctx.trusted_grants:  # else: an op applied it
+                    apply_local(self.ctx, cause="the grants file changed")
             if running is not None:
                 running.wait(self.poll)
             else:

@@ -24,7 +24,8 @@ from typing import Any
 
 from fiovpn.adapters.fs import file_signature
 from fiovpn.errors import BadInput, PermanentError, TemporaryError
-from fiovpn.services.registry import ClientRegistry, LiveInterface
+from fiovpn.services.access import AccessGrants
+from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlClient, NoDaemon, Request, Requester
 from fiovpn.services.server.reconcile import apply_local
@@ -122,6 +123,48 @@ def _apply(ctx: ServerContext, req: Request) -> dict[str, Any]:
     return {"applied": applied(ctx, apply_local(ctx, cause=req.requester.cause()))}
 
 
+def access_grants(ctx: ServerContext, actor: str) -> AccessGrants:
+    """``server access`` over this context: a grant goes into the live table as one
+    set element (``nft -f`` of one statement), else the whole table is re-applied."""
+    def apply(statement: str) -> bool:
+        if not ctx.wg.interface_exists(ctx.settings.interface):
+            return True  # no live interface: grants.json is applied when it starts
+        ctx.nft.apply(statement)
+        return True
+
+    return AccessGrants(
+        store=ctx.access.grants, journal=ctx.access.journal,
+        registry=lambda: read_registry(ctx.settings.clients_file),
+        devices=ctx.state.load_devices, groups=ctx.access.groups,
+        table=ctx.settings.nft_table, apply=apply,
+        reapply=lambda: apply_local(ctx, cause=f"grants changed by {actor}"),
+        actor=actor, clock=ctx.clock)
+
+
+def _actor(req: Request) -> str:
+    return _str(req.params, "actor") or req.requester.user or "unknown"
+
+
+def _access_grant(ctx: ServerContext, req: Request) -> dict[str, Any]:
+    duration = _str(req.params, "for")
+    if duration is None:
+        raise BadInput("for (a duration) is required", code="bad_request")
+    grant = access_grants(ctx, _actor(req)).grant(
+        name=_str(req.params, "name"), public_key=_str(req.params, "public_key"),
+        group=_str(req.params, "group"), device=_str(req.params, "device"),
+        duration=duration)
+    ctx.trusted_grants = file_signature(ctx.access.grants.path)
+    return {"grant": grant, "by": "daemon" if ctx.daemon else "cli"}
+
+
+def _access_revoke(ctx: ServerContext, req: Request) -> dict[str, Any]:
+    grant = access_grants(ctx, _actor(req)).revoke(
+        name=_str(req.params, "name"), public_key=_str(req.params, "public_key"),
+        group=_str(req.params, "group"), device=_str(req.params, "device"))
+    ctx.trusted_grants = file_signature(ctx.access.grants.path)
+    return {"grant": grant, "by": "daemon" if ctx.daemon else "cli"}
+
+
 def _hello(ctx: ServerContext, _req: Request) -> dict[str, Any]:
     return {"pid": os.getpid(), "settings": settings_record(ctx.settings)}
 
@@ -132,6 +175,8 @@ OPS: dict[str, Op] = {
     "clients.add": Op(_clients_add),
     "clients.remove": Op(_clients_remove),
     "clients.renew": Op(_clients_renew),
+    "access.grant": Op(_access_grant),
+    "access.revoke": Op(_access_revoke),
 }
 
 
