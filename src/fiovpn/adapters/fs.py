@@ -82,3 +82,22 @@ def file_signature(path: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def readable_by_others(path: Path) -> int | None:
+    """The permission bits of ``path`` when group or others may read or write it
+    (a secret file should be 0600), else None (also when it does not exist)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
+
+
+def loose_secret_file(path: Path, what: str) -> str | None:
+    """One sentence saying that ``path`` (holding ``what``) is open to others, or None."""
+    mode = readable_by_others(path)
+    if mode is None:
+        return None
+    return (f"{path} holds {what} but group or others may read it (mode {mode:04o}): "
+            f"run `chmod 600 {path}`")

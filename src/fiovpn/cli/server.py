@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -97,15 +97,24 @@ def server(ctx: click.Context, config: Path | None) -> None:
 @click.option("--http", "http", default=None, metavar="ADDR:PORT",
               help="Have the daemon serve /metrics and the dashboard on ADDR:PORT "
                    "(written into the settings file).")
+@click.option("--unit-dir", "unit_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write fiovpn-<factory>.service (default /etc/systemd/system; "
+                   "setting unit-dir, written into the settings file).")
+@click.option("--force", is_flag=True,
+              help="Enable even though --api-token-file is readable by group or others.")
 def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address: str | None,
                port: int | None, private_key: Path | None, api_url: str | None,
-               api_token_file: Path | None, http: str | None) -> Result:
+               api_token_file: Path | None, http: str | None, unit_dir: Path | None,
+               force: bool) -> Result:
     """Publish this server in the factory and install its daemon's systemd unit.
 
     Writes the factory's `wireguard-server` file (endpoint, server address,
-    public key), the settings file when it does not exist yet, and
-    fiovpn-<factory>.service (no secret in it). Then start it with
-    `systemctl enable --now fiovpn-<factory>`.
+    public key), the settings file when it does not exist yet, and the unit
+    fiovpn-<factory>.service (no secret in it) into --unit-dir (default
+    /etc/systemd/system). Then start it with
+    `systemctl daemon-reload && systemctl enable --now fiovpn-<factory>`.
+    An --api-token-file that group or others can read is refused (chmod 600
+    it) unless --force.
     """
     path = service.config_path_for(_config(config))
     # enable writes the settings file when it does not exist yet, so a --config
@@ -114,9 +123,9 @@ def enable_cmd(config: Path | None, factory: str | None, endpoint: str, address:
                     flags={"factory": factory, "address": address, "port": port,
                            "private_key": private_key, "api_url": api_url,
                            "api_token_file": api_token_file, "endpoint": endpoint,
-                           "http": http})
+                           "http": http, "unit_dir": unit_dir})
     api = service.build_api(settings)
-    data = service.enable(settings, api, endpoint=endpoint, config_path=path)
+    data = service.enable(settings, api, endpoint=endpoint, config_path=path, force=force)
     human = (f"Factory {data['factory']}: wireguard-server published "
              f"(endpoint {data['endpoint']}, server {data['server_address']}).\n"
              f"Server public key: [bold]{data['public_key']}[/]"
@@ -211,6 +220,45 @@ def _bytes(n: Any) -> str:
     return str(n)
 
 
+_PEER_COLUMNS = ("kind", "name", "ip", "public key", "handshake", "rx", "tx")
+_KEY_MIN = 8
+
+
+class _PeerTable:
+    """The peers table, laid out for the width it gets: kind, name, IP and
+    handshake are never cut; the key column shrinks and folds (keys are copied
+    from here: folded, never cut); rx/tx give way last."""
+
+    def __init__(self, peers: list[dict[str, Any]]) -> None:
+        self.rows = [(p["kind"], p.get("name") or "-", p.get("ip") or "-", p["public_key"],
+                      _age(p.get("latest_handshake")), _bytes(p.get("rx")),
+                      _bytes(p.get("tx"))) for p in peers]
+
+    def table(self, max_width: int) -> Table:
+        widths = [max([len(col), *(len(r[i]) for r in self.rows)])
+                  for i, col in enumerate(_PEER_COLUMNS)]
+        overhead = 3 * len(widths) + 1  # one space either side of a cell, one rule between
+        key = 3
+        others = sum(widths) - widths[key]
+        widths[key] = max(_KEY_MIN, min(widths[key], max_width - overhead - others))
+        excess = sum(widths) + overhead - max_width
+        for i in (6, 5):  # tx, then rx
+            if excess > 0:
+                cut = min(excess, widths[i] - 3)
+                widths[i] -= cut
+                excess -= cut
+        table = Table(title=f"{len(self.rows)} peers", title_justify="left")
+        for i, col in enumerate(_PEER_COLUMNS):
+            table.add_column(col, width=widths[i], no_wrap=i != key,
+                             overflow="fold" if i == key else "ellipsis")
+        for r in self.rows:
+            table.add_row(*r)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+
+
 def status_view(data: dict[str, Any]) -> Group:
     head = Text.assemble(
         ("Interface ", "bold"), f"{data['interface']} ",
@@ -220,14 +268,7 @@ def status_view(data: dict[str, Any]) -> Group:
         f"  last sync {data['last_sync'] or 'never'}",
         (f"  last error: {data['last_error']}" if data["last_error"] else ""),
     )
-    table = Table(title=f"{len(data['peers'])} peers", title_justify="left")
-    for col in ("kind", "name", "ip", "public key", "handshake", "rx", "tx"):
-        # keys are copied from here: wrap them, never cut them
-        table.add_column(col, overflow="fold" if col == "public key" else "ellipsis")
-    for p in data["peers"]:
-        table.add_row(p["kind"], p.get("name") or "-", p.get("ip") or "-",
-                      p["public_key"], _age(p.get("latest_handshake")), _bytes(p.get("rx")),
-                      _bytes(p.get("tx")))
+    table = _PeerTable(data["peers"])
     parts: list[Any] = [head, table]
     if not data["daemon_running"]:
         unit = f"fiovpn-{data['factory']}" if data.get("factory") else "fiovpn-<factory>"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from fiovpn.adapters.fs import file_signature
+from fiovpn.adapters.fs import file_signature, loose_secret_file
 from fiovpn.core.keys import public_key
 from fiovpn.services.keys import ensure_key_file
 from fiovpn.services.server.context import ServerContext
@@ -82,6 +82,10 @@ class Daemon:
         if created:
             log.info("generated server private key %s (0600)", s.private_key)
         self.ctx.server_key = public_key(private)
+        if s.api_token_file is not None:
+            loose = loose_secret_file(s.api_token_file, "the factory API token")
+            if loose is not None:
+                log.warning("%s", loose)
         self.ctx.daemon = True
         check_server_file(self.ctx, private)
         ensure_interface(self.ctx, private)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fiovpn.adapters.factory_api import ConfigFile, FactoryApi, current_file
-from fiovpn.adapters.fs import atomic_write
+from fiovpn.adapters.fs import atomic_write, loose_secret_file
 from fiovpn.core.factory_files import (
     VPN_HANDLER,
     WIREGUARD_SERVER_FILE,
@@ -32,7 +32,7 @@ TOKEN_ENV = "FIOVPN_API_TOKEN"  # noqa: S105 - the name of a variable, not a sec
 
 TOML_KEYS = ("factory", "api_url", "api_token_file", "interface", "private_key", "subnet",
              "address", "port", "endpoint", "client_pool", "interval", "clients_file",
-             "hosts_file", "state_dir", "allow_device_to_device", "http")
+             "hosts_file", "state_dir", "allow_device_to_device", "http", "unit_dir")
 
 
 def render_server_toml(settings: ServerSettings) -> str:
@@ -96,18 +96,27 @@ def _server_file(settings: ServerSettings, endpoint: str, key: Key, *, enabled: 
 
 
 def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
-           config_path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+           config_path: Path, env: dict[str, str] | None = None,
+           force: bool = False) -> dict[str, Any]:
     """Publish this server in the factory and install its daemon.
 
     - server private key: generated if missing (0600);
     - the factory's ``wireguard-server`` file (exactly fioctl's keys);
     - ``config_path`` (the TOML the daemon reads) when it does not exist yet;
-    - the systemd unit ``fiovpn-<factory>.service`` (no secret in it).
+    - the systemd unit ``fiovpn-<factory>.service`` in ``unit-dir`` (no secret in it).
+
+    An ``api-token-file`` that group or others may read is refused (exit 2)
+    unless ``force``; with ``force`` it is a warning.
     """
     env = dict(os.environ) if env is None else env
     if not settings.factory:
         raise BadInput("no factory given: use --factory F (or env FIOVPN_FACTORY)",
                        code="usage")
+    loose = (loose_secret_file(settings.api_token_file, "the factory API token")
+             if settings.api_token_file is not None else None)
+    if loose is not None and not force:
+        raise BadInput(loose + "; nothing was changed", code="token_file_mode",
+                       hint="or pass --force to enable anyway")
     ep = parse_endpoint(endpoint, default_port=settings.port)
     if config_path.exists():
         _check_daemon_agrees(settings, config_path)
@@ -117,7 +126,7 @@ def enable(settings: ServerSettings, api: FactoryApi, *, endpoint: str,
     api.patch_factory_config(f"fiovpn: enable WireGuard server {ep}", [cfile])
 
     wrote_config = False
-    warnings: list[str] = []
+    warnings: list[str] = [loose] if loose is not None else []
     if config_path.exists() and env.get(TOKEN_ENV):
         daemon = load(ServerSettings, toml_path=config_path, toml_required=True, flags={},
                       env={})
