@@ -155,3 +155,18 @@ def test_doctor_bad_device_is_exit_2_before_anything_runs(
     assert result.exit_code == 2, result.output
     assert json.loads(result.stdout)["error"]["code"] == code
     assert fake.calls == [], "nothing was probed"
+
+
+def test_client_init_in_device_space_warns_on_stderr_and_exits_0(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fiovpn.core.keys import KeyPair
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, [
+        "client", "init", "--server-endpoint", "198.18.0.1",
+        "--server-public-key", str(KeyPair.generate().public), "--address", "10.42.42.5",
+        "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["address"] == "10.42.42.5"
+    assert "warning:" in result.stderr and "outside the client pool" in result.stderr
+    assert "conflict with a device" in result.stderr

@@ -484,3 +484,35 @@ def test_doctor_from_recorded_outputs(home: Path) -> None:
     stale = svc.doctor(s, recorded_runner("ping-lost.txt"), now=lambda: handshake + 3600)
     bad = {c.name for c in stale.checks if c.ok is False}
     assert bad == {"handshake", "server_reachable", "registered"}
+
+
+# --- the client pool (device space is not for clients) ------------------------------------
+
+
+def test_init_address_in_device_space_warns_and_still_writes(home: Path) -> None:
+    res = init(home, address="10.42.42.5")
+    assert res.address == "10.42.42.5"  # the admin's word stands: exit 0, written
+    assert len(res.warnings) == 1
+    warning = res.warnings[0]
+    assert "10.42.42.5 is outside the client pool 10.42.42.200-10.42.42.254" in warning
+    assert "default for 10.42.42.0/24" in warning and "may differ" in warning
+    assert "conflict with a device" in warning
+    assert res.to_json()["warnings"] == [warning]
+    # changing only the address of an existing config warns the same way
+    again = init(home, address="10.42.42.6")
+    assert again.changed == ("address",) and "10.42.42.6 is outside" in again.warnings[0]
+
+
+def test_init_address_in_the_pool_has_no_warning(home: Path) -> None:
+    assert init(home, address="10.42.42.200").warnings == ()
+    assert init(home, address="10.42.42.254").warnings == ()
+
+
+def test_init_address_uses_the_client_pool_setting_when_set(home: Path) -> None:
+    s = ClientSettings(config=settings(home).config, client_pool="10.42.42.2-10.42.42.9")
+    api = FakeFactory(server_file())
+    res = svc.init_client(s, address="10.42.42.5", api=lambda: api)
+    assert res.warnings == ()
+    res = svc.init_client(s, address="10.42.42.220", api=lambda: api)
+    assert "outside the client pool 10.42.42.2-10.42.42.9 (your client-pool setting)" \
+        in res.warnings[0]

@@ -16,7 +16,7 @@ import click
 
 from fiovpn.adapters.runner import SubprocessRunner
 from fiovpn.cli.options import api_options
-from fiovpn.cli.output import Result, command, json_mode, progress
+from fiovpn.cli.output import Result, command, json_mode, progress, warn
 from fiovpn.errors import BadInput
 from fiovpn.services import client as service
 from fiovpn.services import device_access, remote
@@ -137,6 +137,8 @@ def init_cmd(config: Path | None, address: str | None, server_endpoint: str | No
         head = f"{res.config} already exists; nothing changed (--force starts over)."
     human = (f"{head}\nPublic key: [bold]{res.public_key}[/]\n"
              f"Address: {res.address or '(not set yet)'}\nNext: {res.next_step}")
+    for warning in res.warnings:
+        warn(warning)
     return Result(res.to_json(), human)
 
 

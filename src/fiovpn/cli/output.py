@@ -102,3 +102,8 @@ def command(fn: Callable[P, Result]) -> Callable[P, None]:
 def progress(message: str) -> None:
     """A progress line on stderr (never pollutes ``--json`` stdout)."""
     stderr.print(f"[dim]…[/] {message}", highlight=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: the command still succeeds (never pollutes ``--json``)."""
+    stderr.print(f"[bold yellow]warning:[/] {message}", markup=True, highlight=False)

@@ -21,7 +21,7 @@ from fiovpn.adapters.factory_api import current_file
 from fiovpn.adapters.fs import atomic_write, read_text
 from fiovpn.adapters.runner import Completed, Runner
 from fiovpn.core import wgquick
-from fiovpn.core.addresses import parse_subnet
+from fiovpn.core.addresses import default_pool, parse_pool, parse_subnet
 from fiovpn.core.factory_files import WIREGUARD_SERVER_FILE, ServerConfigFile, parse_endpoint
 from fiovpn.core.keys import Key, KeyPair, public_key
 from fiovpn.core.wgdump import PeerDump, WgDump, parse_dump
@@ -60,11 +60,13 @@ class InitResult:
     created: bool
     changed: tuple[str, ...]
     next_step: str
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"public_key": str(self.public_key), "config": str(self.config),
                 "address": self.address, "created": self.created,
-                "changed": list(self.changed), "next_step": self.next_step}
+                "changed": list(self.changed), "next_step": self.next_step,
+                "warnings": list(self.warnings)}
 
 
 def _suggested_name() -> str:
@@ -145,6 +147,33 @@ def check_client_address(addr: IPv4Interface, networks: tuple[IPv4Network, ...],
                        hint=hint)
 
 
+def client_pool_warning(ip: IPv4Address, networks: tuple[IPv4Network, ...],
+                        settings: ClientSettings) -> str | None:
+    """A warning when ``ip`` lies outside the client pool, in the device space.
+
+    The client cannot know the server's ``--client-pool`` for sure: it uses its own
+    ``client-pool`` setting when set, else the default rule for the subnet, and says
+    which one it used."""
+    subnet = next((n for n in networks if ip in n), None)
+    if subnet is None:
+        return None
+    if settings.client_pool:
+        try:
+            pool = parse_pool(settings.client_pool, subnet)
+        except BadInput:
+            return None
+        which = f"the client pool {pool} (your client-pool setting)"
+    else:
+        pool = default_pool(subnet)
+        which = (f"the client pool {pool} (the default for {subnet}; the server's "
+                 "--client-pool may differ)")
+    if ip in pool:
+        return None
+    return (f"{ip} is outside {which}: that is device space, where the factory hands out "
+            "device IPs, so it will conflict with a device (the server keeps the device and "
+            "does not apply this client); use the IP that `fiovpn register` printed")
+
+
 def init_client(settings: ClientSettings, *, address: str | None = None,
                 server_endpoint: str | None = None, server_public_key: str | None = None,
                 force: bool = False, api: ApiFactory | None = None,
@@ -176,9 +205,12 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
         if view.private_key is None:
             raise BadInput(f"{path} has no PrivateKey; start over with --force",
                            code="no_key")
+        warnings: list[str] = []
         if iface_addr is not None:
-            check_client_address(iface_addr, view.allowed_ips or (subnet,),
-                                 server_vpn_address(settings, view))
+            networks = view.allowed_ips or (subnet,)
+            check_client_address(iface_addr, networks, server_vpn_address(settings, view))
+            warning = client_pool_warning(iface_addr.ip, networks, settings)
+            warnings += [warning] if warning else []
         changed: list[str] = []
         if iface_addr is not None and iface_addr not in view.addresses:
             doc = doc.with_interface("Address", str(iface_addr))
@@ -198,7 +230,8 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
         pub = public_key(view.private_key) if view.private_key else None
         assert pub is not None
         addr = str(view.address) if view.address else None
-        return InitResult(pub, path, addr, False, tuple(changed), next_step_for_key(pub, addr))
+        return InitResult(pub, path, addr, False, tuple(changed), next_step_for_key(pub, addr),
+                          tuple(warnings))
 
     # A new config (or --force): the server peer from flags, else the old config (force),
     # else the factory's wireguard-server file.
@@ -222,8 +255,11 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
         server_address = server_address or server.server_address
     if server_address is None:
         server_address = server_vpn_address(settings)
+    new_warnings: list[str] = []
     if iface_addr is not None:
         check_client_address(iface_addr, (subnet,), server_address)
+        warning = client_pool_warning(iface_addr.ip, (subnet,), settings)
+        new_warnings += [warning] if warning else []
     elif old_view is not None and old_view.addresses:
         iface_addr = old_view.addresses[0]
 
@@ -247,7 +283,8 @@ def init_client(settings: ClientSettings, *, address: str | None = None,
     replaced = force and existing_text is not None
     return InitResult(pub, path, addr, True, ("config",),
                       next_step_for_key(pub, addr, new_key=replaced,
-                                        old_key=old_key if replaced else None))
+                                        old_key=old_key if replaced else None),
+                      tuple(new_warnings))
 
 
 # --- the live interface -------------------------------------------------------------------
