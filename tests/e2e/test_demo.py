@@ -40,6 +40,24 @@ def fiovpn(*args: str, records: Path, cwd: Path,
                           timeout=timeout, env=env, cwd=cwd)
 
 
+def readme_demo_sample() -> list[str]:
+    """The sample output of `fiovpn demo` in README.md (the block after "--json prints")."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme[readme.index('prints `{"ok","steps","peers","topology"}`'):]
+    block = after[after.index("```\n") + 4:]
+    return block[:block.index("```")].strip().splitlines()
+
+
+def runtime_dirs(records: Path, cwd: Path) -> list[Path]:
+    """fiovpn's per-namespace SSH control-socket dirs of a kept lab's namespaces."""
+    from fiovpn.adapters.ssh import netns_runtime_dirs
+
+    status = json.loads(fiovpn("lab", "status", "--json", records=records, cwd=cwd).stdout)
+    names = {r["ns"] for lab in status for r in lab["roles"].values()}
+    return [d for ns in sorted(names) if Path("/run/netns", ns).exists()
+            for d in netns_runtime_dirs(Path("/run/netns", ns).stat().st_ino)]
+
+
 def netns_names() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                           check=True).stdout
@@ -53,6 +71,12 @@ def test_demo_json_every_step_verified_and_nothing_left(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert data["ok"] is True
     assert [s["name"] for s in data["steps"]] == STEPS
+    # the README shows what the demo really prints: its step lines and the verdict
+    sample = readme_demo_sample()
+    assert [line for line in sample if line.startswith("✓")] and all(
+        line.startswith(f"✓ {name} ") for line, name in zip(
+            [ln for ln in sample if ln.startswith("✓")], STEPS, strict=True)), sample
+    assert sample[-1].startswith(f"All {len(STEPS)} steps verified in ")
     assert all(s["ok"] and s["seconds"] >= 0 for s in data["steps"]), data["steps"]
     # the flows ran as fiovpn commands inside the roles' namespaces
     commands = [c["command"] for s in data["steps"] for c in s["commands"]]
@@ -108,9 +132,12 @@ def test_demo_keep_then_lab_down_leaves_nothing(tmp_path: Path) -> None:
                         records=records, cwd=tmp_path, timeout=60)
         assert verify.returncode == 0, verify.stderr
         assert json.loads(verify.stdout)["server_reachable"] is True
+        made = [d for d in runtime_dirs(records, tmp_path) if d.is_dir()]
+        assert made, "the engineers' fiovpn ssh made control-socket dirs"
     finally:
         down = fiovpn("lab", "down", records=records, cwd=tmp_path, timeout=120)
     assert down.returncode == 0, down.stderr
+    assert not [d for d in made if d.exists()], "lab down removes /tmp/fiovpn-<uid>/ns-*"
     assert prefix is not None
     assert prefix not in netns_names()
     assert leftovers(prefix) == []  # no namespace, link, process or /run/wireguard socket

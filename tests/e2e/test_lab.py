@@ -209,8 +209,16 @@ def test_kept_lab_is_entered_by_lab_exec_and_removed_by_lab_down(tmp_path: Path)
         assert failing.returncode == 1
         unknown = fiovpn("lab", "exec", "--lab-dir", str(records), "nobody", "--", "true")
         assert unknown.returncode == 2 and "no role" in unknown.stderr
+        # fiovpn's SSH control-socket dir of each namespace (/tmp/fiovpn-0/ns-<inode>)
+        made = fiovpn("lab", "exec", "--lab-dir", str(records), "engineer1", "--",
+                      sys.executable, "-c",
+                      "from fiovpn.adapters.ssh import runtime_dir; print(runtime_dir())")
+        assert made.returncode == 0, made.stderr
+        runtime = Path(made.stdout.strip())
+        assert runtime.is_dir() and runtime.name.startswith("ns-")
         down = fiovpn("lab", "down", "--lab-dir", str(records))
         assert down.returncode == 0, down.stderr
+        assert not runtime.exists(), "lab down removes the namespace's runtime dir"
         for popen in children:
             popen.wait(timeout=10)
         assert leftovers(prefix) == []

@@ -89,6 +89,19 @@ def _netns_id() -> str:
 MAX_CONTROL_DIR = 107 - 1 - 9 - 40 - 17
 
 
+def netns_runtime_dirs(netns_inode: int) -> list[Path]:
+    """Where ``runtime_dir()`` run by this user inside the network namespace with that
+    inode puts its sockets (the ``$XDG_RUNTIME_DIR`` and the temp-dir places): what a
+    lab removes with the namespace."""
+    name = f"ns-{netns_inode:x}"
+    tops = [Path(tempfile.gettempdir()) / f"fiovpn-{os.getuid()}",
+            Path("/tmp") / f"fiovpn-{os.getuid()}"]
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        tops.append(Path(base) / "fiovpn")
+    return [top / name for top in dict.fromkeys(tops)]
+
+
 def runtime_dir() -> Path:
     """A private per-user directory for control sockets (``$XDG_RUNTIME_DIR/fiovpn``,
     else ``/tmp/fiovpn-<uid>``), created 0700, one subdirectory per network namespace.

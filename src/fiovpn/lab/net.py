@@ -8,10 +8,12 @@ created directly inside lab namespaces.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from fiovpn.adapters.ssh import netns_runtime_dirs
 from fiovpn.lab.proc import LabError, kill_pid, reap
 
 UNDERLAY_PREFIX = 24
@@ -86,6 +88,18 @@ def list_netns(prefix: str) -> list[str]:
     return [n for n in names if prefix and n.startswith(prefix)]
 
 
+def remove_runtime_dirs(ns: str) -> None:
+    """Remove the per-namespace runtime dirs (``/tmp/fiovpn-<uid>/ns-<inode>``) that
+    fiovpn run inside namespace ``ns`` created."""
+    try:
+        inode = Path("/run/netns", ns).stat().st_ino
+    except OSError:
+        return
+    for path in netns_runtime_dirs(inode):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def remove_everything(prefix: str, namespaces: Sequence[str],
                       pids: Sequence[tuple[int, int | None]] = ()) -> list[str]:
     """Kill ``pids`` (each with its start time) and every process left in the
@@ -107,6 +121,9 @@ def remove_everything(prefix: str, namespaces: Sequence[str],
     for ns in namespaces:
         if not netns_exists(ns):
             continue
+        # Its processes are gone: their SSH control-socket dir (named after the
+        # namespace's inode, which a new namespace may reuse once this one is gone) goes.
+        remove_runtime_dirs(ns)
         proc = ip("netns", "del", ns, check=False)
         if proc.returncode != 0:
             problems.append(f"namespace {ns}: {proc.stderr.strip()}")
