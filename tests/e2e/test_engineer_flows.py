@@ -7,6 +7,7 @@ input that changes nothing. Every probe runs inside a lab namespace.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -228,6 +229,32 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(fleet: Lab) -> None:
     assert result.returncode == 1
     assert json.loads(result.stdout)["error"]["code"] == "ssh_unreachable"
     assert registry(fleet) == before
+
+
+def test_check_registered_right_after_the_admin_removed_the_key(fleet: Lab) -> None:
+    """Issue 9 item 3: the engineer's handshake is seconds old when the admin removes
+    the key; check-registered and doctor must say 'not registered' at once, and
+    'registered' again once the key is back (through a fresh handshake)."""
+    admin, eng = fleet.engineers
+    status = js(eng, "status")
+    pub, ip = status["public_key"], status["address"]
+    assert js(eng, "check-registered")["registered"] is True
+    assert eng.ping(SERVER_IP, timeout=5)  # a live session, handshake seconds old
+    js(admin, "unregister", "--public-key", pub)
+    assert pub not in fleet.server.peers()
+    started = time.monotonic()
+    gone = eng.fiovpn("check-registered", "--json", check=False, timeout=60)
+    took = time.monotonic() - started
+    assert gone.returncode == 1, gone.stdout
+    assert json.loads(gone.stdout)["registered"] is False
+    assert took < 20, f"check-registered took {took:.1f}s"
+    doctor = {c["name"]: c["ok"] for c in js(eng, "doctor", check=False)}
+    assert doctor["registered"] is False
+    # back in the registry at the same IP: the server holds a new peer without our old
+    # session; a fresh handshake proves the key again
+    js(admin, "register", "--public-key", pub, "--name", "engineer2", "--ip", ip)
+    assert js(eng, "check-registered")["registered"] is True
+    assert eng.ping(SERVER_IP, timeout=5)
 
 
 def test_disconnect_is_idempotent(fleet: Lab) -> None:

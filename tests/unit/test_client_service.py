@@ -4,6 +4,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,7 +202,9 @@ class FakeHost:
     up: bool = False
     handshake: int = 0  # unix time of the server's latest handshake
     server_answers: bool = True  # registered and reachable
+    stale_session: bool = False  # the server forgot our session (restarted, re-added us)
     nm: bool = False
+    rx: int = 0
     log: list[str] = field(default_factory=list)
 
     def runner(self) -> FakeRunner:
@@ -214,7 +217,14 @@ class FakeHost:
         r.on("nmcli", "connection", "up", reply=self.cmd("up"))
         r.on("nmcli", "connection", "down", reply=self.cmd("down"))
         r.on("ping", reply=self.ping)
+        r.on("wg", "set", reply=self.wg_set)
         return r
+
+    def wg_set(self, argv: Sequence[str], _input: str | None) -> str:
+        self.log.append(" ".join(argv))
+        if "remove" in argv:  # the peer is new: no session, no counters
+            self.handshake, self.rx, self.stale_session = 0, 0, False
+        return ""
 
     def cmd(self, what: str):  # type: ignore[no-untyped-def]
         def run(argv: Sequence[str], _input: str | None) -> str:
@@ -232,12 +242,14 @@ class FakeHost:
         # the shape of a real `wg show foundries dump` on a client
         return (f"{self.client_key}\t{public_key(self.client_key)}\t40123\toff\n"
                 f"{SERVER.public}\t(none)\t198.18.0.1:5555\t10.42.42.0/24\t"
-                f"{self.handshake}\t{1234 if self.handshake else 0}\t2960\t25\n")
+                f"{self.handshake}\t{self.rx}\t2960\t25\n")
 
     def ping(self, argv: Sequence[str], _input: str | None) -> tuple[int, str]:
         self.log.append(" ".join(argv))
-        if self.up and self.server_answers:
-            self.handshake = self.handshake or int(NOW) - 3
+        if self.up and self.server_answers and not self.stale_session:
+            if not self.handshake:
+                self.handshake, self.rx = int(NOW) - 3, self.rx + 92  # handshake response
+            self.rx += 84  # the echo reply
             return 0, "1 packets transmitted, 1 received"
         return 1, "1 packets transmitted, 0 received"
 
@@ -325,7 +337,7 @@ def test_verify_when_not_registered(home: Path, host: FakeHost) -> None:
 
 
 def test_status_reports_peer_and_transfer(home: Path, host: FakeHost) -> None:
-    host.up, host.handshake = True, int(NOW) - 5
+    host.up, host.handshake, host.rx = True, int(NOW) - 5, 1234
     data = svc.status(settings(home), host.runner(), now=lambda: NOW)
     assert data["connected"] and data["address"] == "10.42.42.200"
     assert data["peer"]["handshake_age_s"] == 5
@@ -336,6 +348,9 @@ def test_status_reports_peer_and_transfer(home: Path, host: FakeHost) -> None:
 class Clock:
     def __init__(self) -> None:
         self.t = 0.0
+
+    def kw(self) -> dict[str, Any]:
+        return {"monotonic": self.monotonic, "sleep": self.sleep}
 
     def monotonic(self) -> float:
         return self.t
@@ -363,7 +378,7 @@ def test_check_registered_says_what_to_do_when_not(home: Path, host: FakeHost) -
                                       sleep=clock.sleep)
     pub = public_key(host.client_key)
     assert data["registered"] is False
-    assert data["message"] == "not registered (or server unreachable)"
+    assert data["message"].startswith("not registered (or server unreachable)")
     assert f"fiovpn register --public-key {pub}" in data["next_step"]
     assert 4.5 <= clock.t <= 6  # waited until the deadline, not forever
     assert not host.up
@@ -377,6 +392,71 @@ def test_check_registered_stale_handshake_is_not_proof(home: Path, host: FakeHos
                                       sleep=clock.sleep)
     assert data["registered"] is False
     assert host.up  # it was up before: left up
+
+
+def fake_time() -> dict[str, Any]:
+    return Clock().kw()
+
+
+def test_check_registered_right_after_the_key_was_removed_says_no(home: Path,
+                                                                host: FakeHost) -> None:
+    """A handshake 10 s old, but an admin removed the key since: the server drops what
+    this key sends. Old rule: 'registered' (any handshake under 180 s counted)."""
+    host.up, host.handshake, host.rx = True, int(NOW) - 10, 5000
+    host.server_answers = False
+    clock = Clock()
+    data = svc.check_registered_local(settings(home), host.runner(), now=lambda: NOW,
+                                      **clock.kw())
+    assert data["registered"] is False
+    assert f"fiovpn register --public-key {public_key(host.client_key)}" in data["next_step"]
+    # the old session got no answer, so a fresh handshake was forced: also unanswered
+    assert any(" remove peer " in line for line in host.log)
+    assert clock.t <= svc.ANSWER_WINDOW_S + svc.HANDSHAKE_WINDOW_S + 1, "a few seconds"
+    assert host.up, "it was connected before: left connected"
+
+
+def test_check_registered_fresh_session_answers_at_once(home: Path, host: FakeHost) -> None:
+    host.up, host.handshake, host.rx = True, int(NOW) - 10, 5000
+    clock = Clock()
+    data = svc.check_registered_local(settings(home), host.runner(), now=lambda: NOW,
+                                      **clock.kw())
+    assert data["registered"] is True and data["handshake_age_s"] == 10
+    assert not any(line.startswith("wg set") for line in host.log), "no session reset"
+    assert clock.t == 0
+
+
+def test_a_stale_session_is_replaced_by_a_fresh_handshake(home: Path, host: FakeHost) -> None:
+    """The server restarted (or re-added the key): it answers a new handshake only."""
+    host.up, host.handshake, host.rx, host.stale_session = True, int(NOW) - 30, 5000, True
+    answer = svc.probe_server(settings(home), host.runner(), now=lambda: NOW,
+                              **Clock().kw())
+    assert answer.answered and answer.new_session and answer.handshake_age_s == 3
+    (reset,) = [line for line in host.log if line.startswith("wg set")]
+    assert reset == (f"wg set foundries peer {SERVER.public} remove peer {SERVER.public} "
+                     "endpoint 198.18.0.1:5555 allowed-ips 10.42.42.0/24 "
+                     "persistent-keepalive 25")
+
+
+def test_the_session_reset_passes_a_preshared_key_on_stdin(home: Path, host: FakeHost) -> None:
+    from fiovpn.core.keys import KeyPair as Pair
+
+    psk = str(Pair.generate().private)
+    path = settings(home).config
+    path.write_text(path.read_text().replace("[Peer]\n", f"[Peer]\nPresharedKey = {psk}\n"))
+    host.up, host.handshake, host.rx, host.stale_session = True, int(NOW) - 30, 5000, True
+    runner = host.runner()
+    svc.probe_server(settings(home), runner, now=lambda: NOW, **Clock().kw())
+    (argv, given) = next((a, i) for a, i in runner.calls if a[:2] == ("wg", "set"))
+    assert psk not in " ".join(argv) and argv[-2:] == ("preshared-key", "/dev/stdin")
+    assert given == f"{psk}\n"
+
+
+def test_doctor_right_after_the_key_was_removed(home: Path, host: FakeHost) -> None:
+    host.up, host.handshake, host.rx = True, int(NOW) - 10, 5000
+    host.server_answers = False
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW, **fake_time())
+    assert outcome(d)["registered"] is False and outcome(d)["handshake"] is False
+    assert not d.ok
 
 
 # --- doctor -------------------------------------------------------------------------------
@@ -395,7 +475,7 @@ def test_doctor_without_config(home: Path) -> None:
 
 
 def test_doctor_not_connected(home: Path, host: FakeHost) -> None:
-    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW)
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW, **fake_time())
     assert outcome(d) == {"config": True, "key": True, "address": True, "connected": False,
                           "handshake": None, "server_reachable": None, "registered": None}
     assert d.checks[3].next_step == "run `fiovpn connect`"
@@ -403,7 +483,7 @@ def test_doctor_not_connected(home: Path, host: FakeHost) -> None:
 
 def test_doctor_not_registered(home: Path, host: FakeHost) -> None:
     host.up, host.server_answers = True, False
-    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW)
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW, **fake_time())
     assert outcome(d)["handshake"] is False and outcome(d)["registered"] is False
     step = next(c.next_step for c in d.checks if c.name == "registered")
     assert f"fiovpn register --public-key {public_key(host.client_key)}" in (step or "")
@@ -414,7 +494,7 @@ def test_doctor_not_registered(home: Path, host: FakeHost) -> None:
 
 def test_doctor_all_good(home: Path, host: FakeHost) -> None:
     host.up, host.handshake = True, int(NOW) - 10
-    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW)
+    d = svc.doctor(settings(home), host.runner(), now=lambda: NOW, **fake_time())
     assert all(c.ok for c in d.checks) and d.ok
     assert [c.to_json()["name"] for c in d.checks] == list(svc.ALL_CHECKS)
 
@@ -478,10 +558,12 @@ def test_verify_from_recorded_outputs(home: Path) -> None:
 def test_doctor_from_recorded_outputs(home: Path) -> None:
     s = recorded_settings(home)
     handshake = 1795646198
-    fresh = svc.doctor(s, recorded_runner("ping-ok.txt"), now=lambda: handshake + 30)
+    fresh = svc.doctor(s, recorded_runner("ping-ok.txt"), now=lambda: handshake + 30,
+                       **fake_time())
     assert fresh.ok
     # same dump an hour later and no answer: the server no longer takes this key
-    stale = svc.doctor(s, recorded_runner("ping-lost.txt"), now=lambda: handshake + 3600)
+    stale = svc.doctor(s, recorded_runner("ping-lost.txt"), now=lambda: handshake + 3600,
+                       **fake_time())
     bad = {c.name for c in stale.checks if c.ok is False}
     assert bad == {"handshake", "server_reachable", "registered"}
 

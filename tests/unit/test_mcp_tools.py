@@ -24,6 +24,7 @@ from fiovpn.core.factory_files import VPN_HANDLER
 from fiovpn.core.keys import KeyPair
 from fiovpn.errors import AuthError, TemporaryError
 from fiovpn.mcpserver import TOOL_NAMES, Services, build_server, guide
+from fiovpn.services import client
 from fiovpn.settings import ClientSettings
 
 T = TypeVar("T")
@@ -127,6 +128,13 @@ class World:
     api: FakeFactory
     runner: FakeRunner = dataclasses.field(default_factory=FakeRunner)
     settings_flags: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    waited: float = 0.0  # seconds the probes slept (a fake clock: no real waiting)
+
+    def monotonic(self) -> float:
+        return self.waited
+
+    def sleep(self, seconds: float) -> None:
+        self.waited += seconds
 
     def services(self) -> Services:
         (self.tmp / "known_hosts").touch()  # a real file: fiovpn checks it exists
@@ -144,6 +152,10 @@ class World:
             runner=self.runner,
             key_path=lambda: self.tmp / "wg" / "foundries.key",
             server_markers=(self.tmp / "etc" / "server.toml",),
+            probe_server=lambda s, r: client.probe_server(
+                s, r, monotonic=self.monotonic, sleep=self.sleep),
+            check_registered_local=lambda s, r: client.check_registered_local(
+                s, r, monotonic=self.monotonic, sleep=self.sleep),
         )
 
 
@@ -526,6 +538,22 @@ def test_check_registered_locally_by_handshake(world: World, tunnel: FakeTunnel)
     assert not tunnel.up, "the tunnel it brought up for the check is down again"
 
 
+def test_right_after_the_key_was_removed_nothing_says_registered(
+        world: World, tunnel: FakeTunnel) -> None:
+    """The last handshake is 10 s old but the server no longer answers this key."""
+    write_config(world)
+    tunnel.up, tunnel.registered, tunnel.handshake = True, False, int(time.time()) - 10
+    check = ok(call(world.services(), "check_client_peer_registered"))
+    assert check["registered"] is False
+    assert "fiovpn register --public-key" in check["next_step"]
+    assert world.waited < 10, "answers within seconds"
+    world.waited = 0
+    guide_ = ok(call(world.services(), "setup_foundries_vpn", {"role": "engineer"}))
+    assert guide_["stage"] == "no_handshake" and guide_["flow"] != "ready"
+    assert guide_["facts"]["server_answers"] is False
+    assert world.waited < 10
+
+
 def test_wg_needs_root_is_a_clear_error(world: World) -> None:
     write_config(world)
     world.runner.on("wg", "show", reply=lambda _a, _i: (1, "Operation not permitted"))
@@ -860,15 +888,17 @@ def facts(**over: Any) -> guide.SetupFacts:
         config="/h/.config/wireguard/foundries.conf", config_exists=True,
         address="10.42.42.200", public_key=str(CLIENT.public),
         server_endpoint="vpn.example.com:5555", interface="foundries", connected=True,
-        handshake_age_s=10, this_machine_is_server=False, server_ssh="root@10.42.42.1:5025")
+        handshake_age_s=10, server_answers=True, this_machine_is_server=False,
+        server_ssh="root@10.42.42.1:5025")
     return dataclasses.replace(base, **over)
 
 
-def test_guide_stale_handshake_is_not_ready() -> None:
+def test_guide_a_fresh_handshake_the_server_no_longer_answers_is_not_ready() -> None:
+    """Right after an admin removed the key the handshake is 10 s old: not ready."""
     assert guide.guide(facts()).flow == "ready"
-    stale = guide.guide(facts(handshake_age_s=guide.HANDSHAKE_FRESH_S + 1))
-    assert (stale.flow, stale.stage) == ("engineer", "no_handshake")
-    assert "ago" in stale.summary
+    removed = guide.guide(facts(handshake_age_s=10, server_answers=False), "engineer")
+    assert (removed.flow, removed.stage) == ("engineer", "no_handshake")
+    assert "10s ago" in removed.summary and "does not answer" in removed.summary
 
 
 def test_guide_default_config_commands_need_no_config_flag() -> None:

@@ -302,17 +302,20 @@ def unregister_cmd(config: Path | None, public_key: str | None, name: str | None
 @config_option
 @click.option("--public-key", "public_key", default=None,
               help="Ask the server's registry about this key (admin). Without it: check "
-                   "this machine's key by handshake (no admin rights needed).")
-@click.option("--timeout", default=20.0, show_default=True,
-              help="Seconds to wait for a handshake (local check).")
+                   "this machine's key by the server's answer (no admin rights needed).")
+@click.option("--timeout", default=6.0, show_default=True,
+              help="Seconds to wait for the server's answer to a fresh handshake (local "
+                   "check; WireGuard retries a handshake every 5 s).")
 @server_ssh_options
 def check_registered_cmd(config: Path | None, public_key: str | None, timeout: float,
                          identity_file: Path | None, known_hosts: Path | None,
                          server_ssh: str | None, server_command: str | None) -> Result:
     """Is a key registered on the server?
 
-    Without --public-key (engineer): brings the tunnel up if needed and waits for a
-    handshake with the server, which only a registered key gets; no admin rights.
+    Without --public-key (engineer): brings the tunnel up if needed, sends traffic to
+    the server now and reads whether it answers, which it does only for a key it holds
+    (an earlier handshake is no proof: the key may have been removed since; a session
+    that gets no answer is replaced by a fresh handshake). No admin rights.
     With --public-key (admin, on the VPN): asks the server's registry over SSH.
     Exit code 0 when registered, 1 when not.
     """
@@ -334,7 +337,7 @@ def check_registered_cmd(config: Path | None, public_key: str | None, timeout: f
     else:
         if timeout <= 0:
             raise BadInput("--timeout must be positive")
-        progress("checking for a handshake with the server")
+        progress("checking whether the server answers this key")
         data = service.check_registered_local(settings, runner(), timeout=timeout)
         human = data["message"] + (f"\nNext: {data['next_step']}" if data["next_step"] else "")
     return Result(data, human, 0 if data["registered"] else 1)

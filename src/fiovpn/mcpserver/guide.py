@@ -14,10 +14,6 @@ Flow = Literal["first_admin", "engineer", "ready"]
 Role = Literal["auto", "first_admin", "engineer"]
 Stage = Literal["no_config", "no_address", "not_connected", "no_handshake", "ready"]
 
-# A handshake older than this while connected means the peer is not talking to us.
-HANDSHAKE_FRESH_S = 180.0
-
-
 @dataclass(frozen=True, slots=True)
 class SetupFacts:
     """What the guide looked at on this machine."""
@@ -32,6 +28,7 @@ class SetupFacts:
     interface: str
     connected: bool
     handshake_age_s: int | None
+    server_answers: bool  # the server answered traffic from this key just now
     this_machine_is_server: bool
     server_ssh: str
 
@@ -58,7 +55,9 @@ def stage_of(facts: SetupFacts) -> Stage:
         return "no_address"
     if not facts.connected:
         return "not_connected"
-    if facts.handshake_age_s is None or facts.handshake_age_s > HANDSHAKE_FRESH_S:
+    # An old handshake is no proof (the key may have been removed since): only an
+    # answer to traffic sent now is (services.client.probe_server).
+    if not facts.server_answers:
         return "no_handshake"
     return "ready"
 
@@ -77,8 +76,8 @@ def guide(facts: SetupFacts, role: Role = "auto") -> Guide:
     if stage == "ready":
         return Guide(
             flow="ready", stage=stage,
-            summary=(f"Connected on {facts.interface} as {facts.address}; last handshake "
-                     f"{facts.handshake_age_s:.0f}s ago. Nothing to set up."),
+            summary=(f"Connected on {facts.interface} as {facts.address}; the server "
+                     "answers this key. Nothing to set up."),
             next_step=f"Run `fiovpn verify{cfg}` (tool verify_foundries_vpn_connection), "
                       "then `fiovpn devices list` (tool list_foundries_devices).",
             steps=(Step(f"fiovpn verify{cfg}", "confirm the server answers through the tunnel"),
@@ -105,7 +104,7 @@ def guide(facts: SetupFacts, role: Role = "auto") -> Guide:
                        "sets the address you were given; keeps your key")
     connect = Step(f"fiovpn connect{cfg}", "brings the tunnel up (tool connect_foundries_vpn)")
     check = Step(f"fiovpn check-registered{cfg}",
-                 "a completed handshake proves the server knows your key "
+                 "the server answering your traffic proves it holds your key "
                  "(tool check_client_peer_registered)")
     verify = Step(f"fiovpn verify{cfg}", "pings the server's VPN address through the tunnel")
     if stage == "no_config":
@@ -126,9 +125,10 @@ def guide(facts: SetupFacts, role: Role = "auto") -> Guide:
     else:  # no_handshake
         age = ("never" if facts.handshake_age_s is None
                else f"{facts.handshake_age_s:.0f}s ago")
-        summary = (f"{who} The tunnel {facts.interface} is up but the last handshake was "
-                   f"{age}: the server does not (yet) accept public key {key}, or "
-                   f"the endpoint {facts.server_endpoint or '?'} is unreachable.")
+        summary = (f"{who} The tunnel {facts.interface} is up (last handshake {age}) but "
+                   f"the server does not answer: it does not (or no longer) accept public "
+                   f"key {key}, or the endpoint {facts.server_endpoint or '?'} is "
+                   "unreachable.")
         steps = (register, check, verify, Step(f"fiovpn doctor{cfg}",
                                                "walks the whole troubleshooting tree"))
         next_step = (f"Make sure your key is registered: `{register.command}` "

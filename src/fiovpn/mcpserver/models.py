@@ -41,6 +41,8 @@ class SetupFactsModel(BaseModel):
     interface: str
     connected: bool
     handshake_age_s: int | None
+    server_answers: bool = Field(description="the server answered traffic from this key "
+                                             "just now (the proof it holds the key)")
     this_machine_is_server: bool
     server_ssh: str
 

@@ -226,7 +226,7 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
         if key_file.exists():
             public = str(public_key(read_private_key(key_file)))
         address = endpoint = None
-        connected = False
+        connected = answers = False
         age: int | None = None
         iface = wgquick.interface_name(s.config.name)
         config_exists = s.config.exists()
@@ -237,15 +237,16 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
             if view.private_key is not None:
                 public = str(public_key(view.private_key))
             if address is not None:
-                # verify() pings the server, which makes WireGuard attempt a handshake:
-                # a fresh handshake is the proof that the server accepts this key.
-                result = services.verify(s, services.runner)
-                connected, age = result.connected, result.handshake_age_s
+                # Traffic sent now, and whether the server answers it: the proof that it
+                # accepts this key (an old handshake is none: the key may be removed).
+                answer = services.probe_server(s, services.runner)
+                connected, age = answer.connected, answer.handshake_age_s
+                answers = answer.answered
         return guide.SetupFacts(
             key_file=str(key_file), key_file_exists=key_file.exists(), config=str(s.config),
             config_exists=config_exists, address=address, public_key=public,
             server_endpoint=endpoint, interface=iface, connected=connected,
-            handshake_age_s=age,
+            handshake_age_s=age, server_answers=answers,
             this_machine_is_server=any(p.exists() for p in services.server_markers),
             server_ssh=s.server_ssh)
 
@@ -310,9 +311,11 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
         config: ConfigParam = None,
     ) -> m.RegistrationCheck:
         """Check whether a client's public key is registered on the WireGuard server.
-        Without public_key: checks this machine's own key by waiting (up to ~20 s) for a
-        handshake; if the tunnel was down it is brought up for the check and taken down
-        again. With public_key: asks the server's registry over SSH (admin)."""
+        Without public_key: checks this machine's own key by sending traffic to the
+        server now and reading whether it answers (an earlier handshake is no proof;
+        a session that gets no answer is replaced by a fresh handshake; ~10 s at most);
+        if the tunnel was down it is brought up for the check and taken down again.
+        With public_key: asks the server's registry over SSH (admin)."""
         with reported():
             s = settings(config=config)
             if public_key is None:

@@ -52,6 +52,8 @@ class Services:
     disconnect: Callable[[ClientSettings, Runner], client.ConnectResult] = client.disconnect
     status: Callable[[ClientSettings, Runner], dict[str, Any]] = client.status
     verify: Callable[[ClientSettings, Runner], client.VerifyResult] = client.verify
+    probe_server: Callable[[ClientSettings, Runner], client.ServerAnswer] = \
+        client.probe_server
     check_registered_local: Callable[[ClientSettings, Runner], dict[str, Any]] = \
         client.check_registered_local
     # services/remote.py (admin, over SSH to the server)

@@ -490,47 +490,133 @@ def not_registered_step(pub: Key) -> str:
             "server is reachable (`fiovpn doctor`)")
 
 
+# A held session answers data at once; a new handshake is retried by WireGuard every 5 s
+# (REKEY_TIMEOUT), so the window for a handshake covers one retry.
+ANSWER_WINDOW_S = 3.0
+HANDSHAKE_WINDOW_S = 6.0
+
+
+@dataclass(frozen=True)
+class ServerAnswer:
+    """What traffic sent now says about this key: the server answered it or not."""
+
+    connected: bool
+    answered: bool  # the server sent something after the probe: it holds this key now
+    ping_ok: bool
+    handshake_age_s: int | None
+    new_session: bool  # a fresh handshake was forced because the old session went unanswered
+
+
+def _counters(peer: PeerDump | None) -> tuple[int, int]:
+    return (peer.latest_handshake, peer.rx) if peer is not None else (0, 0)
+
+
+def _probe(runner: Runner, iface: str, view: wgquick.ClientConfig, server: IPv4Address,
+           peer: PeerDump | None, window_s: float, monotonic: Clock,
+           sleep: Callable[[float], None]) -> tuple[bool, bool, PeerDump | None]:
+    """Ping the server until it answers or ``window_s`` passed: (answered, ping_ok, peer).
+    Answered = the ping came back, or the peer's rx / latest handshake moved."""
+    before = _counters(peer)
+    deadline = monotonic() + window_s
+    while True:
+        ping_ok = ping(runner, server, wait_s=1)  # traffic also starts a handshake if needed
+        dump = read_dump(runner, iface)
+        peer = _server_peer(dump, view) if dump is not None else None
+        after = _counters(peer)
+        if ping_ok or after[0] > before[0] or after[1] > before[1]:
+            return True, ping_ok, peer
+        if dump is None or monotonic() >= deadline:
+            return False, False, peer
+        sleep(0.5)
+
+
+def _new_session(runner: Runner, iface: str, doc: wgquick.WgQuickConfig,
+                 peer: PeerDump) -> bool:
+    """Forget the session with the server on this machine's own interface (remove and
+    re-add the peer as it is, in one ``wg set``): the next packet starts a handshake.
+    False when the peer cannot be put back exactly (a preshared key we do not have)."""
+    psk = doc.peers[0].get("PresharedKey") if doc.peers else None
+    if peer.has_preshared_key and not psk:
+        return False
+    key = str(peer.public_key)
+    argv = ["wg", "set", iface, "peer", key, "remove", "peer", key]
+    if peer.endpoint:
+        argv += ["endpoint", peer.endpoint]
+    argv += ["allowed-ips", ",".join(peer.allowed_ips)]
+    if peer.persistent_keepalive:
+        argv += ["persistent-keepalive", str(peer.persistent_keepalive)]
+    if psk:
+        argv += ["preshared-key", "/dev/stdin"]  # a secret: never on the command line
+    runner.run(argv, input=f"{psk}\n" if psk else None, timeout=10)
+    return True
+
+
+def probe_server(settings: ClientSettings, runner: Runner, *,
+                 window_s: float = HANDSHAKE_WINDOW_S, now: Clock = time.time,
+                 monotonic: Clock = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> ServerAnswer:
+    """Does the server accept this key NOW? Sends traffic and reads whether the server
+    answered (the tunnel must be up).
+
+    A handshake under 180 s proves nothing by itself: an admin may have removed the
+    key a second ago, and the server then drops what this key sends, silently. When a
+    live-looking session gets no answer it may also be stale (the server restarted or
+    re-added the key): then a fresh handshake is forced, which the server answers only
+    when it holds the key. The rule of ``check-registered``, ``doctor`` and the MCP
+    ``setup_foundries_vpn`` / ``check_client_peer_registered``."""
+    iface = interface_name(settings)
+    doc = load_config(settings.config)
+    view = wgquick.client_view(doc)
+    server = server_vpn_address(settings, view)
+    dump = read_dump(runner, iface)
+    if dump is None:
+        return ServerAnswer(False, False, False, None, False)
+    peer = _server_peer(dump, view)
+    age = handshake_age(peer, now())
+    held = age is not None and age <= FRESH_HANDSHAKE_S
+    answered, ping_ok, peer = _probe(runner, iface, view, server, peer,
+                                     min(ANSWER_WINDOW_S, window_s) if held else window_s,
+                                     monotonic, sleep)
+    forced = False
+    if not answered and held and peer is not None:
+        forced = _new_session(runner, iface, doc, peer)
+        if forced:
+            answered, ping_ok, peer = _probe(runner, iface, view, server, peer, window_s,
+                                             monotonic, sleep)
+    return ServerAnswer(True, answered, ping_ok, handshake_age(peer, now()), forced)
+
+
 def check_registered_local(settings: ClientSettings, runner: Runner, *,
-                           timeout: float = 20.0, now: Clock = time.time,
+                           timeout: float = HANDSHAKE_WINDOW_S, now: Clock = time.time,
                            monotonic: Clock = time.monotonic,
                            sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Registered = the server completes a handshake with this key. Connects for the
-    check when not connected (and disconnects again afterwards); no admin rights."""
-    iface = interface_name(settings)
+    """Registered = the server answers traffic this key sends now (``probe_server``).
+    Connects for the check when not connected (and disconnects again afterwards); no
+    admin rights. ``timeout`` bounds each wait for an answer."""
     view = wgquick.client_view(load_config(settings.config))
     if view.private_key is None:
         raise BadInput(f"{settings.config} has no PrivateKey", code="no_key",
                        hint="run `fiovpn client init --force`")
     pub = public_key(view.private_key)
-    server = server_vpn_address(settings, view)
     connected_here = False
-    if read_dump(runner, iface) is None:
+    if read_dump(runner, interface_name(settings)) is None:
         connect(settings, runner)
         connected_here = True
     try:
-        deadline = monotonic() + timeout
-        age: int | None = None
-        while True:
-            dump = read_dump(runner, iface)
-            age = handshake_age(_server_peer(dump, view) if dump else None, now())
-            if age is not None and age <= FRESH_HANDSHAKE_S:
-                break
-            if monotonic() >= deadline:
-                age = None
-                break
-            ping(runner, server, wait_s=1)  # traffic makes WireGuard start a handshake
-            sleep(0.5)
+        answer = probe_server(settings, runner, window_s=timeout, now=now,
+                              monotonic=monotonic, sleep=sleep)
     finally:
         if connected_here:
             disconnect(settings, runner)
-    registered = age is not None
+    registered = answer.answered
     return {
         "registered": registered,
         "public_key": str(pub),
         "method": "handshake",
-        "handshake_age_s": age,
-        "message": ("registered: the server completed a handshake with this key"
-                    if registered else "not registered (or server unreachable)"),
+        "handshake_age_s": answer.handshake_age_s if registered else None,
+        "message": ("registered: the server answered traffic from this key just now"
+                    if registered else "not registered (or server unreachable): the server "
+                    "did not answer traffic from this key"),
         "next_step": None if registered else not_registered_step(pub),
     }
 
@@ -573,7 +659,9 @@ ALL_CHECKS = ("config", "key", "address", "connected", "handshake", "server_reac
 
 
 def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = None,
-           api: ApiFactory | None = None, now: Clock = time.time) -> Doctor:
+           api: ApiFactory | None = None, now: Clock = time.time,
+           monotonic: Clock = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> Doctor:
     """Walk the decision tree; each check says what is wrong and the next step.
     A bad ``device`` is bad input (BadInput, exit 2) before anything runs."""
     if device is not None:
@@ -633,16 +721,17 @@ def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = Non
         return d
     d.add("connected", True, f"{iface} is up")
     done("connected")
-    # 5./6. handshake and server reachability (the ping also triggers a handshake)
-    reachable = ping(runner, server)
-    dump = read_dump(runner, iface) or dump
-    age = handshake_age(_server_peer(dump, view), now())
-    fresh = age is not None and age <= FRESH_HANDSHAKE_S
+    # 5./6. handshake and server reachability: traffic sent now, and whether the server
+    # answers it (an old handshake is no proof, see probe_server)
+    answer = probe_server(settings, runner, now=now, monotonic=monotonic, sleep=sleep)
+    reachable, fresh, age = answer.ping_ok, answer.answered, answer.handshake_age_s
     # Without a handshake nothing passes the tunnel: one cause, said once (under
     # "registered"), with both ways out; never "run doctor" from inside doctor.
     no_handshake = "no handshake, so nothing passes the tunnel: see 'registered' below"
     d.add("handshake", fresh,
-          f"last handshake {age} s ago" if age is not None else "no handshake with the server",
+          (f"last handshake {age} s ago, and the server answers this key now" if fresh else
+           f"last handshake {age} s ago, but the server does not answer this key now"
+           if age is not None else "no handshake with the server"),
           no_handshake)
     done("handshake")
     d.add("server_reachable", reachable,
@@ -652,7 +741,7 @@ def doctor(settings: ClientSettings, runner: Runner, *, device: str | None = Non
           f"that UDP to {view.endpoint} is not blocked" if fresh else no_handshake)
     done("server_reachable")
     d.add("registered", fresh,
-          "registered (the server completed a handshake with this key)" if fresh else
+          "registered (the server answers traffic from this key)" if fresh else
           "not registered, or the server is unreachable",
           f"send your public key {pub} to an admin, who runs `fiovpn register --public-key "
           f"{pub}` (or checks it with `fiovpn check-registered --public-key {pub}`); if it "
