@@ -567,17 +567,97 @@ def setup(world: World, **args: Any) -> dict[str, Any]:
     return ok(call(world.services(), "setup_foundries_vpn", args))
 
 
-def test_setup_fresh_engineer_starts_with_client_init(world: World, tunnel: FakeTunnel) -> None:
+def test_setup_on_a_bare_machine_without_elicitation_answers_choose(
+        world: World, tunnel: FakeTunnel) -> None:
+    """Not the server, no config: only the user knows whether they are the first admin.
+    A client without elicitation gets the question and both branches (SPEC 12)."""
     data = setup(world)
-    assert (data["flow"], data["stage"]) == ("engineer", "no_config")
-    assert "fiovpn client init" in data["next_step"]
-    # a config outside the default place is named in every command, so they copy-paste
+    assert (data["flow"], data["stage"]) == ("choose", "no_config")
+    assert data["question"] == guide.FIRST_ADMIN_QUESTION
+    assert "first admin" in data["question"] and data["question"] in data["next_step"]
+    assert data["answered"] is None
+    branches = {b["flow"]: b for b in data["branches"]}
+    assert set(branches) == {"first_admin", "engineer"}
+    assert branches["first_admin"]["answer"] == "yes" and branches["engineer"]["answer"] == "no"
+    admin_cmds = [st["command"] for st in branches["first_admin"]["steps"]]
+    engineer_cmds = [st["command"] for st in branches["engineer"]["steps"]]
+    assert any("fiovpn server clients add --public-key" in c for c in admin_cmds)
+    assert any("fiovpn register --public-key" in c for c in engineer_cmds)
+    # a config outside the default place is named in every command, so they copy-paste;
+    # both branches start with client init: that is the common first step
     config = world.tmp / "wg" / "foundries.conf"
     assert data["steps"][0]["command"] == f"fiovpn client init --config {config}"
-    assert any("fiovpn register --public-key" in st["command"] for st in data["steps"])
+    assert admin_cmds[0] == engineer_cmds[0] == data["steps"][0]["command"]
     assert data["facts"]["config_exists"] is False and data["facts"]["connected"] is False
     assert "fiovpn://docs/setup" in data["docs"]
     assert world.runner.calls == [], "a machine without config is not probed"
+
+
+Answer = Callable[[Any, Any], Awaitable[Any]]
+
+
+def setup_asking(world: World, answer: Answer, **args: Any) -> dict[str, Any]:
+    """setup_foundries_vpn through a client whose user answers elicitations."""
+    async def main() -> CallToolResult:
+        async with Client(build_server(world.services()), elicitation_callback=answer) as c:
+            return await c.call_tool("setup_foundries_vpn", args)
+    return ok(anyio.run(main))
+
+
+def user_says(first_admin: bool | None, asked: list[str]) -> Answer:
+    from mcp.types import ElicitResult
+
+    async def answer(_ctx: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        assert params.requested_schema["properties"]["first_admin"]["type"] == "boolean"
+        if first_admin is None:
+            return ElicitResult(action="decline")
+        return ElicitResult(action="accept", content={"first_admin": first_admin})
+    return answer
+
+
+def test_setup_asks_the_first_admin_question_yes(world: World, tunnel: FakeTunnel) -> None:
+    asked: list[str] = []
+    data = setup_asking(world, user_says(True, asked))
+    assert asked == [guide.FIRST_ADMIN_QUESTION]
+    assert (data["flow"], data["stage"], data["answered"]) == ("first_admin", "no_config",
+                                                                "first_admin")
+    assert any("fiovpn server clients add" in st["command"] for st in data["steps"])
+    assert data["question"] is None and data["branches"] == []
+
+
+def test_setup_asks_the_first_admin_question_no(world: World, tunnel: FakeTunnel) -> None:
+    asked: list[str] = []
+    write_config(world, address=None)
+    data = setup_asking(world, user_says(False, asked))
+    assert len(asked) == 1
+    assert (data["flow"], data["stage"], data["answered"]) == ("engineer", "no_address",
+                                                                "engineer")
+    assert f"fiovpn register --public-key {CLIENT.public}" in data["next_step"]
+
+
+def test_setup_declined_question_answers_choose(world: World, tunnel: FakeTunnel) -> None:
+    asked: list[str] = []
+    data = setup_asking(world, user_says(None, asked))
+    assert len(asked) == 1 and data["flow"] == "choose" and len(data["branches"]) == 2
+
+
+def test_setup_asks_nothing_where_the_machine_can_tell(world: World,
+                                                       tunnel: FakeTunnel) -> None:
+    asked: list[str] = []
+    # a role given: no question
+    assert setup_asking(world, user_says(True, asked), role="engineer")["flow"] == "engineer"
+    # the WireGuard server itself: the first admin
+    marker = world.tmp / "etc" / "server.toml"
+    marker.parent.mkdir()
+    marker.write_text("factory = 'acme'\n")
+    assert setup_asking(world, user_says(False, asked))["flow"] == "first_admin"
+    # connected and the server answers: ready
+    marker.unlink()
+    write_config(world)
+    tunnel.up = True
+    assert setup_asking(world, user_says(False, asked))["flow"] == "ready"
+    assert asked == []
 
 
 def test_setup_on_the_server_is_the_first_admin_flow(world: World, tunnel: FakeTunnel) -> None:
@@ -608,12 +688,13 @@ def test_setup_key_file_only_shows_the_public_key(world: World, tunnel: FakeTunn
 def test_setup_not_connected_then_no_handshake_then_ready(world: World,
                                                           tunnel: FakeTunnel) -> None:
     write_config(world)
-    down = setup(world)
+    down = setup(world, role="engineer")
     assert (down["flow"], down["stage"]) == ("engineer", "not_connected")
     assert "fiovpn connect" in down["next_step"]
     assert not tunnel.up, "setup changes nothing"
+    assert setup(world)["flow"] == "choose"  # not the server, no role: only the user knows
     tunnel.up, tunnel.registered = True, False
-    stuck = setup(world)
+    stuck = setup(world, role="engineer")
     assert stuck["stage"] == "no_handshake"
     assert f"fiovpn register --public-key {CLIENT.public}" in stuck["next_step"]
     tunnel.registered = True

@@ -10,8 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Flow = Literal["first_admin", "engineer", "ready"]
+Flow = Literal["first_admin", "engineer", "ready", "choose"]
 Role = Literal["auto", "first_admin", "engineer"]
+Branch = Literal["first_admin", "engineer"]
+
+# The seed's question (SPEC section 12): asked through MCP elicitation where the
+# client supports it; otherwise the guide answers flow "choose" with both branches.
+FIRST_ADMIN_QUESTION = (
+    "Are you the first admin of this factory's VPN? Yes if you have direct access to "
+    "the WireGuard server (its console or public IP) and nobody is registered on the "
+    "VPN yet; no if an admin who is already on the VPN will register you.")
 Stage = Literal["no_config", "no_address", "not_connected", "no_handshake", "ready"]
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +48,25 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class BranchGuide:
+    """One answer to the first-admin question and where it leads."""
+
+    flow: Branch
+    answer: Literal["yes", "no"]
+    summary: str
+    next_step: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Guide:
     flow: Flow
     stage: Stage
     summary: str
     next_step: str
     steps: tuple[Step, ...]
+    question: str | None = None  # set with flow "choose": what to ask the user
+    branches: tuple[BranchGuide, ...] = ()  # flow "choose": both answers' steps
 
 
 def stage_of(facts: SetupFacts) -> Stage:
@@ -68,8 +89,42 @@ def _cfg(facts: SetupFacts) -> str:
         f" --config {facts.config}"
 
 
+def needs_the_question(facts: SetupFacts, role: Role = "auto") -> bool:
+    """Only the user can tell whether they are the first admin: on a machine that is
+    not the WireGuard server, not yet ready, with no role given."""
+    return role == "auto" and not facts.this_machine_is_server and stage_of(facts) != "ready"
+
+
+def choose(facts: SetupFacts) -> Guide:
+    """Flow "choose": the question, and both branches' steps; ``steps`` holds the
+    steps both branches start with."""
+    admin, engineer = guide(facts, "first_admin"), guide(facts, "engineer")
+    common: list[Step] = []
+    for a, e in zip(admin.steps, engineer.steps, strict=False):
+        if a != e:
+            break
+        common.append(a)
+    first = (f" Either way, start with `{common[0].command}` ({common[0].why})."
+             if common else "")
+    return Guide(
+        flow="choose", stage=admin.stage,
+        summary=("This machine is not the WireGuard server, so fiovpn cannot tell which "
+                 f"flow applies: ask the user. {FIRST_ADMIN_QUESTION}"),
+        next_step=(f"Ask the user: {FIRST_ADMIN_QUESTION} Yes: follow branch first_admin "
+                   "(or call setup_foundries_vpn with role=first_admin); no: branch "
+                   f"engineer (role=engineer).{first}"),
+        steps=tuple(common), question=FIRST_ADMIN_QUESTION,
+        branches=(BranchGuide("first_admin", "yes", admin.summary, admin.next_step,
+                              admin.steps),
+                  BranchGuide("engineer", "no", engineer.summary, engineer.next_step,
+                              engineer.steps)))
+
+
 def guide(facts: SetupFacts, role: Role = "auto") -> Guide:
-    """Which flow applies and the next concrete step, with the exact commands."""
+    """Which flow applies and the next concrete step, with the exact commands. With
+    role "auto" where only the user can tell (``needs_the_question``): flow "choose"."""
+    if needs_the_question(facts, role):
+        return choose(facts)
     stage = stage_of(facts)
     cfg = _cfg(facts)
     key = facts.public_key or "<YOUR_PUBLIC_KEY>"

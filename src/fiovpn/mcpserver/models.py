@@ -30,6 +30,26 @@ class SetupStep(BaseModel):
     why: str
 
 
+class SetupBranch(BaseModel):
+    """With flow "choose": one answer to the first-admin question and its steps."""
+
+    flow: Literal["first_admin", "engineer"]
+    answer: Literal["yes", "no"] = Field(description="the answer to `question` that leads here")
+    summary: str
+    next_step: str
+    steps: list[SetupStep]
+
+
+class FirstAdminAnswer(BaseModel):
+    """The elicitation form of the first-admin question."""
+
+    first_admin: bool = Field(
+        title="I am the first admin of this factory's VPN",
+        description="Yes: you have direct access to the WireGuard server (console or public "
+                    "IP) and nobody is registered yet. No: an admin already on the VPN "
+                    "registers you.")
+
+
 class SetupFactsModel(BaseModel):
     key_file: str
     key_file_exists: bool
@@ -55,6 +75,14 @@ class SetupGuide(BaseModel):
     summary: str
     next_step: str
     steps: list[SetupStep]
+    question: str | None = Field(
+        default=None, description="flow choose: ask the user this, then follow the branch "
+                                  "their answer names")
+    branches: list[SetupBranch] = Field(default_factory=list,
+                                        description="flow choose: both answers' steps")
+    answered: Literal["first_admin", "engineer"] | None = Field(
+        default=None, description="what the user answered to the first-admin question, "
+                                  "when it was asked through elicitation")
     facts: SetupFactsModel
     docs: list[str] = Field(description="MCP resources with the full flows")
 

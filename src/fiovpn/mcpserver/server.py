@@ -13,7 +13,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Context,
+    Elicit,
+    ElicitationResult,
+    MCPServer,
+    Resolve,
+)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -203,22 +210,52 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
 
     # --- this machine: setup guide, tunnel, verification --------------------------
 
+    def setup_facts(config: ConfigParam = None) -> guide.SetupFacts:
+        """Resolver: what setup_foundries_vpn looks at on this machine."""
+        with reported():
+            return gather_facts(settings(config=config))
+
+    def ask_first_admin(facts: Annotated[guide.SetupFacts, Resolve(setup_facts)],
+                        ctx: Context, role: RoleParam = "auto",
+                        ) -> Elicit[m.FirstAdminAnswer] | None:
+        """Resolver: the seed's question, through elicitation, only where this machine
+        cannot tell and the client can ask its user (else None: flow "choose")."""
+        caps = ctx.client_capabilities
+        if not guide.needs_the_question(facts, role) or caps is None \
+                or caps.elicitation is None:
+            return None
+        return Elicit(guide.FIRST_ADMIN_QUESTION, m.FirstAdminAnswer)
+
     @server.tool(annotations=_hints(read_only=True, open_world=False,
                                     title="Set up the Foundries VPN"))
-    def setup_foundries_vpn(role: RoleParam = "auto", config: ConfigParam = None) -> m.SetupGuide:
+    def setup_foundries_vpn(
+        facts: Annotated[guide.SetupFacts, Resolve(setup_facts)],
+        answer: Annotated[ElicitationResult[m.FirstAdminAnswer], Resolve(ask_first_admin)],
+        role: RoleParam = "auto", config: ConfigParam = None,
+    ) -> m.SetupGuide:
         """The bootstrap guide: call this first. Inspects this machine (private key file,
-        client config, whether the tunnel is up and a handshake with the server completed)
-        and answers which flow applies (first_admin, engineer, or ready) and the next
-        concrete step with the exact commands. Changes nothing."""
-        with reported():
-            s = settings(config=config)
-            facts = gather_facts(s)
-            g = guide.guide(facts, role)
-            return m.SetupGuide(
-                flow=g.flow, stage=g.stage, summary=g.summary, next_step=g.next_step,
-                steps=[m.SetupStep(command=st.command, why=st.why) for st in g.steps],
-                facts=m.SetupFactsModel(**dataclasses.asdict(facts)),
-                docs=[uri for uri, _t, _d in DOCS.values()])
+        client config, whether the tunnel is up and the server answers this key) and
+        answers which flow applies (first_admin, engineer, ready) and the next concrete
+        step with the exact commands. Where only the user can tell whether they are the
+        first admin of the factory's VPN, it asks them (MCP elicitation) when the client
+        supports it, else answers flow "choose" with the question and both branches'
+        steps. Changes nothing."""
+        del config  # read by the setup_facts resolver
+        answered: guide.Branch | None = None
+        if isinstance(answer, AcceptedElicitation) and answer.data is not None:
+            answered = "first_admin" if answer.data.first_admin else "engineer"
+        g = guide.guide(facts, answered or role)
+        return m.SetupGuide(
+            flow=g.flow, stage=g.stage, summary=g.summary, next_step=g.next_step,
+            steps=[m.SetupStep(command=st.command, why=st.why) for st in g.steps],
+            question=g.question,
+            branches=[m.SetupBranch(flow=b.flow, answer=b.answer, summary=b.summary,
+                                    next_step=b.next_step,
+                                    steps=[m.SetupStep(command=st.command, why=st.why)
+                                           for st in b.steps]) for b in g.branches],
+            answered=answered,
+            facts=m.SetupFactsModel(**dataclasses.asdict(facts)),
+            docs=[uri for uri, _t, _d in DOCS.values()])
 
     def gather_facts(s: ClientSettings) -> guide.SetupFacts:
         key_file = services.key_path()
