@@ -24,9 +24,15 @@ def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
     def run_on_device(_settings: Any, _runner: Any, device: str, command: list[str],
                       **_kw: Any) -> device_access.SshResult:
         calls.append(command)
-        return device_access.SshResult(device, IPv4Address("10.42.42.2"), 0, "hi\n", "")
+        return device_access.SshResult(device, IPv4Address("10.42.42.2"), 0, b"hi\n", b"")
+
+    def ssh_session(_settings: Any, _runner: Any, device: str, command: list[str],
+                    **_kw: Any) -> int:
+        calls.append(command)
+        return 0
 
     monkeypatch.setattr(device_access, "run_on_device", run_on_device)
+    monkeypatch.setattr(device_access, "ssh_session", ssh_session)
     return calls
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from ipaddress import IPv4Address
@@ -151,7 +152,7 @@ def test_ssh_passes_exit_code_and_output_through(tmp_path: Path) -> None:
     runner.on("ssh", reply=lambda a, i: Completed(tuple(a), 7, "out\n", "err\n"))
     res = svc.run_on_device(settings(tmp_path), runner, "dev-a", ["sh", "-c", "exit 7"],
                             api=api(ROWS), options=NO_SHARING)
-    assert (res.exit_code, res.stdout, res.stderr) == (7, "out\n", "err\n")
+    assert (res.exit_code, res.stdout, res.stderr) == (7, b"out\n", b"err\n")
     argv = runner.calls[0][0]
     assert argv[-2] == "10.42.42.2"
     assert shlex.split(argv[-1]) == ["sh", "-c", "exit 7"]
@@ -244,3 +245,39 @@ def test_d2d_state_notices_a_reverted_file(tmp_path: Path) -> None:
     svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
     dev.files[svc.KEYFILE] = SAMPLE  # the config handler rewrote it
     assert svc.d2d_state(s, runner, target) == (True, False)
+
+
+def test_output_that_is_not_utf8_is_escaped_and_says_so() -> None:
+    raw = b"ok \xff\xfe\x00 end \xc3\xa9"
+    text, escaped = svc.decode_output(raw)
+    assert escaped is True and text == "ok \\xff\\xfe\x00 end é"
+    assert svc.decode_output("é\n".encode()) == ("é\n", False)
+    res = svc.SshResult("d", IPv4Address("10.42.42.2"), 0, raw, b"fine")
+    data = res.to_json()
+    assert data["stdout_escaped"] is True and data["stderr_escaped"] is False
+    json.dumps(data)  # JSON-safe
+
+
+def test_ssh_session_streams_on_our_stdio_and_passes_255_through(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    runner.on("ssh", reply=lambda a, i: Completed(tuple(a), 255, "", ""))
+    code = svc.ssh_session(settings(tmp_path), runner, "dev-a", ["sh", "-c", "exit 255"],
+                           tty=False, api=api(ROWS))
+    assert code == 255, "a remote exit 255 with ssh silent is the command's own"
+    argv = runner.calls[0][0]
+    assert "-T" in argv and "-E" in argv, "no terminal for a command; ssh's words to a log"
+
+
+def test_ssh_session_without_a_command_asks_for_a_terminal(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    code = svc.ssh_session(settings(tmp_path), runner, "dev-a", [], tty=True, api=api(ROWS))
+    argv = runner.calls[0][0]
+    assert code == 0 and "-t" in argv and argv[-1] == "10.42.42.2"
+
+
+def test_ssh_session_bad_timeout_runs_nothing(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    with pytest.raises(BadInput):
+        svc.ssh_session(settings(tmp_path), runner, "dev-a", ["true"], tty=False,
+                        timeout=0, api=api(ROWS))
+    assert runner.calls == []

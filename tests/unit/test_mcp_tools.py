@@ -891,7 +891,8 @@ def test_ssh_runs_one_command_by_device_name(fleet: World, device_ssh: FakeDevic
         "device": "dev-a", "ip": "10.42.42.2", "user": "root", "command": "uname -a",
         "exit_code": 0, "stdout": "Linux dev-a 6.6.0 aarch64\n", "stderr": "",
         "stdout_truncated": False, "stderr_truncated": False,
-        "stdout_bytes": 26, "stderr_bytes": 0}
+        "stdout_bytes": 26, "stderr_bytes": 0, "stdout_escaped": False,
+        "stderr_escaped": False}
     [argv] = argvs(fleet)
     assert "StrictHostKeyChecking=yes" in argv and argv[argv.index("-l") + 1] == "root"
     assert device_ssh.commands == [["sh", "-c", "uname -a"]]
@@ -993,3 +994,12 @@ def test_guide_ready_wins_over_the_server_marker() -> None:
     assert guide.guide(facts(this_machine_is_server=True)).flow == "ready"
     assert guide.guide(facts(this_machine_is_server=True, connected=False)).flow == \
         "first_admin"
+
+
+def test_output_cap_never_splits_a_character_nor_hides_binary() -> None:
+    from fiovpn.mcpserver.server import _cap
+
+    text, cut, size, escaped = _cap("é".encode() * 10, 5)  # 2 bytes each: 5 splits one
+    assert (text, cut, size, escaped) == ("éé", True, 20, False)
+    text, cut, size, escaped = _cap(b"\xff\x00abc", 100)
+    assert (text, cut, size, escaped) == ("\\xff\x00abc", False, 5, True)

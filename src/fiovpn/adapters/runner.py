@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 from fiovpn.errors import MissingTool, PermanentError, TemporaryError
 
@@ -62,9 +62,20 @@ class CommandFailed(PermanentError):
         self.result = result
 
 
+# What ``Runner.call`` connects a child's stdin/stdout/stderr to: ``None`` inherits
+# ours, a file object or descriptor is used as is (``subprocess.DEVNULL`` works).
+Stdio = IO[Any] | int | None
+
+
 class Runner(Protocol):
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
             timeout: float = 60.0) -> Completed: ...
+
+    def call(self, argv: Sequence[str], *, stdin: Stdio = None, stdout: Stdio = None,
+             stderr: Stdio = None, timeout: float | None = None) -> int:
+        """Run with the given stdio (bytes, nothing decoded or buffered here); the exit
+        code. ``timeout``: the child is stopped and ``TemporaryError`` raised."""
+        ...
 
 
 def require_tool(name: str) -> str:
@@ -111,6 +122,37 @@ class SubprocessRunner:
             raise CommandFailed(result)
         return result
 
+    def call(self, argv: Sequence[str], *, stdin: Stdio = None, stdout: Stdio = None,
+             stderr: Stdio = None, timeout: float | None = None,
+             env: Mapping[str, str] | None = None) -> int:
+        full = [*self.prefix, *argv]
+        require_tool(full[0])
+        merged = None
+        if self.env is not None or env:
+            merged = {**(os.environ if self.env is None else self.env), **(env or {})}
+        proc = subprocess.Popen(full, stdin=stdin, stdout=stdout, stderr=stderr, env=merged,
+                                start_new_session=self.new_session)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            raise TemporaryError(f"`{' '.join(argv[:4])}` did not finish within {timeout:g}s",
+                                 code="timeout") from None
+        except BaseException:  # Ctrl-C: the child goes with us
+            stop(proc)
+            raise
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 2.0) -> None:
+    """TERM, then KILL after ``grace`` seconds; always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 Handler = Callable[[Sequence[str], str | None], Completed | tuple[int, str] | str]
 
@@ -144,3 +186,16 @@ class FakeRunner:
                 return result
         result = Completed(args, 0, "", "")
         return result
+
+    def call(self, argv: Sequence[str], *, stdin: Stdio = None, stdout: Stdio = None,
+             stderr: Stdio = None, timeout: float | None = None) -> int:
+        """Like ``run``: the handler's stdout/stderr are written (UTF-8) to file objects
+        given as ``stdout``/``stderr``; what ``stdin`` holds is recorded as the input."""
+        data = stdin.read() if stdin is not None and hasattr(stdin, "read") else None
+        text = data.decode() if isinstance(data, bytes) else data
+        result = self.run(argv, input=text, check=False,
+                          timeout=60.0 if timeout is None else timeout)
+        for stream, value in ((stdout, result.stdout), (stderr, result.stderr)):
+            if stream is not None and hasattr(stream, "write") and value:
+                stream.write(value.encode())
+        return result.returncode

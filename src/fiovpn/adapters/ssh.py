@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fiovpn.adapters.runner import Completed, Runner, require_tool
+from fiovpn.adapters.runner import Completed, Runner, Stdio
 from fiovpn.errors import BadInput, PermanentError, RemoteCommandError, TemporaryError
 
 SSH_EXIT_ERROR = 255
@@ -225,6 +225,50 @@ class SshClient:
             raise RemoteError(self.target, command, result)
         return result
 
+    def stream(self, command: Sequence[str], *, tty: bool = False,
+               timeout: float | None = None, stdin: Stdio = None, stdout: Stdio = None,
+               stderr: Stdio = None) -> int:
+        """Run ``command`` (a login shell when empty) the way OpenSSH does: stdin, stdout
+        and stderr are the given ones (ours when ``None``), bytes untouched and unbuffered;
+        the remote exit code is returned, 255 included.
+
+        ssh's own messages go to a log file (``ssh -E``), not to the remote command's
+        stderr: a failure to connect (exit 255 with ssh saying why) is raised as a clear
+        error, while a remote command that exits 255 is just its exit code."""
+        argv = self.base_argv(tty=tty)
+        fd, log_name = tempfile.mkstemp(prefix="fiovpn-ssh-", suffix=".log")
+        os.close(fd)
+        log = Path(log_name)
+        try:
+            argv += ["-E", str(log), "--", self.target.host]
+            if command:
+                argv.append(shlex.join(self.remote_argv(command)))
+            code = self.runner.call(argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                    timeout=timeout)
+            said = _ssh_said(log.read_text(errors="replace"))
+        finally:
+            log.unlink(missing_ok=True)
+        if code == SSH_EXIT_ERROR and said:
+            self.raise_for_connection(Completed(tuple(argv), code, "", said))
+        if said and code != 0:
+            # What ssh would have printed on our stderr (a warning, say).
+            out = stderr if stderr is not None and hasattr(stderr, "write") else None
+            if out is None:
+                sys.stderr.write(said + "\n")
+                sys.stderr.flush()
+            else:
+                out.write((said + "\n").encode())
+        return code
+
+    def capture(self, command: Sequence[str], *, timeout: float | None = None,
+                stdin: Stdio = subprocess.DEVNULL) -> CapturedBytes:
+        """``stream`` into temporary files: the exit code and the output as bytes."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            code = self.stream(command, timeout=timeout, stdin=stdin, stdout=out, stderr=err)
+            out.seek(0)
+            err.seek(0)
+            return CapturedBytes(code, out.read(), err.read())
+
     def raise_for_connection(self, result: Completed) -> None:
         """SSH's own failures (exit 255) as clear errors."""
         if result.returncode != SSH_EXIT_ERROR:
@@ -254,21 +298,31 @@ class SshClient:
         raise TemporaryError(f"SSH to {where} failed: {_last_line(err) or 'exit code 255'}",
                              code="ssh_failed")
 
-    def interactive(self, command: Sequence[str]) -> int:
-        """Run with the terminal attached (a login shell when ``command`` is empty);
-        returns the remote exit code. Not through the Runner: it needs the real stdio."""
-        require_tool("ssh")
-        argv = [*self.base_argv(tty=sys.stdin.isatty()), "--", self.target.host]
-        if command:
-            argv.append(shlex.join(command))
-        return subprocess.call(argv)
-
     def close(self) -> None:
         """Stop the shared master connection, if any."""
         if self.options.control_dir is None:
             return
         self.runner.run([*self.base_argv(), "-O", "exit", "--", self.target.host],
                         check=False, timeout=10)
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedBytes:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+# What ssh logs on a normal end: not a reason to think it failed.
+_SSH_NOISE = ("shared connection to ", "connection to ", "warning: permanently added")
+
+
+def _ssh_said(log: str) -> str:
+    """ssh's own messages from its ``-E`` log, without the lines of a normal session end."""
+    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+    return "\n".join(ln for ln in lines
+                     if not (ln.lower().startswith(_SSH_NOISE) and ln.endswith(("closed.",
+                                                                                "hosts."))))
 
 
 class RemoteError(RemoteCommandError):

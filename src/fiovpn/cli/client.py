@@ -373,45 +373,52 @@ def split_ssh_command(args: tuple[str, ...]) -> list[str]:
 @command
 @config_option
 @device_ssh_options
+@click.option("--timeout", type=float, default=None,
+              help="Stop after this many seconds (exit 1). Default: no limit, as ssh.")
 @click.argument("device")
 @click.argument("remote_command", nargs=-1, type=click.UNPROCESSED)
 def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
             known_hosts: Path | None, factory: str | None, api_url: str | None,
-            api_token_file: Path | None, device: str, remote_command: tuple[str, ...]
-            ) -> Result:
-    """SSH to DEVICE (name or VPN IP); `fiovpn ssh DEVICE -- CMD ...` runs CMD and
-    returns its exit code. Key authentication only; host keys are checked.
+            api_token_file: Path | None, timeout: float | None, device: str,
+            remote_command: tuple[str, ...]) -> Result:
+    """SSH to DEVICE (name or VPN IP) as OpenSSH does: `fiovpn ssh DEVICE -- CMD ...`
+    runs CMD with your stdin, streams its output (bytes, unchanged) and exits with its
+    exit code (255 included). Without CMD: a login shell, on a terminal when you are on
+    one. Key authentication only; host keys are checked.
 
     CMD's words reach the device exactly as given (each quoted; no remote shell
     expands them): for pipes or variables run a shell, `-- sh -c 'A | B'`.
+    With --json, CMD gets no stdin and its output comes back in one JSON object
+    (bytes that are not UTF-8 as \\xNN escapes, `stdout_escaped` says so).
 
     \b
     Examples:
       fiovpn ssh device1                    (a login shell)
       fiovpn ssh device1 -- uname -a
+      tar czf - dir | fiovpn ssh device1 -- tar xzf - -C /tmp
       fiovpn ssh device1 -- sh -c 'journalctl -b | tail'
+      fiovpn ssh --timeout 30 device1 -- fw-update --check
       fiovpn ssh --json 10.42.42.2 -- systemctl is-active aktualizr-lite
     """
     settings = settings_from(config=config, user=user, identity_file=identity_file,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
     cmd = split_ssh_command(remote_command)
+    if timeout is not None and timeout <= 0:
+        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
     # the program only: arguments may hold what does not belong in a log
     record_device_call(settings.journal, action="ssh", device=device, via="cli",
                        detail={"program": cmd[0] if cmd else None})
-    if not cmd:
-        if json_mode():
+    if json_mode():
+        if not cmd:
             raise BadInput("--json needs a command: fiovpn ssh --json DEVICE -- CMD",
                            code="bad_usage")
-        code = device_access.interactive_ssh(settings, runner(), device, [])
-        return Result({"exit_code": code}, None, code)
-    res = device_access.run_on_device(settings, runner(), device, cmd)
-    if not json_mode():
-        sys.stdout.write(res.stdout)
-        sys.stdout.flush()
-        sys.stderr.write(res.stderr)
-        sys.stderr.flush()
-    return Result(res.to_json(), None, res.exit_code)
+        res = device_access.run_on_device(settings, runner(), device, cmd, timeout=timeout)
+        return Result(res.to_json(), None, res.exit_code)
+    tty = not cmd and sys.stdin.isatty()
+    code = device_access.ssh_session(settings, runner(), device, cmd, tty=tty,
+                                     timeout=timeout)
+    return Result({"exit_code": code}, None, code)
 
 
 def _d2d(enable: bool, name: str, **flags: Any) -> Result:

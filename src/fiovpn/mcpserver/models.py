@@ -198,3 +198,8 @@ class SshResult(BaseModel):
     stderr_truncated: bool
     stdout_bytes: int = Field(description="full size of stdout before the cap")
     stderr_bytes: int = Field(description="full size of stderr before the cap")
+    stdout_escaped: bool = Field(
+        default=False, description="true when stdout held bytes that are not UTF-8: each "
+                                   "is written as a \\xNN escape, so the text is not "
+                                   "the bytes themselves")
+    stderr_escaped: bool = Field(default=False, description="the same for stderr")

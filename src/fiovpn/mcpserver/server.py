@@ -42,7 +42,7 @@ from fiovpn.mcpserver import guide
 from fiovpn.mcpserver import models as m
 from fiovpn.mcpserver.guard import Guard
 from fiovpn.mcpserver.services import Services
-from fiovpn.services import client_config, devices
+from fiovpn.services import client_config, device_access, devices
 from fiovpn.services.keys import read_private_key
 from fiovpn.settings import ClientSettings, default_journal
 
@@ -526,9 +526,10 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
     ) -> m.SshResult:
         """Run one command on a device over SSH through the VPN (key authentication, host
         keys checked) and return its exit code, stdout and stderr (each capped at
-        max_output_bytes; says when truncated). A non-zero exit code is a result, not an
-        error. Runs the command exactly once: never retries it on another path and never
-        kills processes on the device."""
+        max_output_bytes; says when truncated). Output is text: bytes that are not UTF-8
+        come back as \\xNN escapes and stdout_escaped/stderr_escaped say so. A non-zero
+        exit code is a result, not an error. Runs the command exactly once: never retries
+        it on another path and never kills processes on the device."""
         with reported():
             s = settings(config=config, user=user)
             try:
@@ -543,12 +544,13 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
                     "fiovpn stopped waiting but did not kill anything on the device (it may "
                     "still be running there). Retry with a larger timeout_s, or run it in "
                     "the background on the device.") from exc
-            out, out_cut, out_n = _cap(r.stdout, max_output_bytes)
-            err, err_cut, err_n = _cap(r.stderr, max_output_bytes)
+            out, out_cut, out_n, out_esc = _cap(r.stdout, max_output_bytes)
+            err, err_cut, err_n, err_esc = _cap(r.stderr, max_output_bytes)
             return m.SshResult(
                 device=r.name, ip=str(r.ip), user=s.user, command=command,
                 exit_code=r.exit_code, stdout=out, stderr=err, stdout_truncated=out_cut,
-                stderr_truncated=err_cut, stdout_bytes=out_n, stderr_bytes=err_n)
+                stderr_truncated=err_cut, stdout_bytes=out_n, stderr_bytes=err_n,
+                stdout_escaped=out_esc, stderr_escaped=err_esc)
 
     return server
 
@@ -571,10 +573,18 @@ def _removed_entries(answer: Any) -> list[m.ClientEntry]:
     return [m.ClientEntry.model_validate(e) for e in answer]
 
 
-def _cap(text: str, limit: int) -> tuple[str, bool, int]:
-    """``text`` cut to at most ``limit`` UTF-8 bytes (never mid-character), whether it was
-    cut, and its full size in bytes."""
-    raw = text.encode("utf-8", errors="replace")
-    if len(raw) <= limit:
-        return text, False, len(raw)
-    return raw[:limit].decode("utf-8", errors="ignore"), True, len(raw)
+def _cap(data: bytes, limit: int) -> tuple[str, bool, int, bool]:
+    """Output bytes as text of at most ``limit`` bytes: whether it was cut, its full size
+    in bytes, and whether bytes that are not UTF-8 were written as ``\\xNN`` escapes.
+    A cut never splits a character (nor counts as an escape)."""
+    cut = data[:limit]
+    if len(data) > limit:
+        for k in range(4):  # drop a character the cut split in two
+            try:
+                cut[:len(cut) - k].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            cut = cut[:len(cut) - k]
+            break
+    text, escaped = device_access.decode_output(cut)
+    return text, len(data) > limit, len(data), escaped

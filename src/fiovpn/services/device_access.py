@@ -120,37 +120,54 @@ def device_client(settings: ClientSettings, runner: Runner, target: DeviceTarget
                      options or ssh_options(settings))
 
 
+def decode_output(data: bytes) -> tuple[str, bool]:
+    """Output bytes as text: UTF-8, each byte that is not UTF-8 written as ``\\xNN``;
+    and whether any was (so a reader knows the text is not the bytes themselves)."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="backslashreplace"), True
+
+
 @dataclass(frozen=True)
 class SshResult:
     name: str
     ip: IPv4Address
     exit_code: int
-    stdout: str
-    stderr: str
+    stdout: bytes
+    stderr: bytes
 
     def to_json(self) -> dict[str, Any]:
+        out, out_escaped = decode_output(self.stdout)
+        err, err_escaped = decode_output(self.stderr)
         return {"device": self.name, "ip": str(self.ip), "exit_code": self.exit_code,
-                "stdout": self.stdout, "stderr": self.stderr}
+                "stdout": out, "stderr": err, "stdout_escaped": out_escaped,
+                "stderr_escaped": err_escaped}
 
 
 def run_on_device(settings: ClientSettings, runner: Runner, device: str,
                   command: list[str], *, api: ApiFactory | None = None,
-                  options: SshOptions | None = None, timeout: float = 300.0) -> SshResult:
-    """Run ``command`` on the device (key auth, host keys checked); its exit code and
-    output come back as they are."""
+                  options: SshOptions | None = None, timeout: float | None = None
+                  ) -> SshResult:
+    """Run ``command`` on the device (key auth, host keys checked, no stdin); its exit
+    code and output bytes come back as they are. ``timeout``: stop waiting after it."""
     if not command:
         raise BadInput("no command given", code="bad_command")
     target = resolve_device(settings, device, api=api)
     ssh = device_client(settings, runner, target, options)
-    result = ssh.run(command, check=False, timeout=timeout)
+    result = ssh.capture(command, timeout=timeout)
     return SshResult(target.name, target.ip, result.returncode, result.stdout, result.stderr)
 
 
-def interactive_ssh(settings: ClientSettings, runner: Runner, device: str,
-                    command: list[str], *, api: ApiFactory | None = None) -> int:
-    """An interactive session (terminal attached); the remote exit code."""
+def ssh_session(settings: ClientSettings, runner: Runner, device: str, command: list[str],
+                *, tty: bool, timeout: float | None = None,
+                api: ApiFactory | None = None) -> int:
+    """``fiovpn ssh``: OpenSSH's behaviour on our own stdio (stdin to the remote command,
+    output streamed as bytes, a terminal when ``tty``); the remote exit code."""
+    if timeout is not None and timeout <= 0:
+        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
     target = resolve_device(settings, device, api=api)
-    return device_client(settings, runner, target).interactive(command)
+    return device_client(settings, runner, target).stream(command, tty=tty, timeout=timeout)
 
 
 # --- device-to-device ---------------------------------------------------------------------
