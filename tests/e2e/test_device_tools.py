@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fiovpn.lab import DeviceSpec, Engineer, Lab
+from fiovpn.lab import DeviceSpec, Engineer, Lab, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +48,10 @@ def device_path(lab: Lab, name: str) -> Path:
     path = lab.device(name).home / "scratch"
     path.mkdir(exist_ok=True)
     return path
+
+
+def on_server(lab: Lab, ip: str) -> bool:
+    return any(f"{ip}/32" in p.allowed_ips for p in lab.server.peers().values())
 
 
 # --- fiovpn ssh as OpenSSH ----------------------------------------------------------------
@@ -128,3 +133,100 @@ def test_ssh_bad_input_runs_nothing(fleet: Lab) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert json.loads(result.stdout)["error"]["code"] == code
 
+
+
+# --- ssh-config: plain OpenSSH, scp and rsync by device name -----------------------------
+
+
+def test_ssh_config_serves_plain_ssh_scp_and_rsync(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    frag = eng.home / "fragment"
+    data = eng.fiovpn_json("ssh-config", "--output", str(frag))
+    assert [h["name"] for h in data["hosts"]] == ["device1", "device2", "device3"]
+    assert data["include"] == f"Include {frag}" and data["path"] == str(frag)
+    assert frag.stat().st_mode & 0o777 == 0o600
+    assert not (eng.home / ".ssh" / "config").exists(), "never edits ~/.ssh/config"
+    assert eng.run(["ssh", "-F", str(frag), "device1", "true"], check=False).returncode == 0
+    hello = eng.home / "hello.txt"
+    hello.write_text("hello over scp\n")
+    to2 = device_path(fleet, "device2") / "by-scp.txt"
+    eng.run(["scp", "-F", str(frag), str(hello), f"device2:{to2}"])
+    assert to2.read_text() == "hello over scp\n"
+    to3 = device_path(fleet, "device3") / "by-rsync.txt"
+    eng.run(["rsync", "-a", "-e", f"ssh -F {frag}", str(hello), f"device3:{to3}"])
+    assert to3.read_text() == "hello over scp\n"
+
+
+def test_ssh_config_takes_a_device_enabled_later(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    frag = eng.home / "fragment-later"
+    assert "device4" not in [h["name"] for h in
+                             eng.fiovpn_json("ssh-config", "--output", str(frag))["hosts"]]
+    eng.fiovpn("devices", "enable-vpn", "device4")
+    device4 = fleet.device("device4")
+    assert device4.apply_factory_config()
+    wait_for(lambda: on_server(fleet, str(device4.vpn_ip)), timeout=30,
+             what="device4's peer on the server")
+    again = eng.fiovpn_json("ssh-config", "--output", str(frag))
+    assert "device4" in [h["name"] for h in again["hosts"]] and again["changed"] is True
+    wait_for(lambda: eng.run(["ssh", "-F", str(frag), "device4", "true"],
+                             check=False).returncode == 0,
+             timeout=30, what="plain ssh to device4 by name")
+
+
+# --- cp and forward ---------------------------------------------------------------------
+
+
+def test_cp_both_ways_and_a_directory(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    local = eng.home / "cp"
+    (local / "tree" / "sub").mkdir(parents=True, exist_ok=True)
+    (local / "one.bin").write_bytes(os.urandom(4096))
+    (local / "tree" / "sub" / "deep.txt").write_text("deep\n")
+    remote = device_path(fleet, "device1") / "cp"
+    remote.mkdir(exist_ok=True)
+    up = eng.fiovpn_json("cp", str(local / "one.bin"), f"device1:{remote}/one.bin")
+    assert up["direction"] == "upload" and up["vpn_ip"] == str(fleet.device("device1").vpn_ip)
+    assert (remote / "one.bin").read_bytes() == (local / "one.bin").read_bytes()
+    eng.fiovpn("cp", f"device1:{remote}/one.bin", str(local / "back.bin"))
+    assert (local / "back.bin").read_bytes() == (local / "one.bin").read_bytes()
+    eng.fiovpn("cp", "-r", str(local / "tree"), f"device1:{remote}/")
+    assert (remote / "tree" / "sub" / "deep.txt").read_text() == "deep\n"
+    eng.fiovpn("cp", "-r", f"device1:{remote}/tree", str(local / "tree-back"))
+    assert (local / "tree-back" / "sub" / "deep.txt").read_text() == "deep\n"
+
+
+def test_cp_and_forward_bad_input_run_nothing(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    for args in (["cp", "a", "b"], ["cp", "nosuch:/x", "."], ["cp", "device1:/a", "device2:/b"],
+                 ["forward", "device1", "80:127.0.0.1"], ["forward", "device1", "0:h:80"],
+                 ["forward", "nosuch", "8080:127.0.0.1:80"]):
+        result = eng.fiovpn(*args, "--json", check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "error" in json.loads(result.stdout)
+
+
+def test_forward_reaches_a_service_on_the_devices_localhost(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    device = fleet.device("device2")
+    site = device_path(fleet, "device2") / "site"
+    site.mkdir(exist_ok=True)
+    (site / "index.txt").write_text("served on the device's 127.0.0.1\n")
+    server = device.spawn([sys.executable, "-m", "http.server", "18081", "--bind",
+                           "127.0.0.1", "--directory", str(site)], name="http.server")
+    fwd = None
+    try:
+        wait_for(lambda: device.listening(18081), timeout=20, what="the device's service")
+        assert not eng.listening(18082)
+        fwd = eng.spawn([fleet.fiovpn_path, "forward", "device2", "18082:127.0.0.1:18081"],
+                        name="fiovpn forward", log=eng.home / "forward.log")
+        wait_for(lambda: eng.listening(18082), timeout=30,
+                 what="fiovpn forward listening on 127.0.0.1:18082")
+        reply = eng.http("GET", "http://127.0.0.1:18082/index.txt")
+        assert reply.status == 200 and reply.body == "served on the device's 127.0.0.1\n"
+        assert fwd.running(), "runs until interrupted"
+    finally:
+        if fwd is not None:
+            fwd.stop()
+        server.stop()
+    assert not eng.listening(18082), "the forward ended with fiovpn"

@@ -163,11 +163,11 @@ class SshClient:
     target: SshTarget
     options: SshOptions = field(default_factory=SshOptions)
 
-    def base_argv(self, *, tty: bool = False) -> list[str]:
+    def option_args(self) -> list[str]:
+        """The ``-o`` options (ssh and scp take them alike): keys only, host keys checked,
+        the identity, connection sharing, the extra options."""
         o = self.options
-        argv = ["ssh", *(["-F", str(o.config_file)] if o.config_file is not None else []),
-                "-p", str(self.target.port), "-l", self.target.user,
-                "-o", "BatchMode=yes",
+        argv = ["-o", "BatchMode=yes",
                 "-o", "PasswordAuthentication=no",
                 "-o", "KbdInteractiveAuthentication=no",
                 "-o", "StrictHostKeyChecking=yes",
@@ -186,8 +186,13 @@ class SshClient:
                      "-o", f"ControlPersist={o.control_persist}"]
         for opt in o.extra:
             argv += ["-o", opt]
-        argv.append("-t" if tty else "-T")
         return argv
+
+    def base_argv(self, *, tty: bool = False) -> list[str]:
+        o = self.options
+        return ["ssh", *(["-F", str(o.config_file)] if o.config_file is not None else []),
+                "-p", str(self.target.port), "-l", self.target.user, *self.option_args(),
+                "-t" if tty else "-T"]
 
     def needs_sudo(self) -> bool:
         return self.target.user != "root"
@@ -227,7 +232,7 @@ class SshClient:
 
     def stream(self, command: Sequence[str], *, tty: bool = False,
                timeout: float | None = None, stdin: Stdio = None, stdout: Stdio = None,
-               stderr: Stdio = None) -> int:
+               stderr: Stdio = None, options: Sequence[str] = ()) -> int:
         """Run ``command`` (a login shell when empty) the way OpenSSH does: stdin, stdout
         and stderr are the given ones (ours when ``None``), bytes untouched and unbuffered;
         the remote exit code is returned, 255 included.
@@ -240,7 +245,7 @@ class SshClient:
         os.close(fd)
         log = Path(log_name)
         try:
-            argv += ["-E", str(log), "--", self.target.host]
+            argv += [*options, "-E", str(log), "--", self.target.host]
             if command:
                 argv.append(shlex.join(self.remote_argv(command)))
             code = self.runner.call(argv, stdin=stdin, stdout=stdout, stderr=stderr,

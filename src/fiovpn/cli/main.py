@@ -8,7 +8,7 @@ import sys
 import click
 
 from fiovpn import __version__
-from fiovpn.cli import client, demo, devices, keys, lab, mcp, sandbox, server
+from fiovpn.cli import client, demo, devices, keys, lab, mcp, reach, sandbox, server
 from fiovpn.cli.output import json_option
 
 
@@ -31,7 +31,7 @@ def cli() -> None:
 
 
 # devices before client: the client module adds its SSH-based d2d commands to `devices`.
-for module in (keys, server, devices, client, sandbox, lab, mcp, demo):
+for module in (keys, server, devices, client, reach, sandbox, lab, mcp, demo):
     module.register(cli)
 
 
