@@ -14,8 +14,7 @@ import click
 from fiovpn.cli.client import config_option, device_ssh_options, runner, settings_from
 from fiovpn.cli.output import Result, command, progress
 from fiovpn.errors import BadInput, TemporaryError
-from fiovpn.services import client as client_service
-from fiovpn.services import ssh_config, transfer
+from fiovpn.services import client_config, ssh_config, transfer
 
 PATH = click.Path(dir_okay=False, path_type=Path)
 
@@ -53,7 +52,7 @@ def ssh_config_cmd(output: Path | None, config: Path | None, user: str | None,
     settings = settings_from(config=config, user=user, identity_file=identity_file,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
-    rows = client_service.default_api(settings)().wireguard_ips()
+    rows = client_config.default_api(settings)().wireguard_ips()
     res = ssh_config.write_ssh_config(settings, rows, output=output)
     names = ", ".join(h.name for h in res.hosts) or "(no VPN-enabled device)"
     human = (f"{'Wrote' if res.changed else 'Unchanged:'} {res.path} (0600): "

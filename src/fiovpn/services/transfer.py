@@ -17,7 +17,7 @@ from typing import Any
 from fiovpn.adapters.runner import Runner, Stdio
 from fiovpn.adapters.ssh import SshClient
 from fiovpn.errors import BadInput, PermanentError
-from fiovpn.services.client import ApiFactory
+from fiovpn.services.client_config import ApiFactory
 from fiovpn.services.device_access import DeviceTarget, device_client, resolve_device
 from fiovpn.services.remote import ssh_options
 from fiovpn.settings import ClientSettings
