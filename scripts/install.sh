@@ -13,7 +13,8 @@ extra=""
 if [ "${1:-}" = "--test" ]; then
   extra="[test]"
   # The tests' real parts: Prometheus scrapes the daemon, headless Chromium shows
-  # the dashboard, rsync copies over the ssh-config fragment. Their packaged services must never start here (policy-rc.d 101).
+  # the dashboard, rsync copies over the ssh-config fragment. Their packaged
+  # services must never start here (policy-rc.d 101).
   guard=/usr/sbin/policy-rc.d
   if [ ! -e "$guard" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$guard"
