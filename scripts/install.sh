@@ -13,8 +13,9 @@ extra=""
 if [ "${1:-}" = "--test" ]; then
   extra="[test]"
   # The tests' real parts: Prometheus scrapes the daemon, headless Chromium shows
-  # the dashboard, rsync copies over the ssh-config fragment. Their packaged
-  # services must never start here (policy-rc.d 101).
+  # the dashboard, rsync copies over the ssh-config fragment, keepalived moves the
+  # HA lab's VIP (inside its namespaces only). Their packaged services must never
+  # start here (policy-rc.d 101).
   guard=/usr/sbin/policy-rc.d
   if [ ! -e "$guard" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$guard"
@@ -22,7 +23,7 @@ if [ "${1:-}" = "--test" ]; then
     trap 'rm -f "$guard"' EXIT  # removed again even when apt-get fails
   fi
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-    prometheus chromium chromium-driver rsync >/dev/null
+    prometheus chromium chromium-driver rsync keepalived >/dev/null
 fi
 # PEP 668: Debian's own python refuses system-wide pip installs without this flag.
 pip_flags=(-q)

@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +61,16 @@ class ServerSettings:
     # the server SSH's authorized_keys, where `server admins` keeps admins' keys
     authorized_keys: Path = Path("/root/.ssh/authorized_keys")
     http: str | None = None  # ADDR:PORT of /metrics, the dashboard and /api/status
+    # High availability (SPEC section 14): the floating address keepalived moves,
+    # the other server (USER@HOST[:PORT], over SSH) and how to reach it.
+    ha_vip: str | None = None
+    ha_peer: str | None = None
+    ha_peer_command: str = "fiovpn"
+    ha_identity_file: Path | None = None
+    ha_known_hosts: Path | None = None
+    ha_sync_interval: float = 2.0
+    ssh_host_key: Path = Path("/etc/ssh/ssh_host_ed25519_key")
+    local_addresses_file: Path = Path("/proc/net/fib_trie")
 
     def network(self) -> VpnNetwork:
         return VpnNetwork.build(self.subnet, self.address, self.client_pool)
@@ -78,7 +89,27 @@ class ServerSettings:
         if self.interval <= 0:
             raise BadInput(f"invalid interval {self.interval}: must be positive")
         self.http_listen()
+        if self.ha_vip is not None:
+            from fiovpn.core.ha import parse_vip
+
+            parse_vip(self.ha_vip, self.network())
+        if self.ha_peer is not None:
+            from fiovpn.adapters.ssh import parse_ha_peer
+
+            parse_ha_peer(self.ha_peer)
+        if self.ha_sync_interval <= 0:
+            raise BadInput(f"invalid ha-sync-interval {self.ha_sync_interval}: must be "
+                           "positive")
         return self
+
+    @property
+    def vip(self) -> IPv4Address | None:
+        """The HA floating address, when HA mode is on."""
+        if self.ha_vip is None:
+            return None
+        from fiovpn.core.ha import parse_vip
+
+        return parse_vip(self.ha_vip, self.network())
 
 
 def default_journal() -> Path:

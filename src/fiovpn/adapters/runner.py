@@ -32,6 +32,7 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "setsid": "util-linux",
     "hostname": "hostname",
     "nmcli": "network-manager",
+    "keepalived": "keepalived",
 }
 
 

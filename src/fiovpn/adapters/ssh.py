@@ -75,6 +75,15 @@ class SshTarget:
         return f"{self.user}@{host}:{self.port}"
 
 
+def parse_ha_peer(text: str) -> SshTarget:
+    """``USER@HOST[:PORT]`` of the other HA server (user default root, port 22)."""
+    try:
+        return SshTarget.parse(text, default_user="root", what="--ha-peer")
+    except BadInput as exc:
+        raise BadInput(f"{exc.message} (--ha-peer is USER@HOST[:PORT] of the other server)",
+                       code="bad_ha_peer") from None
+
+
 def _netns_id() -> str:
     """The network namespace this process runs in: one host address can mean a
     different machine in another namespace, so shared connections never cross one."""

@@ -36,6 +36,32 @@ def _server_settings(config: Path | None) -> ServerSettings:
     return _settings(config)
 
 
+def _active_settings(config: Path | None) -> ServerSettings:
+    """Settings for a change: in HA mode only the active server makes it; the
+    standby refuses with one line naming the active."""
+    from fiovpn.services.ha import standby_refusal
+
+    settings = _server_settings(config)
+    refusal = standby_refusal(settings)
+    if refusal is not None:
+        raise refusal
+    return settings
+
+
+def _replicate(settings: ServerSettings, data: Any) -> str:
+    """HA: a grant reaches the standby before it is confirmed."""
+    if settings.vip is None or settings.ha_peer is None or not isinstance(data, dict):
+        return ""
+    from fiovpn.services.ha import replicate_registry
+
+    done = replicate_registry(settings)
+    data["replicated"] = done["replicated"]
+    if done["warning"]:
+        data["warning"] = done["warning"]
+        return f"\n[yellow]warning:[/] {done['warning']}"
+    return f"\nCopied to the standby {settings.ha_peer}."
+
+
 def _config_path(config: Path | None) -> Path | None:
     from fiovpn.cli.server import _config
 
@@ -123,11 +149,13 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
       fiovpn server access grant --name alice --group prod --for 2h
       fiovpn server access grant --name alice --device gw-17 --for 30m
     """
-    data = _ask(_server_settings(config), "access.grant",
+    settings = _active_settings(config)
+    data = _ask(settings, "access.grant",
                 {"name": name, "public_key": public_key, "group": group, "device": device,
                  "for": duration}, "server access grant")
     what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
-    return Result(data, f"{data['client']} may reach {what} until {data['expires']}.")
+    return Result(data, f"{data['client']} may reach {what} until {data['expires']}."
+                  + _replicate(settings, data))
 
 
 @access.command("revoke")
@@ -137,11 +165,13 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
 def revoke_cmd(config: Path | None, name: str | None, public_key: str | None,
                group: str | None, device: str | None) -> Result:
     """End a grant now."""
-    data = _ask(_server_settings(config), "access.revoke",
+    settings = _active_settings(config)
+    data = _ask(settings, "access.revoke",
                 {"name": name, "public_key": public_key, "group": group, "device": device},
                 "server access revoke")
     what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
-    return Result(data, f"Revoked: {data['client']} no longer reaches {what}.")
+    return Result(data, f"Revoked: {data['client']} no longer reaches {what}."
+                  + _replicate(settings, data))
 
 
 @access.command("list")
@@ -193,7 +223,7 @@ def admins_add(config: Path | None, key_file: Path, name: str) -> Result:
     \b
       fiovpn server admins add --ssh-public-key alice.pub --name alice
     """
-    settings = _server_settings(config)
+    settings = _active_settings(config)
     try:
         text = key_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -215,7 +245,7 @@ def admins_add(config: Path | None, key_file: Path, name: str) -> Result:
 @click.option("--name", required=True, help="The admin's name.")
 def admins_remove(config: Path | None, name: str) -> Result:
     """Remove an admin's key from authorized_keys."""
-    settings = _server_settings(config)
+    settings = _active_settings(config)
     admin = admin_keys(settings, config).remove(name)
     Journal.in_state_dir(settings.state_dir).try_append(
         actor=server_actor(settings), action="admin_remove", target=name, detail={})

@@ -17,6 +17,7 @@ from typing import Any, ParamSpec
 
 import click
 from rich.console import Console, RenderableType
+from rich.markup import escape
 
 from fiovpn.errors import FiovpnError, PermanentError
 
@@ -58,7 +59,8 @@ def emit_error(exc: FiovpnError) -> None:
     message = str(exc)
     if json_mode():
         click.echo(json.dumps({"error": {"code": exc.code, "message": message}}))
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # the message is text, not markup: "ADDRESS[/PREFIX]" must print as it is
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def emit(result: Result) -> None:

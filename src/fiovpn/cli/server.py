@@ -20,6 +20,7 @@ from rich.text import Text
 from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command
 from fiovpn.core.peers import DISABLED
+from fiovpn.services import ha as ha_service
 from fiovpn.services import server as service
 from fiovpn.services.registry import ClientRegistry
 from fiovpn.settings import ServerSettings, load, load_server
@@ -32,6 +33,9 @@ def register(cli: click.Group) -> None:
     from fiovpn.cli import access
 
     access.register(server)
+    from fiovpn.cli import ha
+
+    ha.register(server)
     cli.add_command(server)
 
 
@@ -178,6 +182,12 @@ def disable_cmd(config: Path | None, factory: str | None, api_url: str | None,
               help="Serve /metrics, the dashboard (/) and /api/status on ADDR:PORT, e.g. "
                    "10.42.42.1:9100 (the firewall lets only clients through the tunnel in; "
                    "default off).")
+@click.option("--ha-vip", "ha_vip", default=None,
+              help="HA mode: the floating address keepalived moves between two servers "
+                   "sharing this key; this one is active while it holds it.")
+@click.option("--ha-peer", "ha_peer", default=None,
+              help="HA mode: the other server, USER@HOST[:PORT] over SSH (keys, host key "
+                   "checked); the active copies endpoints and the registry to it.")
 @click.option("--once", is_flag=True, help="One reconcile, then exit 0 (ok) or 1 (failed).")
 def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     """Keep WireGuard in sync with the factory and the client registry.
@@ -335,12 +345,27 @@ def _journal_change(settings: ServerSettings, action: str, target: str,
         actor=server_actor(settings), action=action, target=target, detail=detail)
 
 
+CHANGE_OPS = frozenset({"clients.add", "clients.remove", "clients.renew", "access.grant",
+                        "access.revoke"})
+
+
 def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
          ) -> dict[str, Any]:
     """Run a registry op where live state is owned: by the running daemon (over
     its control socket), else here with the settings the daemon recorded."""
+    if op in CHANGE_OPS:
+        # HA: only the active server accepts changes and hands out IPs.
+        refusal = ha_service.standby_refusal(settings)
+        if refusal is not None:
+            raise refusal
     answer = service.ask(settings, op, params,
                          requester=service.Requester.of_this_process(command))
+    if op in CHANGE_OPS and settings.vip is not None and settings.ha_peer is not None:
+        # HA: the change reaches the standby before it is confirmed
+        done = ha_service.replicate_registry(settings)
+        if done["replicated"]:
+            log.info("copied to the standby %s", settings.ha_peer)
+        answer["ha"] = done
     applied = answer.get("applied") or {}
     if applied.get("by") == "daemon":
         # The daemon logged these in its own log; say them here too (stderr, so

@@ -49,6 +49,10 @@ class FirewallPolicy:
     server: IPv4Address
     allow_device_to_device: bool = False
     http_port: int | None = None  # the daemon's web port: clients through the tunnel only
+    # HA mode (SPEC 14): WireGuard's UDP port is answered only at the VIP, and what
+    # the server sends from that port leaves from the VIP (never its own address).
+    vip: IPv4Address | None = None
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,32 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
     http = ([f"\t\ttcp dport {policy.http_port} iifname != {{ \"lo\", {iface} }} {REJECT} "
              "comment \"the dashboard and /metrics only through the tunnel\""]
             if policy.http_port else [])
+    ha_in: list[str] = []
+    ha_out: list[str] = []
+    ha_raw: list[str] = []
+    if policy.vip is not None and policy.port is not None:
+        vip, port = policy.vip, policy.port
+        ha_in = [f"\t\tudp dport {port} ip daddr != {vip} drop "
+                 "comment \"HA: WireGuard answers only at the VIP\""]
+        ha_out = [f"\t\tudp sport {port} ip saddr != {vip} snat ip to {vip} "
+                  "comment \"HA: WireGuard speaks from the VIP\""]
+        # WireGuard's UDP at the VIP is not connection-tracked: a peer's packet that
+        # reaches a new active before its handshake would otherwise hold the tuple
+        # our source-NATed handshake needs, and NAT would pick another port (the
+        # peer then roams to VIP:<other port>). Untracked, answers to the NATed
+        # handshake arrive at the VIP itself, and wireguard-go speaks from there.
+        ha_raw = [
+            "",
+            "\tchain ha_prerouting {",
+            "\t\ttype filter hook prerouting priority raw; policy accept;",
+            f"\t\tudp dport {port} notrack comment \"HA: WireGuard untracked\"",
+            "\t}",
+            "",
+            "\tchain ha_output {",
+            "\t\ttype filter hook output priority raw; policy accept;",
+            f"\t\tudp sport {port} ip saddr {vip} notrack comment \"HA: WireGuard untracked\"",
+            "\t}",
+        ]
     lines = [
         f"add table inet {t}",
         f"delete table inet {t}",
@@ -196,6 +226,7 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
         *http,
+        *ha_in,
         f"\t\tiifname != {iface} accept",
         "\t\tct state established,related accept",
         "\t\tct state invalid drop",
@@ -227,9 +258,11 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
         "",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        *ha_out,
         f"\t\toifname {iface} ip saddr @client_ips ip daddr @device_ips "
         f"snat ip to {policy.server} comment \"devices answer the server /32\"",
         "\t}",
+        *ha_raw,
         "}",
     ]
     return "\n".join(lines) + "\n"

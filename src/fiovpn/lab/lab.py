@@ -32,6 +32,7 @@ from fiovpn.adapters.runner import install_command, require_tool
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.names import validate_interface, validate_name
 from fiovpn.errors import MissingTool, PermanentError
+from fiovpn.lab import ha as lab_ha
 from fiovpn.lab import net, record
 from fiovpn.lab.proc import (
     Child,
@@ -128,6 +129,7 @@ class Lab:
         self.known_hosts = directory / "known_hosts"
         self.factory: Factory | None = None
         self.server: Server
+        self.server2: Server | None = None  # HA labs: server B
         self.devices: list[Device] = []
         self.engineers: list[Engineer] = []
         self.setup_seconds = 0.0
@@ -141,15 +143,18 @@ class Lab:
                admins: int | None = None, factory: bool = True, keep: bool = False,
                factory_name: str = "lab", record_dir: Path | None = None,
                base_dir: Path | None = None,
-               server_settings: Mapping[str, Any] | None = None) -> Iterator[Lab]:
+               server_settings: Mapping[str, Any] | None = None,
+               ha: bool = False) -> Iterator[Lab]:
         """Build a lab; remove it (every process, namespace, file) on exit unless
         ``keep``. ``devices``: a count (device1..N, all VPN-enabled) or names/specs.
         ``admins``: how many of the engineers (the first ones) may SSH to the server
         (default: all). ``factory=False``: no sandbox (server/devices configured by hand).
-        ``server_settings``: extra/overriding keys of the server TOML."""
+        ``server_settings``: extra/overriding keys of the server TOML. ``ha``: two
+        servers behind a VIP moved by keepalived (``lab.server``, ``lab.server2``;
+        see ``fiovpn.lab.ha``)."""
         lab = cls.build(devices=devices, engineers=engineers, admins=admins, factory=factory,
                         keep=keep, factory_name=factory_name, record_dir=record_dir,
-                        base_dir=base_dir, server_settings=server_settings)
+                        base_dir=base_dir, server_settings=server_settings, ha=ha)
         try:
             yield lab
         finally:
@@ -164,7 +169,7 @@ class Lab:
               admins: int | None = None, factory: bool = True, keep: bool = False,
               factory_name: str = "lab", record_dir: Path | None = None,
               base_dir: Path | None = None,
-              server_settings: Mapping[str, Any] | None = None) -> Lab:
+              server_settings: Mapping[str, Any] | None = None, ha: bool = False) -> Lab:
         """Like :meth:`create` without the context manager: call ``close()`` yourself."""
         preflight()
         validate_name(factory_name, what="factory name")
@@ -178,7 +183,7 @@ class Lab:
         started = time.monotonic()
         try:
             become_subreaper()
-            lab._build(specs, engineers, admins, factory, dict(server_settings or {}))
+            lab._build(specs, engineers, admins, factory, dict(server_settings or {}), ha)
         except BaseException as exc:
             try:
                 lab.close()
@@ -189,7 +194,7 @@ class Lab:
         return lab
 
     def _build(self, specs: list[DeviceSpec], n_engineers: int, admins: int | None,
-               with_factory: bool, server_settings: dict[str, Any]) -> None:
+               with_factory: bool, server_settings: dict[str, Any], ha: bool = False) -> None:
         p = self.prefix
         self.save_record()  # from now on `fiovpn lab down` can clean up even after a crash
         self._add_ns(self.hub_ns)
@@ -203,8 +208,24 @@ class Lab:
         self._add_role_ns(f"{p}s", "198.18.0.1")
         # sshd binds the VPN address before the daemon has created it
         net.sysctl(f"{p}s", "net.ipv4.ip_nonlocal_bind", "1")
+        a_settings = dict(server_settings)
+        if ha:
+            a_settings = {**lab_ha.ha_settings(self, peer_ip=lab_ha.SERVER_B_IP,
+                                               home=self.dir / "server"), **server_settings}
         self.server = Server(self, f"{p}s", "198.18.0.1", interface=validate_interface(
-            f"{p}srv"), settings=server_settings)
+            f"{p}srv"), settings=a_settings, endpoint_ip=lab_ha.VIP if ha else None)
+        if ha:
+            lab_ha.require_keepalived()
+            self._add_role_ns(f"{p}s2", lab_ha.SERVER_B_IP)
+            net.sysctl(f"{p}s2", "net.ipv4.ip_nonlocal_bind", "1")
+            b_settings = {**lab_ha.ha_settings(self, peer_ip=self.server.underlay_ip,
+                                               home=self.dir / "server2"), **server_settings}
+            self.server2 = Server(self, f"{p}s2", lab_ha.SERVER_B_IP,
+                                  interface=validate_interface(f"{p}srv2"),
+                                  settings=b_settings, name="server2",
+                                  endpoint_ip=lab_ha.VIP)
+            for srv in self.servers:
+                self.ssh_keygen(srv.home / "ha_id_ed25519", comment=f"{srv.name}@{p}")
 
         network = VpnNetwork.build(Server.subnet, Server.vpn_ip)
         used: list[IPv4Address] = []
@@ -230,7 +251,7 @@ class Lab:
             self.factory.start()
         for eng in self.engineers:
             eng.setup()
-        self._start_server_sshd()
+        self._start_server_sshd(self.server)
         for device in self.devices:
             device.start_namespace()
             device.spawn([require_tool("wireguard-go"), "-f", device.interface],
@@ -243,6 +264,18 @@ class Lab:
             self._wait_listening(device, 22)
         self._wait_listening(self.server, Server.ssh_port)
         self.write_known_hosts()
+        if self.server2 is not None:
+            # B becomes A's twin the way an admin makes it: ha-join from the active.
+            b = self.server2
+            b.fiovpn("server", "--config", str(b.config_path), "ha-join", "--from",
+                     f"root@{self.server.underlay_ip}:{Server.ssh_port}",
+                     "--identity-file", str(b.home / "ha_id_ed25519"),
+                     "--known-hosts", str(self.known_hosts),
+                     "--server-command", self.fiovpn_path)
+            b.keys = self.server.keys
+            self._start_server_sshd(b, host_key_exists=True)
+            self._wait_listening(b, Server.ssh_port)
+            self.write_known_hosts()
         if self.factory is not None:
             self.factory.wait_ready()
         self.save_record()
@@ -277,13 +310,18 @@ class Lab:
         path.chmod(0o600)
 
     def _start_sshd(self, role: Role, *, listen: Sequence[str], port: int,
-                    engineers: Sequence[Engineer], setenv: Mapping[str, str]) -> None:
+                    engineers: Sequence[Engineer], setenv: Mapping[str, str],
+                    extra_keys: Sequence[str] = (), host_key_exists: bool = False) -> None:
         ssh_dir = role.home / "sshd"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         host_key = ssh_dir / "ssh_host_ed25519_key"
-        self.ssh_keygen(host_key, comment=f"{role.name}@{self.prefix}")
+        if not host_key_exists:
+            self.ssh_keygen(host_key, comment=f"{role.name}@{self.prefix}")
         authorized = ssh_dir / "authorized_keys"
         self._write_authorized_keys(authorized, engineers)
+        if extra_keys:
+            with authorized.open("a") as fh:
+                fh.write("".join(f"{k}\n" for k in extra_keys))
         config = ssh_dir / "sshd_config"
         config.write_text(sshd_config(listen=listen, port=port, host_key=host_key,
                                       authorized_keys=authorized,
@@ -291,10 +329,19 @@ class Lab:
         role.spawn([require_tool("sshd"), "-D", "-e", "-f", str(config)], name="sshd",
                    log=ssh_dir / "sshd.log")
 
-    def _start_server_sshd(self) -> None:
+    def _start_server_sshd(self, server: Server, *, host_key_exists: bool = False) -> None:
         admins = [e for e in self.engineers if e.admin]
-        self._start_sshd(self.server, listen=[Server.vpn_ip], port=Server.ssh_port,
-                         engineers=admins, setenv=self.server.sshd_setenv())
+        listen = [Server.vpn_ip]
+        extra: list[str] = []
+        if self.server2 is not None:
+            # HA: the other server reaches this one at its own address (the VPN
+            # address is the same on both)
+            listen.append(server.underlay_ip)
+            extra = [(s.home / "ha_id_ed25519.pub").read_text().strip()
+                     for s in self.servers if s is not server]
+        self._start_sshd(server, listen=listen, port=Server.ssh_port, engineers=admins,
+                         setenv=server.sshd_setenv(), extra_keys=extra,
+                         host_key_exists=host_key_exists)
 
     def _start_device_sshd(self, device: Device) -> None:
         # every address of the device: the VPN address may be assigned later
@@ -310,6 +357,10 @@ class Lab:
         server_key = self.server.home / "sshd" / "ssh_host_ed25519_key.pub"
         if server_key.exists():
             lines.append(f"[{Server.vpn_ip}]:{Server.ssh_port} {host_key_line(server_key)}")
+        for srv in self.servers if self.server2 is not None else ():
+            pub = srv.home / "sshd" / "ssh_host_ed25519_key.pub"
+            if pub.exists():
+                lines.append(f"[{srv.underlay_ip}]:{Server.ssh_port} {host_key_line(pub)}")
         for d in self.devices:
             pub = d.home / "sshd" / "ssh_host_ed25519_key.pub"
             if not pub.exists():
@@ -366,6 +417,8 @@ class Lab:
             out["factory"] = self.factory
         if hasattr(self, "server"):
             out["server"] = self.server
+        if self.server2 is not None:
+            out["server2"] = self.server2
         out.update({d.name: d for d in self.devices})
         out.update({e.name: e for e in self.engineers})
         return out
@@ -407,6 +460,37 @@ class Lab:
         return record.write(self.record_dir, self.to_record())
 
     # --- conveniences ----------------------------------------------------------------
+
+    @property
+    def servers(self) -> list[Server]:
+        """Server A, and B in an HA lab."""
+        return [self.server] + ([self.server2] if self.server2 is not None else [])
+
+    def start_ha(self, *, timeout: float = 40.0) -> None:
+        """The HA starting point: A publishes the VIP as the endpoint, both daemons
+        run, keepalived gives A the VIP first, devices apply their config, and
+        both servers hold one peer per VPN-enabled device."""
+        if self.server2 is None:
+            raise LabError("start_ha needs Lab.create(ha=True)")
+        a, b = self.server, self.server2
+        a.enable()
+        for srv in (a, b):
+            srv.start_daemon()
+        for srv in (a, b):
+            srv.wait_synced(timeout=timeout)
+        # A first and with the higher priority: equal priorities go to the higher
+        # address (B) when both start together
+        lab_ha.start_keepalived(a, b, priority=lab_ha.PRIORITY_A)
+        lab_ha.wait_vip(a, timeout=timeout)
+        lab_ha.start_keepalived(b, a)
+        lab_ha.wait_vrrp_state(b, "BACKUP", timeout=timeout)
+        if not lab_ha.holds_vip(a):
+            raise LabError("server A lost the VIP while B started: "
+                           f"{a.keepalived.log_tail() if a.keepalived else ''}")
+        self.apply_factory_config()
+        ips = [str(d.vpn_ip) for d in self.devices if d.vpn_ip is not None]
+        for srv in (a, b):
+            srv.wait_peers(ips, timeout=timeout)
 
     def apply_factory_config(self) -> dict[str, bool]:
         """Every device applies its current factory config (as fioconfig would)."""

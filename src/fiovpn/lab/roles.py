@@ -379,10 +379,13 @@ class Server(Role):
     ssh_port = 5025
 
     def __init__(self, lab: Lab, ns: str, underlay_ip: str, *, interface: str,
-                 settings: Mapping[str, Any]) -> None:
-        super().__init__(lab, "server", ns, underlay_ip)
+                 settings: Mapping[str, Any], name: str = "server",
+                 endpoint_ip: str | None = None) -> None:
+        super().__init__(lab, name, ns, underlay_ip)
         self.interface = interface
-        self.endpoint = f"{underlay_ip}:{self.port}"
+        # HA: devices and engineers reach the pair at the VIP, not a server's own address
+        self.endpoint = f"{endpoint_ip or underlay_ip}:{self.port}"
+        self.keepalived: Child | None = None
         self.config_path = self.home / "server.toml"
         self.private_key_path = self.home / "server.key"
         self.keys = KeyPair.generate()

@@ -20,6 +20,7 @@ from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import Peer
 from fiovpn.errors import FiovpnError
 from fiovpn.services.access import AccessState
+from fiovpn.services.ha import HaNode
 from fiovpn.services.keys import read_private_key
 from fiovpn.services.server.debounce import RegistryGuard, Signature
 from fiovpn.services.state import StateCache
@@ -78,6 +79,7 @@ class ServerContext:
     @trusted_registry.setter
     def trusted_registry(self, sig: Signature) -> None:
         self.registry_guard.trusted = sig
+    ha: HaNode | None = None  # the daemon's HA role keeper (HA mode only)
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,

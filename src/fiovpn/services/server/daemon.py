@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from fiovpn.adapters.fs import file_signature, loose_secret_file
 from fiovpn.core.keys import public_key
+from fiovpn.services import ha as ha_service
+from fiovpn.services.ha import HaNode
 from fiovpn.services.keys import ensure_key_file
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlServer
@@ -33,6 +35,7 @@ log = logging.getLogger("fiovpn.server")
 
 BACKOFF_START = 5.0
 FILE_POLL = 0.5  # seconds between clients-file checks: edits apply within ~1 s
+HA_POLL = 0.1  # seconds between VIP checks in HA mode (a file read, no process)
 
 
 class _Stopped(BaseException):
@@ -89,6 +92,15 @@ class Daemon:
         self.ctx.daemon = True
         check_server_file(self.ctx, private)
         ensure_interface(self.ctx, private)
+        if s.vip is not None:
+            node = HaNode(s, self.ctx.wg, link=ha_service.peer_link(s),
+                          apply_lock=self.ctx.apply_lock)
+            self.ctx.ha = node
+            self.poll = min(self.poll, HA_POLL)
+            # Catch up before the first reconcile: a returning server takes the
+            # active's registry first, and health fails until this is done.
+            node.catch_up()
+            node.tick(starting=True)
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         first = not self.stopping
@@ -166,6 +178,8 @@ class Daemon:
         grants_seen = self._grants_signature()
         running: _Pass | None = None
         while not self.stopping:
+            if self.ctx.ha is not None:
+                self.ctx.ha.tick()
             if running is not None and running.done:
                 done, started = running.report, running.started
                 running = None

@@ -179,7 +179,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
                             s.allow_device_to_device,
-                            http_port=listen.port if listen else None)
+                            http_port=listen.port if listen else None,
+                            vip=s.vip, port=s.port)
     rules = access_rules(peers, entries, ctx.access.groups.groups,
                          ctx.access.live_grants(now), now)
     fw_key = (policy, frozenset((p.kind, p.ip) for p in peers), rules.memo())

@@ -15,6 +15,7 @@ from fiovpn.core.peers import Peer
 from fiovpn.core.registry import ClientEntry
 from fiovpn.core.wgdump import PeerDump, WgDump
 from fiovpn.errors import FiovpnError
+from fiovpn.services import ha as ha_service
 from fiovpn.services.keys import read_private_key
 from fiovpn.services.registry import read_registry
 from fiovpn.services.server.context import ServerContext
@@ -70,6 +71,8 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
         "skipped": [p.to_json() for p in (desired.skipped if desired else ())],
         "registry_problems": [p.to_json() for p in report.registry_problems],
         "last_changes": [c.to_json() for c in report.changes],
+        **(ctx.ha.status_fields() if ctx.ha is not None
+           else {"role": "single", "vip": None, "ha_peer": None, "peer_sync_age_s": None}),
     }
 
 
@@ -143,6 +146,7 @@ def status(settings: ServerSettings, *, runner: Runner | None = None,
         "conflicts": doc.get("conflicts", []),
         "skipped": doc.get("skipped", []),
         "registry_problems": doc.get("registry_problems", []),
+        **ha_service.status_fields(settings, doc),
     }
 
 

@@ -1,0 +1,129 @@
+"""High availability, the pure part: the floating address (VIP), the role it gives a
+server, the peer it replicates to, and what one replication message holds.
+
+Two servers share one private key behind a VIP that keepalived (VRRP) moves; a
+server is ``active`` while the VIP is one of its own addresses, ``standby``
+otherwise, and ``single`` when HA mode is off (no VIP setting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any, Literal
+
+from fiovpn.core.addresses import VpnNetwork, parse_ip
+from fiovpn.errors import BadInput
+
+Role = Literal["active", "standby", "single"]
+ACTIVE: Role = "active"
+STANDBY: Role = "standby"
+SINGLE: Role = "single"
+
+
+def parse_vip(text: str, network: VpnNetwork) -> IPv4Address:
+    """The VIP setting: an IPv4 address outside the VPN subnet (it is the underlay
+    address devices and engineers reach the server at, never a tunnel address)."""
+    try:
+        vip = parse_ip(text, what="--ha-vip address")
+    except BadInput:
+        raise BadInput(f"invalid --ha-vip {text!r}: expected the IPv4 floating address "
+                       "keepalived moves between the two servers, like 203.0.113.10",
+                       code="bad_ha_vip") from None
+    if vip in network.subnet:
+        raise BadInput(f"--ha-vip {vip} is inside the VPN subnet {network.subnet}: the VIP "
+                       "is the servers' public (underlay) address that devices and engineers "
+                       "connect to, not a tunnel address", code="bad_ha_vip")
+    if vip.is_unspecified or vip.is_loopback or vip.is_multicast:
+        raise BadInput(f"--ha-vip {vip} cannot be a floating address", code="bad_ha_vip")
+    return vip
+
+
+def local_ipv4(fib_trie: str) -> set[IPv4Address]:
+    """This network namespace's own IPv4 addresses, from ``/proc/net/fib_trie``
+    (an address line followed by ``/32 host LOCAL``). Reading it costs no process,
+    so the daemon can look several times a second."""
+    found: set[IPv4Address] = set()
+    last: str | None = None
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith(("|--", "+--")):
+            last = text[3:].split()[0] if text.startswith("|--") else None
+        elif text.startswith("/32 host LOCAL") and last is not None:
+            with contextlib.suppress(ValueError):
+                found.add(IPv4Address(last))
+    return found
+
+
+def role_for(vip: IPv4Address | None, local: set[IPv4Address]) -> Role:
+    if vip is None:
+        return SINGLE
+    return ACTIVE if vip in local else STANDBY
+
+
+# State files the active keeps identical on the standby (besides the registry).
+REPLICATED_FILES = ("grants.json",)
+
+
+def registry_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SyncMessage:
+    """What the active sends the standby every few seconds (and before it confirms
+    a registry change): the peers' current endpoints and, when it changed, the
+    registry's text. ``sent`` is the sender's clock (seconds since the epoch)."""
+
+    sent: float
+    sender_role: Role
+    endpoints: dict[str, str]
+    registry: str | None = None
+    registry_sha: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # REPLICATED_FILES by name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sent": self.sent, "sender_role": self.sender_role,
+                "endpoints": dict(sorted(self.endpoints.items())),
+                "registry": self.registry, "registry_sha": self.registry_sha,
+                "files": dict(self.files)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> SyncMessage:
+        if not isinstance(data, dict):
+            raise BadInput("an HA sync message is a JSON object", code="bad_ha_message")
+        try:
+            sent = float(data["sent"])
+            role = str(data["sender_role"])
+            endpoints = data.get("endpoints") or {}
+            if role not in (ACTIVE, STANDBY, SINGLE) or not isinstance(endpoints, dict):
+                raise ValueError(role)
+            from fiovpn.core.keys import Key  # late: health imports this module
+
+            clean: dict[str, str] = {}
+            for key, ep in endpoints.items():
+                Key.parse(str(key), what="peer public key")
+                clean[str(key)] = _endpoint(str(ep))
+            registry = data.get("registry")
+            sha = data.get("registry_sha")
+            if registry is not None and not isinstance(registry, str):
+                raise ValueError("registry")
+            files = data.get("files") or {}
+            if not isinstance(files, dict) or not all(
+                    k in REPLICATED_FILES and isinstance(v, str) for k, v in files.items()):
+                raise ValueError("files")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"malformed HA sync message: {exc}", code="bad_ha_message") from None
+        return cls(sent, role, clean, registry, str(sha) if sha else None,
+                   {str(k): str(v) for k, v in files.items()})
+
+
+def _endpoint(text: str) -> str:
+    """``IP:PORT`` of a peer endpoint (IPv4, as ``wg show endpoints`` prints it)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {text!r}")
+    parse_ip(host.strip("[]"), what="endpoint address")
+    return text

@@ -1,0 +1,348 @@
+"""HA (SPEC 14) without a network: the VIP setting, roles from the namespace's own
+addresses, the sync message, the firewall's VIP rules, the keepalived template,
+the daemon's takeover/demotion steps and catch-up against a fake WireGuard and a
+fake peer, health, and the CLI's bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from ipaddress import IPv4Address as A
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from fiovpn.adapters.runner import FakeRunner
+from fiovpn.adapters.wireguard import WireGuard
+from fiovpn.cli.main import cli
+from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.firewall import FirewallPolicy, render_ruleset
+from fiovpn.core.ha import SyncMessage, local_ipv4, parse_vip, role_for
+from fiovpn.core.keepalived import KeepalivedTemplate, render_keepalived
+from fiovpn.core.keys import KeyPair
+from fiovpn.entry import _health_args
+from fiovpn.errors import BadInput, TemporaryError
+from fiovpn.services import ha
+from fiovpn.services.health import health
+from fiovpn.settings import ServerSettings
+
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 198.18.0.0/24 2 0 2
+        |-- 198.18.0.0
+           /24 link UNICAST
+        |-- 198.18.0.1
+           /32 host LOCAL
+        |-- 198.18.0.3
+           /32 host LOCAL
+        |-- 198.18.0.255
+           /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+        |-- 198.18.0.1
+           /32 host LOCAL
+"""
+NET = VpnNetwork.build("10.42.42.0/24", None, None)
+K = [KeyPair.generate().public for _ in range(3)]
+
+
+def test_local_addresses_and_roles_from_fib_trie() -> None:
+    local = local_ipv4(FIB_TRIE)
+    assert local == {A("198.18.0.1"), A("198.18.0.3")}
+    assert role_for(A("198.18.0.3"), local) == "active"
+    assert role_for(A("198.18.0.9"), local) == "standby"
+    assert role_for(None, local) == "single"
+
+
+@pytest.mark.parametrize("text, word", [("nonsense", "expected the IPv4"),
+                                        ("10.42.42.50", "inside the VPN subnet"),
+                                        ("127.0.0.1", "cannot be a floating")])
+def test_bad_vip_is_one_clear_error(text: str, word: str) -> None:
+    with pytest.raises(BadInput) as err:
+        parse_vip(text, NET)
+    assert word in err.value.message and err.value.code == "bad_ha_vip"
+
+
+def test_settings_refuse_bad_ha_values() -> None:
+    with pytest.raises(BadInput):
+        ServerSettings(ha_vip="10.42.42.9").validate()
+    with pytest.raises(BadInput) as err:
+        ServerSettings(ha_vip="198.18.0.3", ha_peer="root@-bad").validate()
+    assert "--ha-peer" in err.value.message
+    assert ServerSettings(ha_vip="198.18.0.3").validate().vip == A("198.18.0.3")
+
+
+def test_sync_message_round_trip_and_refusals() -> None:
+    msg = SyncMessage(1.5, "active", {str(K[0]): "198.18.0.10:51820"}, "x\n", "abc")
+    assert SyncMessage.from_json(json.loads(json.dumps(msg.to_json()))) == msg
+    for bad in ({"sent": 1, "sender_role": "boss", "endpoints": {}},
+                {"sent": 1, "sender_role": "active", "endpoints": {"nokey": "1.2.3.4:5"}},
+                {"sent": 1, "sender_role": "active", "endpoints": {str(K[0]): "1.2.3.4"}},
+                [1, 2]):
+        with pytest.raises(BadInput):
+            SyncMessage.from_json(bad)
+
+
+def test_firewall_answers_wireguard_only_at_the_vip() -> None:
+    plain = render_ruleset(FirewallPolicy("fiovpn", "factory", A("10.42.42.1")), [])
+    assert "HA:" not in plain
+    text = render_ruleset(FirewallPolicy("fiovpn", "factory", A("10.42.42.1"),
+                                         vip=A("198.18.0.3"), port=5555), [])
+    assert "udp dport 5555 ip daddr != 198.18.0.3 drop" in text
+    assert "udp sport 5555 ip saddr != 198.18.0.3 snat ip to 198.18.0.3" in text
+    # untracked at the VIP: no conntrack entry can make NAT pick another port
+    assert "hook prerouting priority raw" in text and "udp dport 5555 notrack" in text
+    assert "udp sport 5555 ip saddr 198.18.0.3 notrack" in text
+    # the VIP rule comes before the rule that passes everything off the VPN interface
+    assert text.index("udp dport 5555") < text.index('iifname != "factory" accept')
+
+
+def template(**kw: Any) -> KeepalivedTemplate:
+    base: dict[str, Any] = dict(instance="fiovpn", interface="eth0",
+                                vip=IPv4Interface("198.18.0.3/24"), src_ip=A("198.18.0.1"),
+                                peer_ip=A("198.18.0.4"),
+                                health_command=("/usr/bin/fiovpn", "server", "health"))
+    base.update(kw)
+    return KeepalivedTemplate(**base)
+
+
+def test_keepalived_template_unicast_nopreempt_track_and_notify() -> None:
+    text = render_keepalived(template())
+    for line in ("state BACKUP", "nopreempt", "unicast_src_ip 198.18.0.1",
+                 "unicast_peer {\n        198.18.0.4\n    }",
+                 "198.18.0.3/24 dev eth0", 'script "/usr/bin/fiovpn server health"',
+                 "track_script {\n        fiovpn_health", 'notify "fiovpn server ha-notify"'):
+        assert line in text, line
+    assert "nopreempt" not in render_keepalived(template(preempt=True))
+    assert "'/opt/my dir/fiovpn'" in render_keepalived(
+        template(health_command=("/opt/my dir/fiovpn", "server", "health")))
+
+
+@pytest.mark.parametrize("kw", [dict(router_id=0), dict(priority=255),
+                                dict(peer_ip=A("198.18.0.1")),
+                                dict(vip=IPv4Interface("198.18.0.1/24")),
+                                dict(instance="bad name"),
+                                dict(health_command=('a"b',))])
+def test_keepalived_template_refuses_bad_input(kw: dict[str, Any]) -> None:
+    with pytest.raises(BadInput):
+        render_keepalived(template(**kw))
+
+
+def test_health_fast_path_only_for_exact_health_calls() -> None:
+    assert _health_args(["server", "health"]) == (None, False)
+    assert _health_args(["server", "--config", "/x", "health", "--json"]) == (Path("/x"), True)
+    assert _health_args(["server", "health", "--config=/y"]) == (Path("/y"), False)
+    assert _health_args(["server", "health", "--help"]) is None
+    assert _health_args(["server", "status"]) is None
+    assert _health_args(["health"]) is None
+
+
+# --- the daemon's part with a fake wg ---------------------------------------------------
+
+
+class FakeWg:
+    def __init__(self, peers: dict[str, tuple[str, str, int]]) -> None:
+        self.peers = peers  # key -> (endpoint, allowed, handshake)
+        self.runner = FakeRunner()
+        self.runner.on("ip", "link", "show", reply=lambda a, i: "")
+        self.runner.on("wg", "show", reply=self._dump)
+
+    def _dump(self, argv: Sequence[str], _input: str | None) -> str:
+        lines = [f"(none)\t{KeyPair.generate().public}\t5555\toff"]
+        for key, (ep, ips, hs) in self.peers.items():
+            lines.append(f"{key}\t(none)\t{ep}\t{ips}\t{hs}\t10\t20\toff")
+        return "\n".join(lines) + "\n"
+
+    @property
+    def sets(self) -> list[tuple[str, ...]]:
+        return [c for c, _ in self.runner.calls if c[:2] == ("wg", "set")]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServerSettings:
+    fib = tmp_path / "fib_trie"
+    fib.write_text(FIB_TRIE)
+    return ServerSettings(interface="fvtest0", clients_file=tmp_path / "clients.conf",
+                          state_dir=tmp_path / "state", ha_vip="198.18.0.3",
+                          local_addresses_file=fib)
+
+
+def test_standby_forgets_every_session_and_endpoint(settings: ServerSettings) -> None:
+    fake = FakeWg({str(K[0]): ("198.18.0.10:1", "10.42.42.2/32", 100),
+                   str(K[1]): ("(none)", "10.42.42.3/32", 0)})
+    node = ha.HaNode(settings, WireGuard(fake.runner))
+    assert node.forget_sessions() == 1
+    assert fake.sets == [("wg", "set", "fvtest0", "peer", str(K[0]), "remove", "peer",
+                          str(K[0]), "allowed-ips", "10.42.42.2/32")]
+
+
+def test_takeover_restores_endpoints_and_starts_handshakes(settings: ServerSettings) -> None:
+    fake = FakeWg({str(K[0]): ("(none)", "10.42.42.2/32", 0),
+                   str(K[1]): ("(none)", "10.42.42.3/32", 0)})
+    ha.HaFiles(settings.state_dir).save_endpoints(
+        SyncMessage(1.0, "active", {str(K[0]): "198.18.0.10:51820"}), 2.0)
+    node = ha.HaNode(settings, WireGuard(fake.runner))
+    assert node.take_over() == 1
+    (argv,) = fake.sets
+    assert argv == ("wg", "set", "fvtest0", "peer", str(K[0]), "endpoint",
+                    "198.18.0.10:51820", "persistent-keepalive", "0", "peer", str(K[0]),
+                    "persistent-keepalive", "25")
+    assert node.keepalive_off_at is not None
+
+
+def test_role_change_triggers_the_step(settings: ServerSettings) -> None:
+    fake = FakeWg({str(K[0]): ("198.18.0.10:1", "10.42.42.2/32", 100)})
+    node = ha.HaNode(settings, WireGuard(fake.runner))
+    assert node.tick(starting=True) == "active"  # start as active: sessions left alone
+    assert fake.sets == []
+    settings.local_addresses_file.write_text(FIB_TRIE.replace("198.18.0.3", "198.18.0.9"))
+    assert node.tick() == "standby"
+    assert fake.sets and "remove" in fake.sets[0]
+    assert [t["to"] for t in node.transitions] == ["active", "standby"]
+
+
+class FakeLink:
+    def __init__(self, snap: dict[str, Any] | Exception) -> None:
+        self.snap = snap
+        self.sent: list[SyncMessage] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        if isinstance(self.snap, Exception):
+            raise self.snap
+        return self.snap
+
+    def send(self, message: SyncMessage) -> dict[str, Any]:
+        self.sent.append(message)
+        return {"registry_sha": message.registry_sha}
+
+
+def test_catch_up_takes_the_active_registry_first(settings: ServerSettings) -> None:
+    settings.clients_file.write_text("# mine\n")
+    text = f"# theirs\n{K[2]} 10.42.42.200 alice\n"
+    link = FakeLink({"role": "active", "registry": text,
+                     "endpoints": {str(K[0]): "198.18.0.10:5"}, "at": 3.0})
+    node = ha.HaNode(settings, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    assert node.catch_up() == "done"
+    assert settings.clients_file.read_text() == text
+    assert ha.HaFiles(settings.state_dir).endpoints()["endpoints"] == {
+        str(K[0]): "198.18.0.10:5"}
+
+
+def test_unreachable_peer_at_start_is_a_clear_degraded_status(settings: ServerSettings
+                                                              ) -> None:
+    settings.clients_file.write_text("# mine\n")
+    link = FakeLink(TemporaryError("SSH to root@198.18.0.4:5025: cannot connect"))
+    node = ha.HaNode(settings, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    assert node.catch_up() == "peer_unreachable"
+    assert settings.clients_file.read_text() == "# mine\n"  # nothing lost
+    fields = node.status_fields()
+    assert fields["ha_caught_up"] == "peer_unreachable"
+    assert "cannot connect" in str(fields["ha_sync_error"])
+
+
+def test_active_sync_sends_endpoints_and_the_registry_once(settings: ServerSettings) -> None:
+    settings.clients_file.write_text(f"{K[2]} 10.42.42.200\n")
+    fake = FakeWg({str(K[0]): ("198.18.0.10:7", "10.42.42.2/32", 5)})
+    link = FakeLink({})
+    node = ha.HaNode(settings, WireGuard(fake.runner), link=link)  # type: ignore[arg-type]
+    assert node.sync_once() and node.sync_once()
+    first, second = link.sent
+    assert first.endpoints == {str(K[0]): "198.18.0.10:7"}
+    assert first.registry == f"{K[2]} 10.42.42.200\n" and second.registry is None
+    assert node.peer_sync_age() is not None
+
+
+def test_receive_refuses_a_second_active(settings: ServerSettings) -> None:
+    from fiovpn.errors import PermanentError
+
+    with pytest.raises(PermanentError):
+        ha.receive(settings, SyncMessage(1.0, "active", {}))
+    settings.local_addresses_file.write_text("")  # standby now
+    out = ha.receive(settings, SyncMessage(1.0, "active", {}, "r\n", "x"))
+    assert out["role"] == "standby" and out["registry_written"]
+    assert settings.clients_file.read_text() == "r\n"
+
+
+def test_standby_refusal_names_the_active(settings: ServerSettings) -> None:
+    import dataclasses
+
+    s = dataclasses.replace(settings, ha_peer="root@198.18.0.1:5025")
+    assert ha.standby_refusal(s) is None  # active
+    s.local_addresses_file.write_text("")
+    err = ha.standby_refusal(s)
+    assert err is not None and "root@198.18.0.1:5025" in err.message and "standby" in err.message
+
+
+def test_health_reports_each_reason(settings: ServerSettings) -> None:
+    runner = FakeRunner()
+    runner.on("ip", "link", "show", reply=lambda a, i: (1, "does not exist"))
+    runner.on("nft", reply=lambda a, i: (1, "No such file"))
+    data = health(settings, runner=runner)
+    assert not data["healthy"]
+    names = {c["name"] for c in data["checks"] if not c["ok"]}
+    assert names == {"interface", "daemon", "firewall", "last_sync", "peer_copy"}
+    assert "fvtest0 is missing" in data["reason"]
+
+
+# --- CLI bad input -------------------------------------------------------------------
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(f'interface = "fvnoexist0"\nclients-file = "{tmp_path}/clients.conf"\n'
+                    f'state-dir = "{tmp_path}/state"\nprivate-key = "{tmp_path}/server.key"\n'
+                    f'hosts-file = "{tmp_path}/hosts"\n')
+    return path
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--ha-vip", "not-an-address"], "invalid --ha-vip"),
+    (["--ha-vip", "10.42.42.7"], "inside the VPN subnet"),
+    (["--ha-vip", "198.18.0.3", "--ha-peer", "root@bad host"], "--ha-peer"),
+])
+def test_daemon_bad_ha_input_is_one_clear_error(config: Path, args: list[str],
+                                                word: str) -> None:
+    result = CliRunner().invoke(cli, ["server", "--config", str(config), "daemon", "--once",
+                                      *args])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and word in lines[0], result.stderr
+    assert not (config.parent / "state").exists()  # nothing changed
+
+
+def test_ha_template_cli(config: Path) -> None:
+    result = CliRunner().invoke(cli, ["server", "--config", str(config), "ha-template",
+                                      "--interface", "eth0", "--vip", "203.0.113.10/24",
+                                      "--src", "203.0.113.11", "--peer", "203.0.113.12",
+                                      "--fiovpn", "/usr/bin/fiovpn", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert f"/usr/bin/fiovpn server --config {config} health" in data["config"]
+    bad = CliRunner().invoke(cli, ["server", "ha-template", "--interface", "eth0", "--vip",
+                                   "x", "--src", "203.0.113.11", "--peer", "203.0.113.12"])
+    assert bad.exit_code == 2
+
+
+def test_grants_reach_the_standby_with_the_copy(settings: ServerSettings) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / "grants.json").write_text('{"grants": []}\n')
+    fake = FakeWg({})
+    link = FakeLink({})
+    node = ha.HaNode(settings, WireGuard(fake.runner), link=link)  # type: ignore[arg-type]
+    assert node.sync_once() and node.sync_once()
+    assert link.sent[0].files == {"grants.json": '{"grants": []}\n'}
+    assert link.sent[1].files == {}  # unchanged: not sent again
+    settings.local_addresses_file.write_text("")  # the receiving side is a standby
+    other = settings.state_dir.parent / "b-state"
+    import dataclasses
+
+    b = dataclasses.replace(settings, state_dir=other)
+    ha.receive(b, link.sent[0])
+    assert (other / "grants.json").read_text() == '{"grants": []}\n'
+    with pytest.raises(BadInput):
+        SyncMessage.from_json({"sent": 1, "sender_role": "active", "endpoints": {},
+                               "files": {"../etc/passwd": "x"}})
