@@ -39,7 +39,7 @@ def _home() -> Path:
 @dataclass(frozen=True)
 class ServerSettings:
     factory: str | None = None
-    api_url: str = DEFAULT_API_URL
+    api_url: str | None = None  # None: fioctl's server.url, else DEFAULT_API_URL
     api_token_file: Path | None = None
     interface: str = "factory"
     private_key: Path = Path("/etc/fiovpn/server.key")
@@ -128,7 +128,7 @@ def default_client_config() -> Path:
 class ClientSettings:
     config: Path = dataclasses.field(default_factory=default_client_config)
     factory: str | None = None
-    api_url: str = DEFAULT_API_URL
+    api_url: str | None = None  # None: fioctl's server.url, else DEFAULT_API_URL
     api_token_file: Path | None = None
     server_ssh: str = "root@10.42.42.1:5025"
     server_command: str = "fiovpn"

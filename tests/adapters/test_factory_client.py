@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
+from fiovpn.adapters import fioctl
 from fiovpn.adapters.factory import (
     Credentials,
     FactoryClient,
+    FioctlLogin,
     build_factory_client,
     load_credentials,
-    parse_fioctl_config,
+    resolve_api_url,
     resolve_factory,
 )
 from fiovpn.adapters.factory_api import ConfigFile, current_file
@@ -281,30 +283,56 @@ clientcredentials:
     refresh_token: "refresh"
 factory: fioctl-factory
 token: ''
+server:
+    url: http://fioctl-server.test:8000
 """
 
 
-def test_parse_fioctl_config() -> None:
-    cfg = parse_fioctl_config(FIOCTL_YAML)
-    assert cfg["factory"] == "fioctl-factory"
-    assert cfg["token"] == ""
-    assert cfg["clientcredentials.access_token"] == "oauth-access"
+def test_reads_fioctl_config_as_fioctl(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(FIOCTL_YAML)
+    cfg = fioctl.load({"HOME": str(tmp_path), "FIOCTL_CONFIG": str(path)})
+    assert cfg.path == path and cfg.exists
+    assert cfg.factory == "fioctl-factory" and cfg.token is None
+    assert cfg.server_url == "http://fioctl-server.test:8000"
+    assert cfg.login is not None and cfg.login.access_token == "oauth-access"
+    assert cfg.login.url == fioctl.OAUTH_URL  # fioctl's default token endpoint base
+    over = fioctl.load({"HOME": str(tmp_path), "FIOCTL_CONFIG": str(path),
+                        "FIOCTL_TOKEN": "t-env", "FIOCTL_FACTORY": "f-env"})
+    assert (over.token, over.token_source) == ("t-env", "$FIOCTL_TOKEN")
+    assert (over.factory, over.factory_source) == ("f-env", "$FIOCTL_FACTORY")
+    assert "t-env" not in repr(over)
+    missing = fioctl.load({"HOME": str(tmp_path)})
+    assert missing.path == tmp_path / ".config" / "fioctl.yaml" and not missing.exists
+    path.write_text("factory: [unclosed\n")
+    with pytest.raises(BadInput, match="not valid YAML"):
+        fioctl.load({"FIOCTL_CONFIG": str(path)})
 
 
 def test_token_sources_in_order(tmp_path: Path) -> None:
     (tmp_path / ".config").mkdir()
     (tmp_path / ".config" / "fioctl.yaml").write_text(FIOCTL_YAML)
     env = {"HOME": str(tmp_path)}
-    creds = load_credentials(None, env)
-    assert creds.bearer and creds.token == "oauth-access" and "fioctl.yaml" in creds.source
+    login = load_credentials(None, env)
+    assert isinstance(login, FioctlLogin) and "fioctl.yaml" in login.source
+    assert login.login.access_token == "oauth-access"
+    assert login.headers() == {"Authorization": "Bearer b2F1dGgtYWNjZXNz"}  # base64, no expiry
+    creds = load_credentials(None, {**env, "FIOCTL_TOKEN": "from-fioctl-env"})
+    assert isinstance(creds, Credentials) and creds.source == "$FIOCTL_TOKEN"
     (tmp_path / ".config" / "fioctl.yaml").write_text("factory: f\ntoken: plain\n")
     creds = load_credentials(None, env)
+    assert isinstance(creds, Credentials)
     assert not creds.bearer and creds.headers() == {"OSF-TOKEN": "plain"}
-    creds = load_credentials(None, {**env, "FIOVPN_API_TOKEN": "from-env"})
+    creds = load_credentials(None, {**env, "FIOCTL_TOKEN": "fioctl-env"})
+    assert creds.headers() == {"OSF-TOKEN": "fioctl-env"}  # FIOCTL_TOKEN beats the file
+    creds = load_credentials(None, {**env, "FIOVPN_API_TOKEN": "from-env",
+                                    "FIOCTL_TOKEN": "fioctl-env"})
+    assert isinstance(creds, Credentials)
     assert creds.token == "from-env" and creds.source == "$FIOVPN_API_TOKEN"
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
     creds = load_credentials(token_file, {**env, "FIOVPN_API_TOKEN": "from-env"})
+    assert isinstance(creds, Credentials)
     assert creds.token == "from-file" and str(token_file) in creds.source
     assert "from-file" not in repr(creds)
 
@@ -329,8 +357,19 @@ def test_factory_from_settings_env_or_fioctl(tmp_path: Path) -> None:
     (tmp_path / ".config").mkdir()
     (tmp_path / ".config" / "fioctl.yaml").write_text("factory: from-fioctl\n")
     assert resolve_factory(None, env) == "from-fioctl"
-    assert resolve_factory(None, {**env, "FIOVPN_FACTORY": "from-env"}) == "from-env"
+    assert resolve_factory(None, {**env, "FIOCTL_FACTORY": "fioctl-env"}) == "fioctl-env"
+    assert resolve_factory(None, {**env, "FIOVPN_FACTORY": "from-env",
+                                  "FIOCTL_FACTORY": "fioctl-env"}) == "from-env"
     assert resolve_factory("from-flag", env) == "from-flag"
+
+
+def test_api_url_from_settings_else_fioctl_server_url(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path)}
+    assert resolve_api_url(None, env) == "https://api.foundries.io"
+    (tmp_path / ".config").mkdir()
+    (tmp_path / ".config" / "fioctl.yaml").write_text("server:\n  url: http://fioctl.test\n")
+    assert resolve_api_url(None, env) == "http://fioctl.test"
+    assert resolve_api_url("http://flag.test", env) == "http://flag.test"
 
 
 @pytest.mark.parametrize("settings_cls", [ServerSettings, ClientSettings])

@@ -10,9 +10,13 @@ error hierarchy so callers decide by class, not by status code:
 - any other status outside 200/201/202/204 raises ``ApiError`` with the API's message;
 - a body that is not the JSON shape fioctl expects raises ``BadResponse``.
 
-Credentials follow fioctl: ``--api-token-file``, env ``FIOVPN_API_TOKEN``, or
-fioctl's own ``~/.config/fioctl.yaml`` (``token:``, else the OAuth
-``clientcredentials: access_token:``, sent the way fioctl sends it).
+Settings follow SPEC section 10: fiovpn flags > ``FIOVPN_*`` env > fiovpn's
+TOML > ``FIOCTL_*`` env > fioctl's config (``adapters/fioctl.py``) > defaults,
+for the factory, the API URL (fioctl's ``server.url``) and the credentials:
+``--api-token-file``, ``$FIOVPN_API_TOKEN``, ``$FIOCTL_TOKEN``, fioctl's
+``token:``, else its OAuth login (``clientcredentials``), sent the way fioctl
+sends it and refreshed the way fioctl refreshes it: before it expires, and
+once more when the API refuses it (``FioctlLogin``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from fiovpn import __version__
+from fiovpn.adapters import fioctl
 from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, Device, WireguardIp
 from fiovpn.core.addresses import parse_ip
 from fiovpn.core.keys import Key
@@ -45,7 +50,7 @@ from fiovpn.errors import (
     BadResponse,
     FiovpnError,
 )
-from fiovpn.settings import ClientSettings, ServerSettings
+from fiovpn.settings import DEFAULT_API_URL, ClientSettings, ServerSettings
 
 log = logging.getLogger("fiovpn.factory")
 
@@ -56,54 +61,9 @@ DEFAULT_PAGE_LIMIT = 500
 _MAX_PAGES = 100_000
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("HOME") or Path.home())
-
-
 def fioctl_config_path(env: Mapping[str, str] | None = None) -> Path:
-    return _home(os.environ if env is None else env) / ".config" / "fioctl.yaml"
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    if " #" in value:  # trailing YAML comment
-        value = value.split(" #", 1)[0].rstrip()
-    return value
-
-
-def parse_fioctl_config(text: str) -> dict[str, str]:
-    """The few fields fiovpn needs from fioctl's YAML config, without a YAML library.
-
-    Returns top-level scalars (``factory``, ``token``) and the nested
-    ``clientcredentials.access_token`` under that dotted key.
-    """
-    out: dict[str, str] = {}
-    section: str | None = None
-    for raw in text.splitlines():
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        indented = raw[0] in " \t"
-        key, sep, value = raw.strip().partition(":")
-        if not sep:
-            continue
-        key = key.strip()
-        if not indented:
-            section = key if not value.strip() else None
-            if value.strip():
-                out[key] = _unquote(value)
-        elif section is not None and value.strip():
-            out[f"{section}.{key}"] = _unquote(value)
-    return out
-
-
-def read_fioctl_config(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    path = fioctl_config_path(env)
-    try:
-        return parse_fioctl_config(path.read_text())
-    except (FileNotFoundError, PermissionError, IsADirectoryError, UnicodeDecodeError):
-        return {}
+    """fioctl's config file: ``$FIOCTL_CONFIG``, else ``~/.config/fioctl.yaml``."""
+    return fioctl.config_path(env)
 
 
 def _check_token(token: str, source: str) -> str:
@@ -132,10 +92,73 @@ class Credentials:
             return {"Authorization": f"Bearer {encoded}"}
         return {"OSF-TOKEN": self.token}
 
+    def renew(self) -> bool:
+        """A fixed token cannot be renewed."""
+        return False
+
+    @property
+    def login_hint(self) -> str | None:
+        return None
+
+
+def _post_form(url: str, form: Mapping[str, str]) -> tuple[int, Any]:
+    """POST to an OAuth token endpoint (never with the API token)."""
+    try:
+        response = httpx.post(url, data=dict(form), timeout=15.0,
+                              headers={"User-Agent": f"fiovpn/{__version__}",
+                                       "Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise ApiTemporaryError(f"cannot reach the OAuth token endpoint {url} to refresh "
+                                f"the fioctl login ({exc.__class__.__name__}: {exc})",
+                                hint="check the network; the login is refreshed on the "
+                                     "next try") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return response.status_code, body
+
+
+class FioctlLogin:
+    """The OAuth token of a ``fioctl login``, kept fresh: refreshed before it expires
+    and once more when the API refuses it, written back to fioctl's config."""
+
+    bearer = True
+
+    def __init__(self, path: Path, login: fioctl.OAuthLogin,
+                 post: fioctl.TokenPost = _post_form) -> None:
+        self.path = path
+        self.login = login
+        self.source = f"the fioctl login in {path}"
+        self._post = post
+
+    def __repr__(self) -> str:
+        return f"FioctlLogin(path={str(self.path)!r})"
+
+    def headers(self) -> dict[str, str]:
+        if self.login.needs_refresh():
+            self.login = fioctl.refresh_login(self.path, self.login, self._post)
+        _check_token(self.login.access_token, self.source)
+        encoded = base64.b64encode(self.login.access_token.encode()).decode()
+        return {"Authorization": f"Bearer {encoded}"}
+
+    def renew(self) -> bool:
+        """The API refused the token: refresh it even if the clock says it is good."""
+        self.login = fioctl.refresh_login(self.path, self.login, self._post, force=True)
+        return True
+
+    @property
+    def login_hint(self) -> str:
+        return fioctl.LOGIN_HINT.format(path=self.path)
+
+
+TokenSource = Credentials | FioctlLogin
+
 
 def load_credentials(token_file: Path | None,
-                     env: Mapping[str, str] | None = None) -> Credentials:
-    """The API token from ``--api-token-file``, ``$FIOVPN_API_TOKEN`` or fioctl's config."""
+                     env: Mapping[str, str] | None = None) -> TokenSource:
+    """The API credentials: ``--api-token-file``, ``$FIOVPN_API_TOKEN``,
+    ``$FIOCTL_TOKEN``, fioctl's ``token:``, else its OAuth login."""
     env = os.environ if env is None else env
     if token_file is not None:
         try:
@@ -151,28 +174,33 @@ def load_credentials(token_file: Path | None,
         return Credentials(token, f"the token file {token_file}")
     if env.get(TOKEN_ENV, "").strip():
         return Credentials(env[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
-    config = read_fioctl_config(env)
-    path = fioctl_config_path(env)
-    if config.get("token"):
-        return Credentials(config["token"], f"the token in {path}")
-    if config.get("clientcredentials.access_token"):
-        return Credentials(config["clientcredentials.access_token"],
-                           f"the fioctl login in {path}", bearer=True)
+    config = fioctl.load(env)
+    if config.token:
+        return Credentials(config.token, config.token_source)
+    if config.login is not None:
+        return FioctlLogin(config.path, config.login)
     raise AuthError(
         "no FoundriesFactory API token found", code="no_token",
-        hint=f"pass --api-token-file PATH, set {TOKEN_ENV}, or run `fioctl login` "
-             f"(which writes {path})",
+        hint=f"pass --api-token-file PATH, set {TOKEN_ENV} or {fioctl.TOKEN_ENV}, or run "
+             f"`fioctl login` (which writes {config.path})",
     )
 
 
 def resolve_factory(factory: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The factory from settings (flags/env/TOML), else fioctl's config."""
+    """The factory from settings (flags/env/TOML), else ``$FIOCTL_FACTORY``, else
+    fioctl's config."""
     env = os.environ if env is None else env
-    name = factory or env.get(FACTORY_ENV) or read_fioctl_config(env).get("factory")
+    name = factory or env.get(FACTORY_ENV) or fioctl.load(env).factory
     if not name:
         raise BadInput("no factory given", code="no_factory",
-                       hint=f"pass --factory NAME, set {FACTORY_ENV}, or run `fioctl login`")
+                       hint=f"pass --factory NAME, set {FACTORY_ENV} or {fioctl.FACTORY_ENV}, "
+                            "or run `fioctl login`")
     return validate_name(name, what="factory name")
+
+
+def resolve_api_url(api_url: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The API base URL from settings, else fioctl's ``server.url``, else the default."""
+    return api_url or fioctl.load(env).server_url or DEFAULT_API_URL
 
 
 def _check_base_url(url: str) -> str:
@@ -325,7 +353,7 @@ class FactoryClient:
     def __init__(
         self,
         factory: str,
-        credentials: Credentials,
+        credentials: TokenSource,
         *,
         base_url: str = "https://api.foundries.io",
         timeout: float = 15.0,
@@ -351,8 +379,7 @@ class FactoryClient:
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout),
             transport=transport,
-            headers={"User-Agent": f"fiovpn/{__version__}", "Accept": "application/json",
-                     **credentials.headers()},
+            headers={"User-Agent": f"fiovpn/{__version__}", "Accept": "application/json"},
             follow_redirects=False,
         )
 
@@ -463,32 +490,44 @@ class FactoryClient:
                  params: Mapping[str, str] | None = None, json: Any = None) -> Any:
         last_problem = ""
         delay: float | None = None
-        for attempt in range(self.attempts):
+        renewed = False
+        attempt = 0
+        while attempt < self.attempts:
             if attempt:
                 self._sleep(delay if delay is not None else self._delay(attempt - 1))
+            attempt += 1
             delay = None
+            headers = self.credentials.headers()  # a fioctl login refreshes itself here
             try:
-                response = self._http.request(method, url, params=params, json=json)
+                response = self._http.request(method, url, params=params, json=json,
+                                              headers=headers)
             except httpx.TimeoutException:
                 last_problem = "timed out"
-                log.info("%s %s: timed out (attempt %d/%d)", method, url, attempt + 1,
+                log.info("%s %s: timed out (attempt %d/%d)", method, url, attempt,
                          self.attempts)
                 continue
             except httpx.TransportError as exc:
                 last_problem = f"connection failed ({exc.__class__.__name__}: {exc})"
-                log.info("%s %s: %s (attempt %d/%d)", method, url, last_problem, attempt + 1,
+                log.info("%s %s: %s (attempt %d/%d)", method, url, last_problem, attempt,
                          self.attempts)
                 continue
             status = response.status_code
             if status in OK_STATUSES:
                 return self._json(response, what)
+            if status == 401 and not renewed and self.credentials.renew():
+                # fioctl's login: the token may have been revoked or the clocks differ
+                log.info("%s %s: HTTP 401; refreshed %s, trying once more", method, url,
+                         self.credentials.source)
+                renewed = True
+                attempt -= 1  # not a failed attempt: the same request with the new token
+                continue
             if status >= 500 or status in (408, 429):
                 last_problem = f"HTTP {status}: {_api_message(response)}"
                 if status == 429:
                     after = _retry_after(response.headers.get("Retry-After"))
                     if after is not None:
                         delay = min(after, self.max_retry_after)
-                log.info("%s %s: %s (attempt %d/%d)", method, url, last_problem, attempt + 1,
+                log.info("%s %s: %s (attempt %d/%d)", method, url, last_problem, attempt,
                          self.attempts)
                 continue
             raise self._error(response, what)
@@ -504,12 +543,14 @@ class FactoryClient:
         message = _api_message(response)
         if status in (401, 403):
             refused = "refused" if status == 401 else "does not allow this with"
+            hint = (f"check that token: it must be valid for {what} and allow reading "
+                    "and updating devices and the factory config")
+            if self.credentials.login_hint and status == 401:
+                hint = self.credentials.login_hint
             return AuthError(
                 f"the FoundriesFactory API {refused} the token from "
                 f"{self.credentials.source} (HTTP {status}: {message})",
-                status=status,
-                hint=f"check that token: it must be valid for {what} and allow reading "
-                     "and updating devices and the factory config",
+                status=status, hint=hint,
             )
         if status == 404:
             return ApiNotFound(f"{what} not found (HTTP 404: {message})", status=status,
@@ -540,5 +581,5 @@ def build_factory_client(
     env = os.environ if env is None else env
     factory = resolve_factory(settings.factory, env)
     credentials = load_credentials(settings.api_token_file, env)
-    return FactoryClient(factory, credentials, base_url=settings.api_url,
+    return FactoryClient(factory, credentials, base_url=resolve_api_url(settings.api_url, env),
                          transport=transport, **options)

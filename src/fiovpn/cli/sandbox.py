@@ -37,17 +37,23 @@ def sandbox() -> None:
 @click.option("--state", "state", type=click.Path(dir_okay=False, path_type=Path),
               default=None,
               help="JSON file holding the factory: loaded at start, saved after each change.")
+@click.option("--token-ttl", "token_ttl", type=click.FloatRange(min=0.1), default=3600.0,
+              show_default=True,
+              help="Seconds an OAuth access token from POST /oauth/token/ stays valid "
+                   "(short: exercise the refresh of a fioctl login).")
 def serve(bind: str, port: int, factory: str | None, token: str | None, devices: int,
-          state: Path | None) -> Result:
+          state: Path | None, token_ttl: float) -> Result:
     """Serve the sandbox factory API until SIGTERM or Ctrl-C.
 
     Prints one line when ready:
     "sandbox factory F listening on http://HOST:PORT (token ...)". Point fiovpn
     at it with FIOVPN_API_URL=http://HOST:PORT, FIOVPN_FACTORY=F and
-    FIOVPN_API_TOKEN=TOKEN. Control endpoints under /_sandbox/ (fail, slow,
-    clear, devices, requests, state) make it misbehave for reliability tests.
+    FIOVPN_API_TOKEN=TOKEN, or write a fioctl config with server.url. Control
+    endpoints under /_sandbox/ (fail, slow, clear, devices, oauth/login, requests,
+    state) set it up and make it misbehave for reliability tests; POST
+    /oauth/token/ is the OAuth token endpoint of a fioctl login.
     """
     code = serve_sandbox(bind=bind, port=port, factory=factory, token=token,
-                         devices=devices, state_path=state)
+                         devices=devices, state_path=state, token_ttl=token_ttl)
     sys.stdout.flush()
     return Result({"stopped": True}, None, code)

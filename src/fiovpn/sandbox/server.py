@@ -19,8 +19,16 @@ tests make the API fail or stall:
 - ``POST /_sandbox/devices/<name>/checkin``: the device checked in (``last-seen`` now).
   A ``GET`` of a device's own config carrying ``X-Sandbox-Device: <name>`` (what the
   lab's devices send) is a check-in too;
-- ``GET /_sandbox/requests`` -> ``{"requests": N}``: API requests received so far;
+- ``POST /_sandbox/oauth/login {"expires_in"?}`` -> what ``fioctl login`` gets: a new
+  OAuth client and its tokens (``client_id``, ``client_secret``, ``access_token``,
+  ``refresh_token``, ``token_type``, ``expires_in``); ``POST /_sandbox/oauth/revoke``:
+  every OAuth token stops working (a login that must be redone);
+- ``GET /_sandbox/requests`` -> ``{"requests": N, "token_requests": M}``: API and
+  OAuth token requests received so far;
 - ``GET /_sandbox/state`` -> the whole state (same format as the state file).
+
+The OAuth token endpoint ``POST /oauth/token/`` (``sandbox/oauth.py``) needs no
+token; its access tokens live ``--token-ttl`` seconds.
 
 ``SandboxServer`` runs it in-process (tests); ``serve()`` is ``fiovpn sandbox serve``.
 """
@@ -43,7 +51,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fiovpn.core.names import validate_name
 from fiovpn.errors import BadInput
-from fiovpn.sandbox import queries
+from fiovpn.sandbox import oauth, queries
 from fiovpn.sandbox.state import (
     DEFAULT_FACTORY,
     DEFAULT_TOKEN,
@@ -93,11 +101,14 @@ class _Fault:
 class Factory:
     """The sandbox's behaviour, independent of HTTP plumbing; thread-safe."""
 
-    def __init__(self, state: SandboxState, state_file: StateFile | None) -> None:
+    def __init__(self, state: SandboxState, state_file: StateFile | None,
+                 token_ttl: float = oauth.DEFAULT_TTL) -> None:
         self.state = state
         self.state_file = state_file
+        self.token_ttl = token_ttl
         self.lock = threading.RLock()
         self.requests = 0
+        self.token_requests = 0
         self.fail = _Fault()
         self.slow_seconds = 0.0
         self.slow_count = 0
@@ -118,23 +129,49 @@ class Factory:
         if self.state_file is not None:
             self.state_file.save(self.state)
 
+    def issuer(self) -> oauth.Issuer:
+        return oauth.Issuer(self.state.oauth, self.token_ttl)
+
     def check_token(self, headers: Any) -> None:
         token = self.state.token
         if token is None:
             return
         given = headers.get("OSF-TOKEN")
+        bearer = None
         if given is None:
             auth = headers.get("Authorization", "")
             if auth.startswith("Bearer "):
                 # fioctl sends its OAuth token base64-encoded
                 try:
-                    given = base64.b64decode(auth[7:].strip(), validate=True).decode()
+                    bearer = base64.b64decode(auth[7:].strip(), validate=True).decode()
                 except ValueError:
-                    given = ""
-        if given is None:
+                    bearer = ""
+        if given is None and bearer is None:
             raise HttpProblem(401, "Authentication required: send the OSF-TOKEN header")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpProblem(401, "Invalid API token")
+        if given is not None:
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise HttpProblem(401, "Invalid API token")
+            return
+        assert bearer is not None
+        if hmac.compare_digest(bearer.encode(), token.encode()):
+            return  # the API token sent the OAuth way
+        with self.lock:
+            self.refresh()
+            why = self.issuer().check(bearer)
+        if why is not None:
+            raise HttpProblem(401, why)
+
+    def oauth_token(self, method: str, form: dict[str, str]) -> tuple[int, Any]:
+        _allow(method, "/oauth/token/", "POST")
+        with self.lock:
+            self.token_requests += 1
+            self.refresh()
+            try:
+                answer = self.issuer().token(form)
+            except oauth.OAuthError as exc:
+                return exc.status, exc.body
+            self.save()
+        return 200, answer
 
     # -- faults --------------------------------------------------------------------------
 
@@ -160,7 +197,7 @@ class Factory:
         name = path[len("/_sandbox/"):].strip("/")
         with self.lock:
             if method == "GET" and name == "requests":
-                return 200, {"requests": self.requests}
+                return 200, {"requests": self.requests, "token_requests": self.token_requests}
             if method == "GET" and name == "state":
                 self.refresh()
                 return 200, self.state.to_json()
@@ -191,6 +228,19 @@ class Factory:
                 return 200, {"ok": True}
             if name == "devices":
                 return 201, self.add_device(body)
+            if name == "oauth/login":
+                self.refresh()
+                ttl = body.get("expires_in")
+                if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
+                    raise HttpProblem(400, "expires_in must be a positive number of seconds")
+                login = self.issuer().login(None if ttl is None else float(ttl))
+                self.save()
+                return 201, login
+            if name == "oauth/revoke":
+                self.refresh()
+                self.issuer().revoke()
+                self.save()
+                return 200, {"ok": True}
             m = _CONTROL_DEVICE_RE.match(name)
             if m:
                 self.refresh()
@@ -487,6 +537,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        if path.rstrip("/") == "/oauth/token":
+            self._token_endpoint(method)
+            return
         control = path.startswith("/_sandbox/")
         if not control:
             with factory.lock:
@@ -521,14 +574,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(status, data)
 
-    def _body(self) -> Any:
+    def _token_endpoint(self, method: str) -> None:
+        """``POST /oauth/token/``: a form body, no API token (that is what it hands out)."""
+        try:
+            raw = self._raw_body()
+            form = {k: v[-1] for k, v in parse_qs(raw.decode(errors="replace"),
+                                                  keep_blank_values=True).items()}
+            status, data = self.server.factory.oauth_token(method, form)
+        except HttpProblem as exc:
+            self._send(exc.status, {"message": exc.message, "errors": exc.errors},
+                       exc.headers)
+            return
+        self._send(status, data, {"Cache-Control": "no-store"})
+
+    def _raw_body(self) -> bytes:
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             raise HttpProblem(400, "Invalid Content-Length") from None
         if length > MAX_BODY:
             raise HttpProblem(413, "Request body too large")
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _body(self) -> Any:
+        raw = self._raw_body()
         if not raw.strip():
             return None
         try:
@@ -570,7 +639,7 @@ class SandboxServer:
 
     def __init__(self, *, bind: str = "127.0.0.1", port: int = 0, factory: str | None = None,
                  token: str | None = None, devices: int = 5, state_path: Path | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, token_ttl: float = oauth.DEFAULT_TTL) -> None:
         state_file = StateFile(state_path) if state_path is not None else None
         self.token_source = "--token" if token is not None else "default"
         if state_file is not None and state_file.exists():
@@ -592,7 +661,10 @@ class SandboxServer:
                                                         what="factory name"),
                                           token if token is not None else DEFAULT_TOKEN,
                                           devices)
-        self.factory = Factory(state, state_file)
+        if token_ttl <= 0:
+            raise BadInput("--token-ttl must be a positive number of seconds",
+                           code="bad_input")
+        self.factory = Factory(state, state_file, token_ttl)
         if state_file is not None:
             self.factory.save()
         self._bind = bind
@@ -647,10 +719,11 @@ class SandboxServer:
 
 
 def serve(*, bind: str, port: int, factory: str | None, token: str | None, devices: int,
-          state_path: Path | None) -> int:
+          state_path: Path | None, token_ttl: float = oauth.DEFAULT_TTL) -> int:
     """Run until SIGTERM/SIGINT; prints one ready line on stdout for a parent to wait on."""
     server = SandboxServer(bind=bind, port=port, factory=factory, token=token,
-                           devices=devices, state_path=state_path, verbose=True)
+                           devices=devices, state_path=state_path, verbose=True,
+                           token_ttl=token_ttl)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

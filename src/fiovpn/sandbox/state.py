@@ -10,7 +10,8 @@ and the lab can pre-seed it::
                   "status", "last-seen", "up-to-date", "is-prod", "public-key",
                   "network-info": {"hostname", "local_ipv4", "mac"},
                   "config": [<entries newest first>]}],
-     "factory_config": [<entries newest first>]}
+     "factory_config": [<entries newest first>],
+     "oauth": <the OAuth clients and tokens, see sandbox/oauth.py>}
 
 Device fields are fioctl's (``client.Device``): ``owner`` is a user's
 ``polis-id``, ``device-group`` the group's name (lists) and ``public-key`` the
@@ -38,6 +39,7 @@ from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.core.factory_files import VPN_HANDLER, WIREGUARD_CLIENT_FILE
 from fiovpn.core.names import validate_name
 from fiovpn.errors import BadInput
+from fiovpn.sandbox import oauth as oauth_state
 
 DEFAULT_FACTORY = "sandbox"
 DEFAULT_TOKEN = "sandbox"  # noqa: S105 (the sandbox's public test token)
@@ -181,6 +183,7 @@ class SandboxState:
     factory_config: list[dict[str, Any]] = field(default_factory=list)
     users: list[dict[str, str]] = field(default_factory=list)
     groups: list[dict[str, Any]] = field(default_factory=list)
+    oauth: dict[str, Any] = field(default_factory=oauth_state.empty_state)
 
     def __post_init__(self) -> None:
         if not self.users:
@@ -269,12 +272,12 @@ class SandboxState:
         for g in groups:
             g.setdefault("description", "")
         return cls(factory=factory, token=token, devices=devices, factory_config=config,
-                   users=users, groups=groups)
+                   users=users, groups=groups, oauth=oauth_state.check_state(data.get("oauth")))
 
     def to_json(self) -> dict[str, Any]:
         return {"factory": self.factory, "token": self.token, "users": self.users,
                 "groups": self.groups, "devices": self.devices,
-                "factory_config": self.factory_config}
+                "factory_config": self.factory_config, "oauth": self.oauth}
 
     def ensure_group(self, name: str) -> dict[str, Any]:
         """The device group ``name``, created when missing (ids count up from 1)."""
