@@ -120,3 +120,17 @@ class RemoteCommandError(PermanentError):
     """A command run over SSH failed."""
 
     code = "remote_failed"
+
+
+def api_error_code(exc: BaseException) -> str:
+    """What kind of factory API failure ``exc`` is, as ``server status`` reports it
+    (``last_error_code``) and ``/metrics`` counts it: ``auth_failed`` (the token was
+    refused, or a fioctl login cannot be refreshed), ``api_unreachable`` (timeouts,
+    connection errors, 5xx after the retries), else ``api_error``."""
+    if isinstance(exc, AuthError):
+        return "auth_failed"
+    if isinstance(exc, TemporaryError):
+        return "api_unreachable"
+    if isinstance(exc, FiovpnError) and exc.code in ("auth_failed", "api_unreachable"):
+        return exc.code
+    return "api_error"

@@ -190,7 +190,8 @@ def test_state_survives_a_restart_and_is_shared(tmp_path: Path) -> None:
         assert call(first, "GET", "/ota/devices/added-by-second/?factory=lab").status_code == 200
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     saved = json.loads(state.read_text())
-    assert set(saved) == {"factory", "token", "users", "groups", "devices", "factory_config"}
+    assert set(saved) == {"factory", "token", "users", "groups", "devices", "factory_config",
+                          "oauth"}
     with SandboxServer(state_path=state, devices=50) as restarted:
         body = call(restarted, "GET", "/ota/devices/?factory=lab").json()
         assert [d["name"] for d in body["devices"]] == sorted([*names, "added-by-second"])

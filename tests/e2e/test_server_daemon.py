@@ -285,6 +285,45 @@ def test_api_failures_and_slowness_remove_nothing(lab: Lab, engineer: Engineer) 
                 "the daemon to recover", timeout=120)
 
 
+def test_a_refused_token_is_loud_and_removes_nothing(lab: Lab, engineer: Engineer) -> None:
+    """SPEC 10: the API starts refusing the daemon's token (401): every peer stays,
+    status says auth_failed and how old the device list is, each pass logs it at
+    error level, the table says both, and `--once` exits 1."""
+    assert lab.factory is not None
+    peers = {k: p.allowed_ips for k, p in lab.server.peers().items()}
+    log_start = len(lab.server.daemon_log())
+    lab.factory.fail(401, count=-1)
+    try:
+        data = wait_status(lab, lambda s: s.get("last_error_code") == "auth_failed",
+                           "the daemon to report the refused token")
+        assert data["api_ok"] is False and "401" in data["last_error"]
+        first_age = data["device_list_age_s"]
+        assert isinstance(first_age, int) and first_age >= 0
+        time.sleep(INTERVAL * 3)
+        later = status(lab)
+        assert later["last_error_code"] == "auth_failed"
+        assert later["device_list_age_s"] >= first_age + INTERVAL * 2
+        assert {k: p.allowed_ips for k, p in lab.server.peers().items()} == peers
+        assert engineer.ping("10.42.42.2")
+        logged = [line for line in lab.server.daemon_log()[log_start:].splitlines()
+                  if "[auth_failed]" in line]
+        assert len(logged) >= 2 and all(" ERROR " in line for line in logged), logged
+        table = lab.server.fiovpn("server", "status").stdout
+        assert "auth_failed" in table and "device list" in table
+        assert lab.server.stop_daemon() == 0
+        once = lab.server.fiovpn("server", "daemon", "--once", "--json", check=False)
+        assert once.returncode == 1
+        assert json.loads(once.stdout)["last_error_code"] == "auth_failed"
+        assert {k: p.allowed_ips for k, p in lab.server.peers().items()} == peers
+    finally:
+        lab.factory.clear()
+        if lab.server.daemon is None or not lab.server.daemon.running():
+            lab.server.start_daemon()
+    data = wait_status(lab, lambda s: bool(s.get("api_ok")) and not s.get("last_error_code")
+                       and bool(s.get("daemon_running")), "the daemon to recover")
+    assert data["device_list_age_s"] <= INTERVAL * 2 + 1
+
+
 def test_corrupt_registry_line_is_reported_others_work(lab: Lab, engineer: Engineer) -> None:
     path = lab.server.clients_file
     original = path.read_text()

@@ -221,6 +221,13 @@ def _age(ts: Any) -> str:
     return f"{secs}s ago" if secs < 120 else f"{secs // 60}m ago"
 
 
+def _list_age(age: Any) -> str:
+    """How old the daemon's device list is (its last good factory answer)."""
+    if not isinstance(age, int):
+        return "never read from the factory"
+    return f"{age}s old" if age < 120 else f"{age // 60}m old"
+
+
 def _bytes(n: Any) -> str:
     value = float(n or 0)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -276,7 +283,9 @@ def status_view(data: dict[str, Any]) -> Group:
         f"  server {data['server_address']}  port {data['port']}  factory {data['factory']}\n",
         ("Daemon ", "bold"), "running" if data["daemon_running"] else "not running",
         f"  last sync {data['last_sync'] or 'never'}",
-        (f"  last error: {data['last_error']}" if data["last_error"] else ""),
+        (f"  device list {_list_age(data.get('device_list_age_s'))}"),
+        (f"  last error [{data.get('last_error_code') or 'error'}]: {data['last_error']}",
+         "red") if data["last_error"] else "",
     )
     table = _PeerTable(data["peers"])
     parts: list[Any] = [head, table]

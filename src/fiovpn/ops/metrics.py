@@ -20,25 +20,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from fiovpn.core.presence import online_without_vpn, parse_time
-from fiovpn.errors import ApiTemporaryError, AuthError, FiovpnError
+from fiovpn.errors import api_error_code  # the `code` label: last_error_code's codes
 from fiovpn.ops.view import StatusView
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # A reconcile is milliseconds at a few peers and seconds at 50,000.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0, math.inf)
-
-
-def api_error_code(exc: BaseException) -> str:
-    """The ``code`` label of ``fiovpn_factory_api_errors_total`` (the codes of
-    ``last_error_code``): ``auth_failed``, ``api_unreachable`` or ``api_error``."""
-    if isinstance(exc, AuthError):
-        return "auth_failed"
-    if isinstance(exc, ApiTemporaryError):
-        return "api_unreachable"
-    if isinstance(exc, FiovpnError) and exc.code in ("auth_failed", "api_unreachable"):
-        return exc.code
-    return "api_error"
 
 
 PEER_FAMILIES = (

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 DEFAULT_TTL = 3600.0
-SCOPE = "devices:read-update factories:read-update"
+SCOPE = "devices:read devices:read-update"
 
 
 class OAuthError(Exception):

@@ -24,7 +24,7 @@ from fiovpn.services.server.interface import check_server_file, ensure_interface
 from fiovpn.services.server.ops import dispatch
 from fiovpn.services.server.reconcile import apply_local, reconcile_once
 from fiovpn.services.server.report import ReconcileReport, iso
-from fiovpn.services.server.status import status
+from fiovpn.services.server.status import device_list_age_s, status
 from fiovpn.settings import settings_record
 
 if TYPE_CHECKING:
@@ -166,10 +166,29 @@ class Daemon:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+    def _log_api_failure(self, report: ReconcileReport, failures: int,
+                         delay: float | None) -> None:
+        """A refused token is logged at error level on every pass: a daemon that can
+        no longer read the factory must not go quietly stale."""
+        code = report.api_error_code
+        age = device_list_age_s(self.ctx.last_api_success
+                                or (self.ctx.last_status or {}).get("last_success"))
+        stale = "never read" if age is None else f"{age} s old"
+        retry = "" if delay is None else f", retrying in {delay:.0f} s"
+        if code == "auth_failed":
+            log.error("%s [auth_failed]: peers kept, device list %s%s", report.api_error,
+                      stale, retry)
+        else:
+            level = logging.ERROR if failures >= 3 or delay is None else logging.INFO
+            log.log(level, "factory API unavailable (%d in a row) [%s]: peers kept, device "
+                    "list %s%s", failures, code, stale, retry)
+
     def _loop(self, once: bool) -> int:
         if once:
             report = reconcile_once(self.ctx)
             self.passes += 1
+            if report.api_error is not None:
+                self._log_api_failure(report, 1, None)
             return 0 if report.ok else 1
         interval = self.ctx.settings.interval
         failures = 0
@@ -189,8 +208,9 @@ class Daemon:
                     failures += 1
                     delay = done.retry_after or min(
                         interval, min(BACKOFF_START, interval) * 2 ** (failures - 1))
-                    log.info("factory API unavailable (%d in a row): peers kept, retrying "
-                             "in %.0f s", failures, delay)
+                    if done.api_error_code == "auth_failed":
+                        delay = interval  # retrying sooner cannot make the token valid
+                    self._log_api_failure(done, failures, delay)
                 else:
                     failures = 0
                     delay = interval

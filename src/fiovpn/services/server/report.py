@@ -10,7 +10,7 @@ from typing import Any
 from fiovpn.core.peers import DesiredPeers, Peer
 from fiovpn.core.plan import PeerChange
 from fiovpn.core.registry import RegistryProblem
-from fiovpn.errors import FiovpnError
+from fiovpn.errors import FiovpnError, api_error_code
 
 log = logging.getLogger("fiovpn.server")
 
@@ -45,6 +45,14 @@ class ReconcileReport:
     @property
     def ok(self) -> bool:
         return self.api_error is None and not self.errors
+
+    @property
+    def api_error_code(self) -> str | None:
+        """``auth_failed``, ``api_unreachable`` or ``api_error`` when the factory
+        read failed (SPEC section 10), else None."""
+        if self.api_exception is None:
+            return None if self.api_error is None else "api_error"
+        return api_error_code(self.api_exception)
 
     @property
     def error(self) -> str | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fiovpn.adapters.runner import Runner, SubprocessRunner
@@ -42,12 +44,15 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
     if not report.used_api or ctx.last_api_success is None:
         previous = ctx.state.load_status() or {}
     api_ok, error = report.api_ok, report.error
+    code = report.api_error_code
     if not report.used_api:
         # A local apply (registry edit) says nothing about the API: keep the
         # daemon's view of it.
         api_ok = bool(previous.get("api_ok"))
         parts = [e for e in (previous.get("last_error"), report.error) if e]
         error = "; ".join(parts) if parts else None
+        code = previous.get("last_error_code")
+    last_success = ctx.last_api_success or previous.get("last_success")
     live = dump.by_key() if dump else {}
     desired = report.desired
     return {
@@ -61,8 +66,10 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
         "allow_device_to_device": s.allow_device_to_device,
         "daemon_pid": os.getpid() if ctx.daemon else previous.get("daemon_pid"),
         "last_sync": report.at,
-        "last_success": ctx.last_api_success or previous.get("last_success"),
+        "last_success": last_success,
         "last_error": error,
+        "last_error_code": code,
+        "device_list_age_s": device_list_age_s(last_success),
         "api_ok": api_ok,
         "devices_source": report.devices_source,
         "peers": [_peer_json(p, live.get(p.public_key))
@@ -85,6 +92,8 @@ def status(settings: ServerSettings, *, runner: Runner | None = None,
 
     Shape: ``{"factory", "interface", "server_address", "public_key", "port",
     "daemon_running", "interface_up", "last_sync", "last_success", "last_error",
+    "last_error_code" (``auth_failed`` | ``api_unreachable`` | ``api_error`` | null),
+    "device_list_age_s" (seconds since the last good factory answer, null: never),
     "api_ok", "peers": [{"kind", "name", "ip", "public_key", "latest_handshake",
     "rx", "tx", "endpoint"}], "conflicts", "skipped", "registry_problems"}``.
     """
@@ -141,6 +150,8 @@ def status(settings: ServerSettings, *, runner: Runner | None = None,
         "last_sync": doc.get("last_sync"),
         "last_success": doc.get("last_success"),
         "last_error": doc.get("last_error") or error,
+        "last_error_code": doc.get("last_error_code"),
+        "device_list_age_s": device_list_age_s(doc.get("last_success")),
         "api_ok": doc.get("api_ok"),
         "peers": peers,
         "conflicts": doc.get("conflicts", []),
@@ -148,6 +159,17 @@ def status(settings: ServerSettings, *, runner: Runner | None = None,
         "registry_problems": doc.get("registry_problems", []),
         **ha_service.status_fields(settings, doc),
     }
+
+
+def device_list_age_s(last_success: Any, now: float | None = None) -> int | None:
+    """Seconds since the last good answer from the factory (``last_success``)."""
+    if not isinstance(last_success, str):
+        return None
+    try:
+        when = datetime.strptime(last_success, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0, int((time.time() if now is None else now) - when.timestamp()))
 
 
 def _key_file_public(settings: ServerSettings) -> str | None:
