@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
 
+from fiovpn.core.keys import KeyPair
 from fiovpn.lab import DeviceSpec, Engineer, Lab, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -264,3 +267,30 @@ def test_disconnect_is_idempotent(fleet: Lab) -> None:
     assert js(eng, "verify", check=False)["connected"] is False
     wait_for(lambda: not eng.run(["wg", "show", eng.interface], check=False).ok,
              timeout=10, what="the engineer's interface to go away")
+
+
+def test_concurrent_enable_vpn_from_two_engineers_ends_with_distinct_ips(fleet: Lab) -> None:
+    """SPEC 10: 8 `enable-vpn` at once, 4 from each engineer's namespace, all choosing
+    from the same free list: every device ends with an address of its own, none in
+    the client pool, and re-running changes nothing."""
+    assert fleet.factory is not None
+    names = [f"race{n}" for n in range(1, 9)]
+    for name in names:  # devices that only published their key (factory-side only)
+        fleet.factory.add_device(name, pubkey=str(KeyPair.generate().public))
+    jobs = [(fleet.engineers[n % 2], name) for n, name in enumerate(names)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(lambda job: js(job[0], "devices", "enable-vpn", job[1],
+                                               timeout=120), jobs))
+    said = {r["name"]: r["vpn_ip"] for r in results}
+    rows = {row["name"]: row for row in fleet.factory.wireguard_ips()}
+    ips = [rows[name]["ip"] for name in names]
+    assert all(rows[name]["enabled"] for name in names)
+    assert len(set(ips)) == 8, rows
+    every = [row["ip"] for row in rows.values()]
+    assert len(set(every)) == len(every)  # no clash with the lab's own devices either
+    pool_start = IPv4Address("10.42.42.200")
+    assert all(IPv4Address(ip) < pool_start for ip in ips)
+    # what each command said is where the device ended up
+    assert said == {name: rows[name]["ip"] for name in names}
+    again = js(fleet.engineers[0], "devices", "enable-vpn", "race1")
+    assert again["vpn_ip"] == rows["race1"]["ip"]

@@ -18,7 +18,7 @@ from fiovpn.adapters.factory_api import (
 )
 from fiovpn.core.factory_files import VPN_HANDLER, ClientConfigFile
 from fiovpn.core.keys import Key
-from fiovpn.errors import ApiNotFound, BadInput, Conflict, NotFound
+from fiovpn.errors import ApiNotFound, BadInput, Conflict, NotFound, TemporaryError
 from fiovpn.services.devices import disable_vpn, enable_vpn, list_devices
 
 
@@ -226,3 +226,70 @@ def test_list_devices_joins_devices_and_vpn_state() -> None:
     assert rows["new"]["vpn_ip"] is None and rows["new"]["pubkey"] == key(9)
     assert rows["keyless"]["pubkey"] is None and rows["keyless"]["vpn_enabled"] is False
     assert Key.parse(rows["new"]["pubkey"])
+
+
+class RacingFactory(FakeFactory):
+    """A concurrent enable-vpn on another machine: right after our first write it
+    writes ``rival`` onto the same address (it read the same free list as we did)."""
+
+    def __init__(self, rival: str) -> None:
+        super().__init__()
+        self.rival = rival
+        self.raced = False
+
+    def patch_device_config(self, device: str, reason: str, files: list[ConfigFile]) -> None:
+        super().patch_device_config(device, reason, files)
+        if not self.raced and device != self.rival:
+            self.raced = True
+            ip = ClientConfigFile.parse(files[0].value).address
+            rival_key = ClientConfigFile.parse(self.devices[self.rival][0].files[0].value).pubkey
+            super().patch_device_config(self.rival, reason, [ConfigFile(
+                "wireguard-client", f"address={ip}\npubkey={rival_key}", True, (VPN_HANDLER,))])
+
+
+@pytest.mark.parametrize(("me", "rival", "mine"), [
+    ("a-device", "b-device", "10.42.42.3"),   # rank 0 of the clash: the first free address
+    ("b-device", "a-device", "10.42.42.4"),   # rank 1: the second, so both can move at once
+])
+def test_a_lost_race_moves_the_device_to_a_free_address(me: str, rival: str,
+                                                         mine: str) -> None:
+    f = RacingFactory(rival)
+    f.server()
+    f.add(me, f"enabled=0\npubkey={key(1)}")
+    f.add(rival, f"enabled=0\npubkey={key(2)}")
+    sleeps: list[float] = []
+    change = enable_vpn(f, me, sleep=sleeps.append)
+    assert str(change.vpn_ip) == mine and change.changed
+    rows = {w.name: w.ip for w in f.wireguard_ips()}
+    assert str(rows[rival]) == "10.42.42.2" and str(rows[me]) == mine  # distinct now
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.25
+
+
+def test_re_running_enable_vpn_repairs_an_old_clash() -> None:
+    f = FakeFactory()
+    f.server()
+    f.add("x1", f"address=10.42.42.2\npubkey={key(1)}")
+    f.add("x2", f"address=10.42.42.2\npubkey={key(2)}")  # a clash left by an old race
+    change = enable_vpn(f, "x2", sleep=lambda _s: None)
+    # rank 1 of the clash (x1, x2): the second free address, .3 stays for x1's own move
+    assert change.changed and str(change.vpn_ip) == "10.42.42.4"
+    assert sorted(str(w.ip) for w in f.wireguard_ips()) == ["10.42.42.2", "10.42.42.4"]
+    again = enable_vpn(f, "x2", sleep=lambda _s: None)  # settled: nothing written
+    assert not again.changed and len(f.patches) == 1
+
+
+def test_an_address_that_keeps_being_taken_is_a_temporary_error() -> None:
+    class Thief(FakeFactory):
+        def wireguard_ips(self) -> list[WireguardIp]:
+            rows = super().wireguard_ips()
+            me = next(r for r in rows if r.name == "me")
+            return [*rows, WireguardIp("thief", me.ip, True, Key(key(9)))]
+
+    f = Thief()
+    f.server()
+    f.add("me", f"enabled=0\npubkey={key(1)}")
+    with pytest.raises(TemporaryError, match="did not get a VPN address of its own"):
+        enable_vpn(f, "me", sleep=lambda _s: None)
+    # every address it moved to was a device address, never one of the client pool
+    ips = [ClientConfigFile.parse(p[2][0].value).address for p in f.patches]
+    assert all(ip is not None and int(ip) < int(IPv4Address("10.42.42.200")) for ip in ips)

@@ -34,7 +34,8 @@ def test_client_file_before_enable_has_only_pubkey() -> None:
     (f"endpoint=a:1\nserver_address=10.42.42.1\npubkey={PUB}\nmtu=1400", "unknown key 'mtu'"),
     (f"endpoint=a:1\nserver_address=nope\npubkey={PUB}", "invalid server_address"),
     ("endpoint=a:1", "missing server_address, pubkey"),
-    ("garbage", "line 1: expected key=value"),
+    ("garbage", "missing endpoint, server_address, pubkey"),  # the line is skipped
+    ("=value\nendpoint=a:1", "line 1: expected key=value"),
 ])
 def test_bad_server_files(text: str, match: str) -> None:
     with pytest.raises(BadInput, match=match):
@@ -47,3 +48,22 @@ def test_endpoint() -> None:
     for bad in ("host:99999", "a b:1", "h;rm:1", ":5"):
         with pytest.raises(BadInput):
             parse_endpoint(bad, default_port=1)
+
+
+def test_reading_is_as_lenient_as_fioctl_writing_is_exact(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    text = f"address=10.42.42.7\n# a note someone added\npubkey={PUB}\nenabled=yes\n"
+    cfg = ClientConfigFile.parse(text)
+    # the line without '=' is skipped with a warning; enabled is off only when 0
+    assert cfg.address == IPv4Address("10.42.42.7") and cfg.pubkey == PUB and cfg.enabled
+    assert "line 2" in caplog.text and "skipped" in caplog.text
+    assert "enabled='yes'" in caplog.text
+    assert ClientConfigFile.parse(f"pubkey={PUB}\nenabled=2").enabled
+    assert not ClientConfigFile.parse(f"pubkey={PUB}\nenabled= 0 ").enabled
+    # what fiovpn writes back is exactly fioctl's keys
+    assert cfg.render() == f"address=10.42.42.7\npubkey={PUB}"
+    fresh = ClientConfigFile.parse(f"enabled=0\npubkey={PUB}")  # a fresh device's own file
+    assert fresh.address is None and not fresh.enabled
+    server = ServerConfigFile.parse(f"endpoint=h:1\nserver_address=10.42.42.1\n"
+                                    f"pubkey={PUB}\nenabled=true")
+    assert server.enabled and "enabled" not in server.render()

@@ -17,13 +17,15 @@ from pathlib import Path
 import pytest
 
 from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, Device, WireguardIp
+from fiovpn.adapters.fioctl import LoginExpired
 from fiovpn.adapters.runner import FakeRunner
 from fiovpn.core.factory_files import ServerConfigFile
 from fiovpn.core.keys import Key, KeyPair, public_key
-from fiovpn.errors import ApiError, ApiTemporaryError, PermanentError
+from fiovpn.errors import ApiError, ApiTemporaryError, AuthError, PermanentError
 from fiovpn.services import server as svc
 from fiovpn.services.keys import ensure_key_file
 from fiovpn.services.server import daemon as daemon_module
+from fiovpn.services.server.status import device_list_age_s
 from fiovpn.settings import ServerSettings
 
 
@@ -184,6 +186,35 @@ def test_api_500_keeps_every_peer(env: tuple[ServerSettings, FakeWg, FakeApi]) -
     status = json.loads((settings.state_dir / "status.json").read_text())
     assert "500" in status["last_error"] and status["api_ok"] is False
     assert len(status["peers"]) == 2
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (AuthError("the FoundriesFactory API refused the token (HTTP 401)", status=401),
+     "auth_failed"),
+    (LoginExpired("the fioctl login in /x has expired and cannot be refreshed",
+                  code="login_expired"), "auth_failed"),
+    (ApiTemporaryError("factory API answered 503", delay=1.0), "api_unreachable"),
+    (ApiError("the FoundriesFactory API rejected the request (HTTP 400)", status=400),
+     "api_error"),
+])
+def test_status_names_the_kind_of_api_failure_and_the_list_age(
+        env: tuple[ServerSettings, FakeWg, FakeApi], error: Exception, code: str) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    good = json.loads((settings.state_dir / "status.json").read_text())
+    assert good["last_error_code"] is None and good["device_list_age_s"] in (0, 1)
+    before = dict(fake.peers)
+    api.fail = error
+    svc.reconcile_once(ctx)
+    assert fake.peers == before  # a refused token removes nothing either
+    doc = json.loads((settings.state_dir / "status.json").read_text())
+    assert doc["last_error_code"] == code and doc["api_ok"] is False
+    shown = svc.status(settings, runner=fake.runner)
+    assert shown["last_error_code"] == code
+    assert isinstance(shown["device_list_age_s"], int)
+    # the age counts from the last good answer, also when read much later
+    assert device_list_age_s(doc["last_success"], now=time.time() + 600) >= 600
 
 
 def test_api_failure_never_removes_even_peers_missing_from_the_cache(

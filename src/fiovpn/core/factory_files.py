@@ -1,11 +1,14 @@
 """The factory's ``wireguard-server`` and a device's ``wireguard-client`` config files.
 
 Both are ``key=value`` lines. fioctl rejects keys it does not know, so the
-renderers write exactly the keys it accepts and nothing else.
+renderers write exactly the keys it accepts and nothing else. Reading, fiovpn
+is as lenient as fioctl (SPEC section 10): a line without ``=`` is skipped
+(with a warning), and ``enabled`` is off only when it is ``0``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -16,6 +19,8 @@ from fiovpn.errors import BadInput
 WIREGUARD_SERVER_FILE = "wireguard-server"
 WIREGUARD_CLIENT_FILE = "wireguard-client"
 VPN_HANDLER = "/usr/share/fioconfig/handlers/factory-config-vpn"
+
+log = logging.getLogger("fiovpn.factory_files")
 
 _SERVER_KEYS = {"endpoint", "server_address", "pubkey", "enabled"}
 _CLIENT_KEYS = {"address", "pubkey", "enabled"}
@@ -29,7 +34,10 @@ def parse_key_values(text: str, *, allowed: set[str], what: str) -> dict[str, st
             continue
         key, sep, value = line.partition("=")
         key = key.strip()
-        if not sep or not key:
+        if not sep:  # fioctl skips such a line too
+            log.warning("%s line %d: no '=' in %r; line skipped", what, n, raw)
+            continue
+        if not key:
             raise BadInput(f"{what} line {n}: expected key=value, got {raw!r}",
                            code="bad_config_file")
         if key not in allowed:
@@ -40,10 +48,12 @@ def parse_key_values(text: str, *, allowed: set[str], what: str) -> dict[str, st
 
 
 def _enabled(kv: dict[str, str], what: str) -> bool:
+    """Off only when ``0``, as fioctl reads it (``enabled=no`` is on there too)."""
     value = kv.get("enabled", "1")
     if value not in ("0", "1"):
-        raise BadInput(f"{what}: enabled must be 0 or 1, got {value!r}", code="bad_config_file")
-    return value == "1"
+        log.warning("%s: enabled=%r is not 0 or 1; read as enabled, as fioctl does", what,
+                    value)
+    return value != "0"
 
 
 @dataclass(frozen=True, slots=True)

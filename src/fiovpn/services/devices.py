@@ -6,10 +6,22 @@ kept; otherwise the first free address after the factory's VPN server address
 is chosen (skipping addresses of other devices and the engineers' client
 pool); the new ``wireguard-client`` file is PATCHed with fioctl's reason and
 handler.
+
+Two ``enable-vpn`` runs at the same time (one machine or several) may both
+pick the same free address. So after writing, ``wireguard-ips`` is read back
+(SPEC section 10): while another device holds this device's address, this
+device moves. Every run that sees a clash moves its own device, to the k-th
+free address where k is its rank among the clashing devices (by name), so runs
+that see the same clash land on different addresses; a later read-back
+catches any new clash, for a bounded number of rounds.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -25,10 +37,14 @@ from fiovpn.core.factory_files import (
 )
 from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
-from fiovpn.errors import ApiNotFound, BadInput, NotFound
+from fiovpn.errors import ApiNotFound, BadInput, NotFound, TemporaryError
+
+log = logging.getLogger("fiovpn.devices")
 
 ENABLE_REASON = "Set Wireguard configuration - enable"
 DISABLE_REASON = "Set Wireguard configuration - disable"
+RACE_ROUNDS = 10  # read-backs before giving up on an address of its own
+RACE_JITTER = 0.25  # seconds (at most) between a clash and the move: breaks lockstep
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +164,52 @@ def _patch(api: FactoryApi, name: str, reason: str, wcc: ClientConfigFile) -> No
     ])
 
 
+def _free_addresses(network: VpnNetwork, used: set[IPv4Address], count: int
+                    ) -> list[IPv4Address]:
+    taken = set(used) | {network.server}
+    out: list[IPv4Address] = []
+    for _ in range(count):
+        ip = network.next_device_ip(taken)
+        out.append(ip)
+        taken.add(ip)
+    return out
+
+
+def settle_address(api: FactoryApi, name: str, ip: IPv4Address, pubkey: Key,
+                   network: Callable[[], VpnNetwork], *, rounds: int = RACE_ROUNDS,
+                   sleep: Callable[[float], None] = time.sleep,
+                   jitter: Callable[[], float] = random.random) -> tuple[IPv4Address, bool]:
+    """Read ``wireguard-ips`` back until no other device holds ``name``'s address,
+    moving it when one does. Returns (address, moved). ``network`` is called only
+    when a move is needed."""
+    moved = False
+    for _ in range(rounds):
+        rows = api.wireguard_ips()
+        mine = next((r for r in rows if r.name == name), None)
+        if mine is not None and mine.ip is not None and mine.ip != ip and mine.enabled:
+            ip = mine.ip  # another run enabled this same device meanwhile: check its address
+        clash = sorted(r.name for r in rows if r.ip == ip and r.name != name)
+        if not clash:
+            return ip, moved
+        rank = sorted([name, *clash]).index(name)
+        used = {r.ip for r in rows if r.ip is not None}
+        new_ip = _free_addresses(network(), used, rank + 1)[rank]
+        log.info("device %s: %s is also held by %s (a concurrent enable-vpn); moving to %s",
+                 name, ip, ", ".join(clash), new_ip)
+        sleep(jitter() * RACE_JITTER)
+        _patch(api, name, ENABLE_REASON, ClientConfigFile(address=new_ip, pubkey=pubkey,
+                                                          enabled=True))
+        ip, moved = new_ip, True
+    raise TemporaryError(f"device {name!r} did not get a VPN address of its own after "
+                         f"{rounds} tries: other enable-vpn runs keep taking them",
+                         code="address_race", hint="run the same command again")
+
+
 def enable_vpn(api: FactoryApi, name: str, *, subnet: str = DEFAULT_SUBNET,
-               client_pool: str | None = None) -> VpnChange:
-    """Put device ``name`` on the VPN; returns its VPN address."""
+               client_pool: str | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> VpnChange:
+    """Put device ``name`` on the VPN; returns its VPN address (one no other device
+    holds: a clash with a concurrent run is resolved by moving, SPEC section 10)."""
     validate_name(name, what="device name")
     wcc = _device_client_file(api, name)
     if wcc is None or wcc.pubkey is None:
@@ -159,17 +218,26 @@ def enable_vpn(api: FactoryApi, name: str, *, subnet: str = DEFAULT_SUBNET,
                        hint="the device publishes it (pubkey= in its wireguard-client "
                             "config) once fioconfig's VPN support runs on it; check the "
                             "device is online and up to date")
+    plan: list[VpnNetwork] = []
+
+    def network() -> VpnNetwork:
+        if not plan:
+            plan.append(device_network(_server_file(api), subnet, client_pool))
+        return plan[0]
+
+    changed = True
     if wcc.address is not None:
-        if wcc.enabled:
-            return VpnChange(name, wcc.address, True, changed=False)
-        ip = wcc.address  # re-enable keeps the address it had
+        ip = wcc.address  # a re-enable keeps the address it had
+        changed = not wcc.enabled
     else:
-        network = device_network(_server_file(api), subnet, client_pool)
         used = {w.ip for w in api.wireguard_ips() if w.ip is not None}
-        ip = network.next_device_ip(used | {network.server})
-    _patch(api, name, ENABLE_REASON, ClientConfigFile(address=ip, pubkey=wcc.pubkey,
-                                                      enabled=True))
-    return VpnChange(name, ip, True, changed=True)
+        ip = network().next_device_ip(used | {network().server})
+    if changed:
+        _patch(api, name, ENABLE_REASON, ClientConfigFile(address=ip, pubkey=wcc.pubkey,
+                                                          enabled=True))
+    # also when it was enabled already: re-running repairs an old clash
+    ip, moved = settle_address(api, name, ip, wcc.pubkey, network, sleep=sleep)
+    return VpnChange(name, ip, True, changed=changed or moved)
 
 
 def disable_vpn(api: FactoryApi, name: str) -> VpnChange:
