@@ -1,23 +1,30 @@
 """Server daemon figures on a real wireguard-go interface in throwaway namespaces.
 
-For 1,000 and 5,000 device peers:
+For 1,000, 5,000, 20,000 and 50,000 device peers (a /16 subnet):
 - initial sync time (empty interface -> every device + one client);
-- time to apply one changed device (a full reconcile pass, and its `wg set`
-  step alone) next to a bare `wg set` of the same kind of change, same run;
+- a raw observe+apply baseline, same run: a bare `wg show dump` (read whole)
+  plus a bare `wg set` of one peer, the floor of any reconcile;
+- one changed device applied by the running daemon (a full reconcile pass), and
+  a `server daemon --once` pass (fresh context: lock, start-up, one reconcile),
+  each as a ratio to that baseline;
 - packets lost by an unrelated live peer (pinging the server every 10 ms)
-  during that change, next to the same change done the old way
-  (`wg-quick down` + `wg-quick up` of the whole config);
-- daemon resident memory and CPU per idle poll (a child process running the
-  real `Daemon` loop; only the HTTP API is replaced by an in-process fake).
+  during the changes, next to the same change done the old way
+  (`wg-quick down` + `wg-quick up` of the whole config; 5,000 and below);
+- daemon resident memory, CPU per idle poll and a `/metrics` scrape over HTTP
+  (a child process running the real `Daemon` loop with `--http`; only the
+  factory API is replaced by an in-process fake).
 
-Prints figures; not a timed test. Needs root, wireguard-go, wg, wg-quick, nft.
+Prints figures and a table; not a timed test. Needs root, wireguard-go, wg,
+wg-quick, nft.
 
-    python benchmarks/bench_daemon.py [--sizes 1000,5000] [--no-old-way]
+    python benchmarks/bench_daemon.py [--sizes 1000,5000,20000,50000] [--no-old-way]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -46,6 +53,8 @@ SERVER = "10.42.42.1"
 SUBNET = "10.42.0.0/16"
 POOL = "10.42.250.1-10.42.250.254"
 LIVE_IP = "10.42.250.1"
+HTTP_PORT = 9109
+FREE = "10.42.230.1"  # free addresses for the changes
 
 
 @dataclass
@@ -76,9 +85,13 @@ class FakeApi:
 
 
 def device_rows(n: int) -> list[WireguardIp]:
-    base = int(IPv4Address("10.42.42.2"))
-    return [WireguardIp(f"device-{i:05d}", IPv4Address(base + i), True,
-                        KeyPair.generate().public) for i in range(n)]
+    """N devices from 10.42.0.2 up (the server address skipped): 50,000 fit below
+    10.42.196.0, clear of the free addresses used for changes and of the pool."""
+    base = int(IPv4Address("10.42.0.2"))
+    server = int(IPv4Address(SERVER))
+    ips = (base + i for i in range(n + 1))
+    return [WireguardIp(f"device-{i:05d}", IPv4Address(ip), True, KeyPair.generate().public)
+            for i, ip in enumerate(x for x in ips if x != server) if i < n]
 
 
 def settings_for(iface: str, work: Path, port: int) -> ServerSettings:
@@ -129,11 +142,13 @@ def run_child(iface: str, work: Path, n: int, passes: int) -> None:
     rows = [WireguardIp(r["name"], IPv4Address(r["ip"]), True, Key(r["pubkey"]))
             for r in json.loads((work / "rows.json").read_text())]
     assert len(rows) == n
-    settings = settings_for(iface, work, 0)
+    settings = dataclasses.replace(settings_for(iface, work, 0), http=f"127.0.0.1:{HTTP_PORT}")
     ctx = svc.ServerContext.from_settings(settings, runner=SubprocessRunner(),
                                           api=FakeApi(rows))
     ctx.daemon = True
     daemon = svc.Daemon(ctx)
+    daemon.web = daemon._bind_web()  # what `run()` does with --http
+    scrapes: list[float] = []
     times: list[tuple[float, float, float]] = []
     real = svc.reconcile_once
 
@@ -143,18 +158,31 @@ def run_child(iface: str, work: Path, n: int, passes: int) -> None:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         times.append((time.monotonic(), self_ru.ru_utime + self_ru.ru_stime,
                       kids.ru_utime + kids.ru_stime))
+        if len(times) == passes - 3:
+            # /metrics over HTTP, as Prometheus would (loopback of the server namespace)
+            import httpx
+
+            for _ in range(5):
+                t = time.perf_counter()
+                r = httpx.get(f"http://127.0.0.1:{HTTP_PORT}/metrics", timeout=30)
+                scrapes.append(time.perf_counter() - t)
+                assert r.status_code == 200 and f'fiovpn_peers{{kind="device"}} {n}' in r.text
         if len(times) >= passes:
             daemon.stop()
         return report
 
     daemon_module.reconcile_once = counted  # type: ignore[assignment]
-    daemon._loop(once=False)  # the interface exists and is configured already
-    idle = times[2:]  # the first pass fills the firewall memo; then every pass is idle
+    try:
+        daemon._loop(once=False)  # the interface exists and is configured already
+    finally:
+        daemon.web.http.stop()
+    idle = times[2:passes - 4]  # the first pass fills the memos; the scrapes come after
     cpu_self = (idle[-1][1] - idle[0][1]) / (len(idle) - 1)
     cpu_kids = (idle[-1][2] - idle[0][2]) / (len(idle) - 1)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rss_mib": rss_kib / 1024, "cpu_self_ms": cpu_self * 1000,
-                      "cpu_children_ms": cpu_kids * 1000, "passes": len(times)}))
+                      "cpu_children_ms": cpu_kids * 1000, "passes": len(times),
+                      "scrape_s": statistics.median(scrapes)}))
 
 
 def bench_size(n: int, srv_ns: str, live_ns: str, prefix: str, work: Path, live_if: str,
@@ -204,7 +232,8 @@ def bench_size(n: int, srv_ns: str, live_ns: str, prefix: str, work: Path, live_
     time.sleep(0.5)
     passes: list[float] = []
     bare: list[float] = []
-    free = int(IPv4Address("10.42.200.1"))
+    raw: list[float] = []
+    free = int(IPv4Address(FREE))
     for k in range(5):
         old = api.rows[k]
         api.rows[k] = WireguardIp(old.name, IPv4Address(free + k), True, old.pubkey)
@@ -213,10 +242,15 @@ def bench_size(n: int, srv_ns: str, live_ns: str, prefix: str, work: Path, live_
         passes.append(time.perf_counter() - t)
         assert len(report.changes) == 1 and report.changes[0].action == "update"
         other = rows[100 + k]
+        # the raw baseline: observe the interface (a full `wg show dump`, read) and
+        # apply the change (`wg set`), nothing else
         t = time.perf_counter()
+        runner.run(["wg", "show", iface, "dump"])
+        t_set = time.perf_counter()
         runner.run(["wg", "set", iface, "peer", str(other.pubkey), "allowed-ips",
                     f"{IPv4Address(free + 50 + k)}/32"])
-        bare.append(time.perf_counter() - t)
+        bare.append(time.perf_counter() - t_set)
+        raw.append(time.perf_counter() - t)
         runner.run(["wg", "set", iface, "peer", str(other.pubkey), "allowed-ips",
                     f"{other.ip}/32"])
     time.sleep(0.5)
@@ -225,7 +259,22 @@ def bench_size(n: int, srv_ns: str, live_ns: str, prefix: str, work: Path, live_
     out["change_pass_s"] = statistics.median(passes)
     out["change_apply_s"] = statistics.median(apply_times)
     out["bare_wg_set_s"] = statistics.median(bare)
+    out["raw_baseline_s"] = statistics.median(raw)
     out["live_sent"], out["live_lost"] = sent, sent - got
+
+    # a `server daemon --once` pass with one change: a fresh context (nothing
+    # memoised, state read from disk), the daemon's lock, start-up and one reconcile
+    once: list[float] = []
+    for k in range(3):
+        old = api.rows[10 + k]
+        api.rows[10 + k] = WireguardIp(old.name, IPv4Address(free + 20 + k), True, old.pubkey)
+        fresh = svc.ServerContext.from_settings(settings, runner=runner, api=api)
+        t = time.perf_counter()
+        code = svc.Daemon(fresh).run(once=True)
+        once.append(time.perf_counter() - t)
+        assert code == 0 and fresh.last_status is not None
+        assert len(fresh.last_status["last_changes"]) == 1, fresh.last_status["last_changes"]
+    out["once_pass_s"] = statistics.median(once)
 
     # daemon memory and CPU per idle poll, in a child running the real loop
     (work / "rows.json").write_text(json.dumps([
@@ -239,6 +288,7 @@ def bench_size(n: int, srv_ns: str, live_ns: str, prefix: str, work: Path, live_
     out["rss_mib"] = figures["rss_mib"]
     out["idle_cpu_self_ms"] = figures["cpu_self_ms"]
     out["idle_cpu_children_ms"] = figures["cpu_children_ms"]
+    out["scrape_s"] = figures["scrape_s"]
 
     if old_way:
         out.update(old_way_restart(ctx, iface, srv_ns, live_ns, server_key, port, work))
@@ -288,7 +338,7 @@ def old_way_restart(ctx: svc.ServerContext, iface: str, srv_ns: str, live_ns: st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1000,5000")
+    parser.add_argument("--sizes", default="1000,5000,20000,50000")
     parser.add_argument("--no-old-way", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("IFACE", "WORK", "N"))
     args = parser.parse_args()
@@ -315,8 +365,9 @@ def main() -> None:
             ip("-n", live_ns, "link", "set", live_if, "up")
             for n in (int(s) for s in args.sizes.split(",")):
                 print(f"--- {n:,} device peers ---", flush=True)
+                # wg-quick down/up of 20,000+ peers takes minutes: only for the small ones
                 r = bench_size(n, srv_ns, live_ns, prefix, Path(tmp) / str(n), live_if,
-                               live_key, not args.no_old_way)
+                               live_key, not args.no_old_way and n <= 5000)
                 results[n] = r
                 report(n, r)
                 subprocess.run(["ip", "-n", srv_ns, "link", "del", f"{prefix}s{n // 1000}"],
@@ -325,6 +376,51 @@ def main() -> None:
             problems = remove_everything(prefix, [srv_ns, live_ns])
             if problems:
                 print("cleanup problems:", problems, file=sys.stderr)
+    table(results)
+
+
+def machine() -> str:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    return (f"{os.cpu_count()} CPU ({model}), {int(mem) // 1024} MiB RAM, load average "
+            f"{load[0]:.1f} at the end; wireguard-go, nft {nft_version()}, "
+            f"Python {sys.version.split()[0]}")
+
+
+def nft_version() -> str:
+    r = subprocess.run(["nft", "--version"], capture_output=True, text=True, check=False)
+    return r.stdout.strip().split(" ")[1] if r.returncode == 0 and r.stdout else "?"
+
+
+def table(results: dict[int, dict[str, float]]) -> None:
+    rows = [
+        ("initial sync (target < 5 s at 50k)", lambda r: f"{r['initial_sync_s']:.2f} s"),
+        ("raw observe+apply baseline", lambda r: ms(r["raw_baseline_s"])),
+        ("one change, running daemon", lambda r: ms(r["change_pass_s"])),
+        ("  ratio to baseline (target <= 3x)",
+         lambda r: f"{r['change_pass_s'] / r['raw_baseline_s']:.2f}x"),
+        ("--once pass, one change", lambda r: ms(r["once_pass_s"])),
+        ("  ratio to baseline (target <= 3x)",
+         lambda r: f"{r['once_pass_s'] / r['raw_baseline_s']:.2f}x"),
+        ("live peer pings lost in 5 changes (target 0)",
+         lambda r: f"{int(r['live_lost'])}/{int(r['live_sent'])}"),
+        ("daemon RSS (target < 150 MB at 50k)", lambda r: f"{r['rss_mib']:.0f} MiB"),
+        ("CPU per idle poll (daemon + wg)",
+         lambda r: f"{r['idle_cpu_self_ms']:.0f} + {r['idle_cpu_children_ms']:.0f} ms"),
+        ("/metrics scrape (target < 200 ms at 50k)", lambda r: ms(r["scrape_s"])),
+    ]
+    sizes = sorted(results)
+    head = f"{'':46}" + "".join(f"{n:>12,}" for n in sizes)
+    print("\n" + head)
+    for label, fmt in rows:
+        print(f"{label:46}" + "".join(f"{fmt(results[n]):>12}" for n in sizes))
+    print(f"machine: {machine()}")
 
 
 def report(n: int, r: dict[str, float]) -> None:

@@ -178,3 +178,87 @@ def test_ruleset_applies_atomically_and_is_enforced(pair: Pair) -> None:
     assert pair.in_peer("ping", "-c", "1", "-W", "2", str(SERVER_IP)).returncode != 0
     nft.delete_table("fiovpn")
     assert "fiovpn" not in nft_list("tables")
+
+
+def test_set_element_deltas_change_only_elements_and_keep_the_session(pair: Pair) -> None:
+    """A peer change reaches the kernel as add/delete element statements: the table
+    (its handle) stays, a live TCP connection through it keeps going, and a delta
+    the kernel refuses leaves it as it was."""
+    from fiovpn.core.firewall import render_delta, render_full, table_model
+
+    nft = Nft(SubprocessRunner(netns=pair.server_ns))
+    policy = FirewallPolicy("fiovpn", pair.server_if, SERVER_IP, http_port=9100)
+    pair.wg.apply(pair.server_if, plan([pair.live], pair.wg.show_dump(pair.server_if).peers))
+    devices = _others(200)
+
+    def nft_out(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", pair.server_ns, "nft", *args],
+                              capture_output=True, text=True, check=check)
+
+    def elements() -> set[str]:
+        import re
+        out = nft_out("list", "set", "inet", "fiovpn", "device_ips").stdout
+        return set(re.findall(r"\d+\.\d+\.\d+\.\d+", out))
+
+    def handle() -> str:
+        out = nft_out("-a", "list", "table", "inet", "fiovpn").stdout
+        return out.split("# handle", 1)[1].split()[0]
+
+    first = table_model(policy, [pair.live, *devices], now=0)
+    nft.apply(render_full(first, 0))
+    table_handle = handle()
+    # a TCP session from the client to the server, open across the changes
+    srv = subprocess.Popen(["ip", "netns", "exec", pair.server_ns, "python3", "-c",
+                            "import socket;s=socket.socket();"
+                            "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+                            "s.bind(('10.42.42.1',5026));s.listen();c,_=s.accept()\n"
+                            "while True:\n d=c.recv(100)\n if not d: break\n c.sendall(d)"])
+    cli = subprocess.Popen(["ip", "netns", "exec", pair.peer_ns, "python3", "-u", "-c",
+                            "import socket,sys,time;s=socket.create_connection(('10.42.42.1',"
+                            "5026),timeout=5)\n"
+                            "for line in sys.stdin:\n s.sendall(line.encode());"
+                            "print(s.recv(100).decode().strip(),flush=True)"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        import time
+        time.sleep(0.5)
+
+        def echo(text: str) -> str:
+            assert cli.stdin is not None and cli.stdout is not None
+            cli.stdin.write(text + "\n")
+            cli.stdin.flush()
+            return cli.stdout.readline().strip()
+        assert echo("one") == "one"
+
+        moved = Peer("device", "moved", devices[0].public_key, A("10.42.60.7"))
+        second = table_model(policy, [pair.live, moved, *devices[1:150]], now=0)
+        delta = render_delta(first, second, 0)
+        assert delta is not None and "delete table" not in delta
+        assert delta.count("\n") == 2  # one delete and one add statement for device_ips
+        nft.apply(delta)
+        assert handle() == table_handle  # the same table: not replaced
+        listed = elements()
+        assert "10.42.60.7" in listed and str(devices[0].ip) not in listed
+        assert str(devices[160].ip) not in listed and str(devices[100].ip) in listed
+        assert len(listed) == 150
+        assert echo("two") == "two"  # the connection lived through it
+        assert render_delta(second, second, 0) == ""
+
+        # a delta that no longer fits the kernel (an element gone already) is refused
+        # whole: nothing of it applied
+        nft_out("delete", "element", "inet", "fiovpn", "device_ips", f"{{ {devices[1].ip} }}")
+        third = table_model(policy, [pair.live, *devices[2:150]], now=0)
+        bad = render_delta(second, table_model(policy, [pair.live, moved, *devices[2:150],
+                                                        *devices[180:181]], now=0), 0)
+        assert bad is not None
+        with pytest.raises(Exception, match="nft"):
+            nft.apply(bad)
+        assert str(devices[180].ip) not in elements()
+        nft.apply(render_full(third, 0))  # the fallback: the whole table
+        assert echo("three") == "three"
+    finally:
+        cli.kill()
+        srv.kill()
+        cli.wait()
+        srv.wait()
+        nft.delete_table("fiovpn")

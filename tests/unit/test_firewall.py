@@ -139,3 +139,31 @@ def test_grant_fast_path_statements() -> None:
                                              "{ 10.42.42.201 . 10.42.42.3 timeout")
     assert render_revoke("fiovpn", A("10.42.42.201"), group="a-b") == \
         "delete element inet fiovpn grpx_612d62_grants { 10.42.42.201 }\n"
+
+
+def test_deltas_change_only_elements() -> None:
+    from fiovpn.core.firewall import AccessRules, render_delta, table_model
+
+    pol = FirewallPolicy("fiovpn", "factory", A("10.42.42.1"))
+    c = Peer("client", "c", KeyPair.generate().public, A("10.42.42.200"))
+    d1 = Peer("device", "d1", KeyPair.generate().public, A("10.42.42.2"))
+    d2 = Peer("device", "d2", KeyPair.generate().public, A("10.42.42.3"))
+    a = table_model(pol, [c, d1], now=100)
+    b = table_model(pol, [c, d2], now=100)
+    assert render_delta(a, a, 100) == ""
+    assert render_delta(a, b, 100) == (
+        "delete element inet fiovpn device_ips { 10.42.42.2 }\n"
+        "add element inet fiovpn device_ips { 10.42.42.3 }\n")
+    # a new shape (device-to-device switched on) is no delta: the table is replaced
+    d2d = table_model(FirewallPolicy("fiovpn", "factory", A("10.42.42.1"), True), [c, d1],
+                      now=100)
+    assert render_delta(a, d2d, 100) is None
+    # an expiry moved: delete + add with the new timeout; one already past is not deleted
+    e1 = table_model(pol, [c, d1], AccessRules(client_ends={c.ip: 200}), now=100)
+    e2 = table_model(pol, [c, d1], AccessRules(client_ends={c.ip: 400}), now=150)
+    delta = render_delta(e1, e2, 150)
+    assert delta is not None
+    assert "delete element inet fiovpn client_ips { 10.42.42.200 }" in delta
+    assert "add element inet fiovpn client_ips { 10.42.42.200 timeout 250000ms }" in delta
+    gone = table_model(pol, [c, d1], AccessRules(client_ends={c.ip: 200}), now=250)
+    assert "delete element" not in (render_delta(e1, gone, 250) or "")

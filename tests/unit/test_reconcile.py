@@ -656,3 +656,31 @@ def test_registry_edit_applies_within_2s_while_the_factory_read_hangs(
         release.set()
         runner.join(10)
     assert not runner.is_alive()
+
+
+def test_a_peer_change_reaches_the_firewall_as_element_deltas(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    assert fake.rulesets[-1].startswith("add table inet fiovpn\ndelete table inet fiovpn\n")
+    api.rows[1] = row("dev-b", 9, K[1])  # dev-b moves to 10.42.42.9
+    report = svc.reconcile_once(ctx)
+    assert report.firewall_applied
+    assert fake.rulesets[-1] == ("delete element inet fiovpn device_ips { 10.42.42.3 }\n"
+                                 "add element inet fiovpn device_ips { 10.42.42.9 }\n")
+    # the kernel refuses a delta (someone changed the table): the whole table again
+    refused = {"on": True}
+
+    def nft(argv: Sequence[str], text: str | None) -> tuple[int, str]:
+        if refused["on"] and text is not None and text.startswith("delete element"):
+            refused["on"] = False
+            return 1, "Error: Could not process rule: No such file or directory"
+        fake.rulesets.append(text or "")
+        return 0, ""
+    fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft))
+    api.rows[1] = row("dev-b", 10, K[1])
+    report = svc.reconcile_once(ctx)
+    assert report.ok and report.firewall_applied
+    assert fake.rulesets[-1].startswith("add table inet fiovpn\ndelete table inet fiovpn\n")
+    assert "10.42.42.10" in fake.rulesets[-1]

@@ -94,31 +94,103 @@ def element(key: str, end: float | None, now: float) -> str:
     return key if end is None else f"{key} timeout {timeout_ms(end, now)}ms"
 
 
-def _set(name: str, elems: Iterable[str], *, type_: str = "ipv4_addr",
-         timeout: bool = False, comment: str | None = None) -> list[str]:
-    items = list(elems)
+Elements = dict[str, "tuple[int | None, str | None]"]  # key -> (end, map value)
+
+
+@dataclass(frozen=True)
+class TableModel:
+    """The table as its shape plus the elements of its sets and maps.
+
+    ``structure``: the ruleset text with a marker where each set's elements go;
+    ``sets``: set or map name -> {element key: (end or None, map value or None)}.
+    Two models with the same structure differ only in elements, so the change
+    between them is a few ``add element`` / ``delete element`` statements.
+    """
+
+    table: str
+    structure: str
+    sets: Mapping[str, Elements]
+
+
+def _marker(name: str) -> str:
+    return f"\t\t@elements {name}@"
+
+
+def _set(name: str, elems: Elements, sets: dict[str, Elements], *,
+         type_: str = "ipv4_addr", timeout: bool = False,
+         comment: str | None = None) -> list[str]:
+    sets[name] = elems
     lines = [f"\tset {name} {{", f"\t\ttype {type_}"]
     if timeout:
         lines.append("\t\tflags timeout")
     if comment:
         lines.append(f'\t\tcomment "{comment}"')
-    if items:
-        lines.append("\t\telements = { " + ", ".join(items) + " }")
-    lines.append("\t}")
+    lines += [_marker(name), "\t}"]
     return lines
 
 
-def _ips(ips: Iterable[IPv4Address], ends: Mapping[IPv4Address, int], now: float
-         ) -> list[str]:
-    # int keys: 5,000 IPv4Address compares are slow
-    return [element(str(ip), ends.get(ip), now) for ip in sorted(set(ips), key=int)]
+def _ips(ips: Iterable[IPv4Address], ends: Mapping[IPv4Address, int]) -> Elements:
+    # int keys: 50,000 IPv4Address compares are slow
+    return {str(ip): (ends.get(ip), None) for ip in sorted(set(ips), key=int)}
+
+
+def _element_text(key: str, item: tuple[int | None, str | None], now: float) -> str:
+    end, value = item
+    text = key if value is None else f"{key} : {value}"
+    return text if end is None else f"{text} timeout {timeout_ms(end, now)}ms"
 
 
 def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
                    access: AccessRules | None = None, *, now: float = 0.0) -> str:
     """The ``nft -f`` input replacing table ``inet <table>`` with the policy for
     ``peers`` and ``access`` (``now``: seconds since the epoch, for timeouts)."""
+    return render_full(table_model(policy, peers, access, now=now), now)
+
+
+def render_full(model: TableModel, now: float) -> str:
+    """The whole table, replaced in one transaction (``add``; ``delete``; the table)."""
+    out: list[str] = [f"add table inet {model.table}\n",
+                      f"delete table inet {model.table}\n"]
+    for line in model.structure.splitlines():
+        if line.startswith("\t\t@elements "):
+            elems = model.sets[line.strip()[len("@elements "):-1]]
+            if elems:
+                out.append("\t\telements = { " + ", ".join(
+                    _element_text(k, v, now) for k, v in elems.items()) + " }\n")
+        else:
+            out.append(line + "\n")
+    return "".join(out)
+
+
+def render_delta(old: TableModel, new: TableModel, now: float) -> str | None:
+    """The element changes turning ``old`` into ``new`` (one ``nft -f`` file, applied
+    all or nothing); ``""`` when nothing changed; None when the shape changed (then
+    the whole table is replaced). Elements of ``old`` whose timeout has already run
+    out are gone from the kernel and are not deleted again."""
+    if old.table != new.table or old.structure != new.structure:
+        return None
+    deletes: list[str] = []
+    adds: list[str] = []
+    for name, want in new.sets.items():
+        have = old.sets.get(name, {})
+        if want is have:
+            continue
+        gone = [k for k, item in have.items()
+                if (k not in want or want[k] != item) and (item[0] is None or item[0] > now)]
+        fresh = [_element_text(k, item, now) for k, item in want.items()
+                 if have.get(k) != item]
+        if gone:
+            deletes.append(f"delete element inet {new.table} {name} {{ {', '.join(gone)} }}\n")
+        if fresh:
+            adds.append(f"add element inet {new.table} {name} {{ {', '.join(fresh)} }}\n")
+    return "".join(deletes + adds)
+
+
+def table_model(policy: FirewallPolicy, peers: Iterable[Peer],
+                access: AccessRules | None = None, *, now: float = 0.0) -> TableModel:
+    """The table for ``peers`` and ``access`` as shape + elements (pure)."""
     peers = list(peers)
+    sets: dict[str, Elements] = {}
     access = access or AccessRules()
     iface = f'"{policy.interface}"'
     t = policy.table
@@ -154,18 +226,18 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
            if policy.allow_device_to_device else [])
     group_sets: list[str] = []
     group_chains: list[str] = []
-    vmap: list[str] = []
+    vmap: Elements = {}
     for g in sorted(members):
         chain = group_chain(g)
         for ip in members[g]:
-            vmap.append(f"{ip} : jump {chain}")
-        group_sets += _set(f"{chain}_clients", _ips(group_clients[g], live_ends, now),
+            vmap[str(ip)] = (None, f"jump {chain}")
+        group_sets += _set(f"{chain}_clients", _ips(group_clients[g], live_ends), sets,
                            timeout=True, comment=f"clients with groups={g}")
         group_sets += _set(f"{chain}_grants",
-                           [element(str(ip), end, now)
+                           {str(ip): (end, None)
                             for ip, end in sorted(set(group_grants[g]),
-                                                  key=lambda x: int(x[0]))],
-                           timeout=True, comment=f"time-boxed grants to group {g}")
+                                                  key=lambda x: int(x[0]))},
+                           sets, timeout=True, comment=f"time-boxed grants to group {g}")
         group_chains += [
             "",
             f"\tchain {chain} {{",
@@ -205,22 +277,21 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
             f"\t\tudp sport {port} ip saddr {vip} notrack comment \"HA: WireGuard untracked\"",
             "\t}",
         ]
+    sets["device_group"] = vmap
     lines = [
-        f"add table inet {t}",
-        f"delete table inet {t}",
         f"table inet {t} {{",
-        *_set("client_ips", _ips(clients, live_ends, now), timeout=True),
-        *_set("device_ips", _ips(devices, {}, now)),
-        *_set("open_clients", _ips(open_clients, live_ends, now), timeout=True,
+        *_set("client_ips", _ips(clients, live_ends), sets, timeout=True),
+        *_set("device_ips", _ips(devices, {}), sets),
+        *_set("open_clients", _ips(open_clients, live_ends), sets, timeout=True,
               comment="clients without groups= reach every device"),
         *_set("device_grants",
-              [element(f"{c} . {d}", e, now) for c, d, e in device_grants],
+              {f"{c} . {d}": (e, None) for c, d, e in device_grants}, sets,
               type_="ipv4_addr . ipv4_addr", timeout=True,
               comment="time-boxed grants: client . device"),
         *group_sets,
         "\tmap device_group {",
         "\t\ttype ipv4_addr : verdict",
-        *(["\t\telements = { " + ", ".join(vmap) + " }"] if vmap else []),
+        _marker("device_group"),
         "\t}",
         "",
         "\tchain input {",
@@ -265,7 +336,7 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
         *ha_raw,
         "}",
     ]
-    return "\n".join(lines) + "\n"
+    return TableModel(t, "\n".join(lines) + "\n", sets)
 
 
 def render_grant(table: str, client: IPv4Address, *, end: float, now: float,

@@ -16,6 +16,7 @@ from fiovpn.adapters.nft import Nft
 from fiovpn.adapters.runner import Runner, SubprocessRunner
 from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.addresses import VpnNetwork
+from fiovpn.core.firewall import TableModel
 from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import Peer
 from fiovpn.errors import FiovpnError
@@ -50,6 +51,7 @@ class ServerContext:
     # applied or written, compared before doing it again.
     last_rows: list[WireguardIp] | None = None
     last_firewall: tuple[object, ...] | None = None
+    last_model: TableModel | None = None  # the nft table this process last applied
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)

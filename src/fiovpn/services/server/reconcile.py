@@ -16,7 +16,13 @@ import time
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import file_signature
 from fiovpn.core.addresses import VpnNetwork
-from fiovpn.core.firewall import FirewallPolicy, render_ruleset
+from fiovpn.core.firewall import (
+    FirewallPolicy,
+    TableModel,
+    render_delta,
+    render_full,
+    table_model,
+)
 from fiovpn.core.keys import Key
 from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, SkippedPeer, desired_peers
 from fiovpn.core.plan import plan
@@ -122,6 +128,38 @@ def _learn_groups(ctx: ServerContext, report: ReconcileReport) -> None:
         report.errors.append(error)
 
 
+def _apply_firewall(ctx: ServerContext, report: ReconcileReport, model: TableModel) -> None:
+    """Bring the nft table to ``model``: by set-element deltas when only elements
+    changed since this process last applied it (one transaction: all or nothing;
+    the table, its chains and conntrack stay), else by replacing the whole table
+    atomically (the first time, a changed shape, or a delta the kernel refused)."""
+    s = ctx.settings
+    now = ctx.clock()
+    delta = render_delta(ctx.last_model, model, now) if ctx.last_model is not None else None
+    if delta == "":
+        ctx.last_model = model
+        return
+    if delta is not None:
+        try:
+            ctx.nft.apply(delta)
+        except FiovpnError as exc:
+            log.warning("firewall delta refused (%s): replacing the whole table", exc)
+        else:
+            ctx.last_model = model
+            report.firewall_applied = True
+            log.info("firewall table %s: %d element statement(s) applied%s", s.nft_table,
+                     delta.count("\n"), f" ({report.cause})" if report.cause else "")
+            return
+    ctx.nft.apply(render_full(model, now))
+    ctx.last_model = model
+    report.firewall_applied = True
+    sizes = {name: len(elems) for name, elems in model.sets.items()}
+    log.info("firewall table %s applied (%d clients, %d devices%s)%s", s.nft_table,
+             sizes.get("client_ips", 0), sizes.get("device_ips", 0),
+             ", device-to-device allowed" if s.allow_device_to_device else "",
+             f" ({report.cause})" if report.cause else "")
+
+
 def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
                      rows: list[WireguardIp] | None) -> ReconcileReport:
     s = ctx.settings
@@ -186,14 +224,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     fw_key = (policy, frozenset((p.kind, p.ip) for p in peers), rules.memo())
     if fw_key != ctx.last_firewall:
         try:
-            ctx.nft.apply(render_ruleset(policy, peers, rules, now=ctx.clock()))
+            _apply_firewall(ctx, report, table_model(policy, peers, rules, now=ctx.clock()))
             ctx.last_firewall = fw_key
-            report.firewall_applied = True
-            log.info("firewall table %s applied (%d clients, %d devices%s)%s", s.nft_table,
-                     sum(p.kind == "client" for p in peers),
-                     sum(p.kind == "device" for p in peers),
-                     ", device-to-device allowed" if s.allow_device_to_device else "",
-                     f" ({report.cause})" if report.cause else "")
         except FiovpnError as exc:
             report.errors.append(f"applying the firewall failed: {exc}")
     if ctx.last_firewall is not None and not ctx.forwarding_on:
