@@ -213,6 +213,10 @@ def test_set_element_deltas_change_only_elements_and_keep_the_session(pair: Pair
                             "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
                             "s.bind(('10.42.42.1',5026));s.listen();c,_=s.accept()\n"
                             "while True:\n d=c.recv(100)\n if not d: break\n c.sendall(d)"])
+    from fiovpn.lab.proc import wait_for
+    wait_for(lambda: ":5026" in subprocess.run(
+        ["ip", "netns", "exec", pair.server_ns, "ss", "-Hltn"], capture_output=True,
+        text=True, check=False).stdout, timeout=20, what="the echo server", interval=0.1)
     cli = subprocess.Popen(["ip", "netns", "exec", pair.peer_ns, "python3", "-u", "-c",
                             "import socket,sys,time;s=socket.create_connection(('10.42.42.1',"
                             "5026),timeout=5)\n"
@@ -220,9 +224,6 @@ def test_set_element_deltas_change_only_elements_and_keep_the_session(pair: Pair
                             "print(s.recv(100).decode().strip(),flush=True)"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        import time
-        time.sleep(0.5)
-
         def echo(text: str) -> str:
             assert cli.stdin is not None and cli.stdout is not None
             cli.stdin.write(text + "\n")
