@@ -36,6 +36,15 @@ class GroupApi(FakeApi):
         return [Device(name, device_group=g) for name, g in self.groups.items()]
 
 
+def live_table(ctx: svc.ServerContext) -> str:
+    """The table as the kernel holds it now: the last whole table plus the element
+    deltas since (what this process applied), with the timeouts left at ``now``."""
+    from fiovpn.core.firewall import render_full
+
+    assert ctx.last_model is not None
+    return render_full(ctx.last_model, ctx.clock())
+
+
 def _ctx(settings: ServerSettings, fake: FakeWg, api: FakeApi, now: list[float]
          ) -> svc.ServerContext:
     ctx = ctx_for(settings, fake, api)
@@ -58,14 +67,14 @@ def test_groups_learned_when_needed_and_enforced(lab_env: Env
                                      f"{K[6]} 10.42.42.201 bob groups=lab\n")
     svc.reconcile_once(ctx)
     assert api.device_lists == 2
-    text = fake.rulesets[-1]
+    text = live_table(ctx)
     assert "10.42.42.2 : jump grp_lab" in text and "10.42.42.3 : jump grp_prod" in text
     assert "10.42.42.201" in text.split("set grp_lab_clients")[1].split("}")[0]
     assert "10.42.42.201" not in text.split("set open_clients")[1].split("}")[0]
     api.groups["dev-a"] = "prod"  # moved in the factory: one reconcile later
     svc.reconcile_once(ctx)
-    assert "10.42.42.2 : jump grp_prod" in fake.rulesets[-1]
-    assert "grp_lab" not in fake.rulesets[-1]
+    assert "10.42.42.2 : jump grp_prod" in live_table(ctx)
+    assert "grp_lab" not in live_table(ctx)
 
 
 def test_expired_client_leaves_and_is_journaled_once(
@@ -77,11 +86,11 @@ def test_expired_client_leaves_and_is_journaled_once(
     ctx = _ctx(settings, fake, api, now)
     svc.reconcile_once(ctx)
     assert str(K[5]) in fake.peers
-    assert "10.42.42.200 timeout 3000ms" in fake.rulesets[-1]  # refused in the kernel too
+    assert "10.42.42.200 timeout 3000ms" in live_table(ctx)  # refused in the kernel too
     assert ctx.access.next_end == NOW + 3
     now[0] = NOW + 3
     report = svc.reconcile_once(ctx)
-    assert str(K[5]) not in fake.peers and "10.42.42.200" not in fake.rulesets[-1]
+    assert str(K[5]) not in fake.peers and "10.42.42.200" not in live_table(ctx)
     assert any("expired" in s.reason for s in (report.desired.skipped if report.desired
                                                else ()))
     svc.reconcile_once(ctx)
@@ -103,14 +112,16 @@ def test_grants_rendered_with_remaining_time_and_ended_never(
     ctx.access.grants.save([Grant(K[5], "alice", None, "dev-b", int(NOW) + 5),
                             Grant(K[5], "alice", None, "dev-a", int(NOW) - 1)])
     svc.reconcile_once(ctx)
-    assert "10.42.42.200 . 10.42.42.3 timeout 5000ms" in fake.rulesets[-1]
-    assert "10.42.42.200 . 10.42.42.2" not in fake.rulesets[-1]
+    assert "10.42.42.200 . 10.42.42.3 timeout 5000ms" in live_table(ctx)
+    assert "10.42.42.200 . 10.42.42.2" not in live_table(ctx)
     restarted = _ctx(settings, fake, api, now)  # a new daemon, 2 s later
     now[0] = NOW + 2
     svc.reconcile_once(restarted)
+    # a new process replaces the whole table: the grant with its remaining time
     assert "10.42.42.200 . 10.42.42.3 timeout 3000ms" in fake.rulesets[-1]
+    assert fake.rulesets[-1].startswith("add table inet fiovpn\ndelete table")
     now[0] = NOW + 6
     svc.reconcile_once(restarted)
-    assert "10.42.42.200 . 10.42.42.3" not in fake.rulesets[-1]
+    assert "10.42.42.200 . 10.42.42.3" not in live_table(restarted)
 
 
