@@ -580,8 +580,8 @@ def probe_server(settings: ClientSettings, runner: Runner, *,
     forced = False
     if not answered and held and peer is not None:
         forced = _new_session(runner, iface, doc, peer)
-        if forced:
-            answered, ping_ok, peer = _probe(runner, iface, view, server, peer, window_s,
+        if forced:  # a new peer: counters start at zero, any rx is the server's answer
+            answered, ping_ok, peer = _probe(runner, iface, view, server, None, window_s,
                                              monotonic, sleep)
     return ServerAnswer(True, answered, ping_ok, handshake_age(peer, now()), forced)
 
