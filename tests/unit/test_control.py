@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from tests.unit.test_reconcile import FakeApi, FakeWg, env, row  # noqa: F401 - fixture
+from tests.unit.test_reconcile import FakeApi, FakeWg, env  # noqa: F401 - fixture
 
+from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.core.keys import KeyPair
 from fiovpn.core.registry import Registry
 from fiovpn.errors import BadInput
@@ -259,3 +260,37 @@ def test_requester_describes_what_the_kernel_and_the_env_say() -> None:
     text = who.cause()
     assert text.startswith("`server clients add` asked by uid ")
     assert "sudo from bob" in text and "ssh from 198.18.0.100" in text
+
+
+def test_an_add_is_applied_within_2s_while_a_factory_read_hangs(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:  # noqa: F811
+    """The daemon answers the control socket from its own threads and applies under
+    the apply lock, which a factory read in flight does not hold."""
+    settings, fake, api = env
+    settings = replace(settings, interval=0.2)
+    release = threading.Event()
+    real = api.wireguard_ips
+    calls = [0]
+
+    def hanging() -> list[WireguardIp]:
+        calls[0] += 1
+        if calls[0] > 1:
+            release.wait(timeout=30)
+        return real()
+
+    api.wireguard_ips = hanging  # type: ignore[method-assign]
+    try:
+        with RunningDaemon(settings, fake, api):
+            deadline = time.monotonic() + 5
+            while calls[0] < 2:  # the second factory read is in flight, hanging
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            key = str(KeyPair.generate().public)
+            started = time.monotonic()
+            answer = svc.ask(settings, "clients.add", {"public_key": key})
+            took = time.monotonic() - started
+            assert answer["applied"]["by"] == "daemon" and key in fake.peers
+            assert took < 2.0, took
+            release.set()
+    finally:
+        release.set()
