@@ -216,7 +216,10 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(fleet: Lab) -> None:
     assert err["error"]["code"] == "unknown_device"
     err, msg = fails(admin, "register", "--public-key", "not-a-key")
     assert "invalid WireGuard public key" in msg
-    valid = "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCA="
+    zero = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # a low-order point: no real key
+    err, msg = fails(admin, "register", "--public-key", zero)
+    assert err["error"]["code"] == "bad_key" and "low-order" in msg
+    valid = str(KeyPair.generate().public)
     err, msg = fails(admin, "register", "--public-key", valid, "--name", "x;reboot")
     assert "invalid client name" in msg
     err, msg = fails(admin, "ssh", "dev$(id)", "--", "true")

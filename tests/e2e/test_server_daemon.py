@@ -177,18 +177,14 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
         with a.ping_stream("10.42.42.3", interval=0.05) as stream:
             watcher.start()
             time.sleep(0.5)
-            one = str(KeyPair.generate().public)
-            lab.server.fiovpn_json("server", "clients", "add", "--public-key", one,
-                                   "--name", "d2d-one")
-            lab.server.fiovpn_json("server", "clients", "remove", "--public-key", one)
+            # add and remove over SSH, as an admin's machine does it
+            via_ssh = str(KeyPair.generate().public)
+            engineer.fiovpn("register", "--public-key", via_ssh, "--name", "d2d-ssh", "--json")
+            engineer.fiovpn("unregister", "--public-key", via_ssh, "--json")
             with ThreadPoolExecutor(max_workers=5) as pool:
                 added = list(pool.map(lambda k: lab.server.fiovpn_json(
                     "server", "clients", "add", "--public-key", k, timeout=60), keys))
             assert len({r["ip"] for r in added}) == 5
-            # over SSH, as an admin's machine does it
-            via_ssh = str(KeyPair.generate().public)
-            engineer.fiovpn("register", "--public-key", via_ssh, "--name", "d2d-ssh", "--json")
-            engineer.fiovpn("unregister", "--public-key", via_ssh, "--json")
             time.sleep(1.5)  # the old second writer left the rule out for ~1 s
             stop.set()
             watcher.join(timeout=10)
@@ -201,10 +197,11 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
         assert all(k in on_interface for k in keys)
         # issue 9 item 6: the daemon logs each change with who asked
         log = lab.server.daemon_log()
-        line = next(ln for ln in log.splitlines() if "peer added: client 'd2d-one'" in ln)
+        line = next(ln for ln in log.splitlines() if "peer added: client 'd2d-ssh'" in ln)
         assert "`server clients add` asked by uid 0 (root)" in line
-        ssh_line = next(ln for ln in log.splitlines() if "peer added: client 'd2d-ssh'" in ln)
-        assert f"ssh from {engineer.vpn_ip}" in ssh_line  # type: ignore[attr-defined]
+        assert f"ssh from {engineer.vpn_ip}" in line  # type: ignore[attr-defined]
+        assert any("peer removed: client 'd2d-ssh'" in ln and "`server clients remove`" in ln
+                   for ln in log.splitlines())
     finally:
         for k in keys:
             lab.server.fiovpn("server", "clients", "remove", "--public-key", k, check=False)
