@@ -580,8 +580,10 @@ def probe_server(settings: ClientSettings, runner: Runner, *,
     forced = False
     if not answered and held and peer is not None:
         forced = _new_session(runner, iface, doc, peer)
-        if forced:  # a new peer: counters start at zero, any rx is the server's answer
-            answered, ping_ok, peer = _probe(runner, iface, view, server, None, window_s,
+        if forced:  # the baseline is the new peer as it is now (wg zeroes its counters)
+            fresh = read_dump(runner, iface)
+            peer = _server_peer(fresh, view) if fresh is not None else None
+            answered, ping_ok, peer = _probe(runner, iface, view, server, peer, window_s,
                                              monotonic, sleep)
     return ServerAnswer(True, answered, ping_ok, handshake_age(peer, now()), forced)
 
