@@ -35,7 +35,11 @@ HA_KEYS = ("ha-vip", "ha-peer")
 
 
 def set_mode(lab: Lab, mode: str) -> None:
-    """Restart both daemons with (ha) or without (plain) the HA settings."""
+    """Restart both daemons with (ha) or without (plain) the HA settings; keepalived
+    is stopped meanwhile (a stopped daemon fails health) and started again with A
+    first, so every mode starts from A active."""
+    for srv in lab.servers:
+        lab_ha.stop_keepalived(srv)
     for srv in lab.servers:
         srv.stop_daemon()
         values = load_toml(srv.config_path, required=True)
@@ -49,6 +53,11 @@ def set_mode(lab: Lab, mode: str) -> None:
         srv.start_daemon()
     for srv in lab.servers:
         srv.wait_synced(timeout=60)
+    a, b = lab.servers
+    lab_ha.start_keepalived(a, b, priority=lab_ha.PRIORITY_A)
+    lab_ha.wait_vip(a, timeout=60)
+    lab_ha.start_keepalived(b, a)
+    lab_ha.wait_vrrp_state(b, "BACKUP", timeout=60)
 
 
 def other(lab: Lab, srv: Server) -> Server:
@@ -150,7 +159,10 @@ def main() -> None:
             for name, move in (("failover", failover), ("failback", failback)):
                 for traffic in (True, False):
                     key = f"{name} {'with traffic' if traffic else 'from idle'}"
-                    runs = [one(lab, move, traffic, args.timeout) for _ in range(args.runs)]
+                    runs = []
+                    for i in range(args.runs):
+                        runs.append(one(lab, move, traffic, args.timeout))
+                        print(f"  {mode} {key} run {i + 1}: {runs[-1]}", flush=True)
                     figures.setdefault(mode, {})[key] = runs
                     for side in ("engineer_s", "device_s"):
                         print(f"{mode:5} {key:22} {side[:-2]:8}: "

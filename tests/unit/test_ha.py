@@ -175,6 +175,9 @@ def test_standby_forgets_every_session_and_endpoint(settings: ServerSettings) ->
                    str(K[1]): ("(none)", "10.42.42.3/32", 0)})
     node = ha.HaNode(settings, WireGuard(fake.runner))
     assert node.forget_sessions() == 1
+    # what it knew is kept for a later takeover
+    assert ha.HaFiles(settings.state_dir).endpoints()["endpoints"] == {
+        str(K[0]): "198.18.0.10:1"}
     assert fake.sets == [("wg", "set", "fvtest0", "peer", str(K[0]), "remove", "peer",
                           str(K[0]), "allowed-ips", "10.42.42.2/32")]
 
@@ -193,10 +196,20 @@ def test_takeover_restores_endpoints_and_starts_handshakes(settings: ServerSetti
     assert node.keepalive_off_at is not None
 
 
-def test_role_change_triggers_the_step(settings: ServerSettings) -> None:
-    fake = FakeWg({str(K[0]): ("198.18.0.10:1", "10.42.42.2/32", 100)})
+def test_starting_on_the_vip_without_sessions_takes_over(settings: ServerSettings) -> None:
+    fake = FakeWg({str(K[0]): ("198.18.0.10:1", "10.42.42.2/32", 0)})
     node = ha.HaNode(settings, WireGuard(fake.runner))
-    assert node.tick(starting=True) == "active"  # start as active: sessions left alone
+    assert node.tick(starting=True) == "active"
+    assert fake.sets and "persistent-keepalive" in fake.sets[0]
+
+
+def test_role_change_triggers_the_step(settings: ServerSettings) -> None:
+    import time
+
+    now = int(time.time())
+    fake = FakeWg({str(K[0]): ("198.18.0.10:1", "10.42.42.2/32", now - 5)})
+    node = ha.HaNode(settings, WireGuard(fake.runner))
+    assert node.tick(starting=True) == "active"  # restart on the active: sessions kept
     assert fake.sets == []
     settings.local_addresses_file.write_text(FIB_TRIE.replace("198.18.0.3", "198.18.0.9"))
     assert node.tick() == "standby"

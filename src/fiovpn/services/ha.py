@@ -56,6 +56,7 @@ HA_STATE_FILE = "ha.json"
 TAKEOVER_KEEPALIVE = 25  # seconds; on only until the takeover handshakes are done
 KEEPALIVE_OFF_AFTER = 15.0
 SYNC_TIMEOUT = 15.0
+SESSION_FRESH = 180.0  # seconds: a handshake this recent is a live session
 
 
 def current_role(settings: ServerSettings) -> Role:
@@ -409,11 +410,21 @@ class HaNode:
             with self.apply_lock:
                 if role == STANDBY:
                     self.forget_sessions()
-                elif role == ACTIVE and not starting:
+                elif role == ACTIVE and not (starting and self._has_sessions()):
+                    # A daemon restarted on the active leaves live sessions alone; one
+                    # that starts on a server that just got the VIP takes over.
                     self.take_over()
         except FiovpnError as exc:
             log.error("HA %s step failed: %s", role, exc)
         self._save()
+
+    def _has_sessions(self) -> bool:
+        iface = self.settings.interface
+        if not self.wg.interface_exists(iface):
+            return False
+        now = self.clock()
+        return any(p.latest_handshake and now - p.latest_handshake < SESSION_FRESH
+                   for p in self.wg.show_dump(iface).peers)
 
     def forget_sessions(self) -> int:
         """Drop every session and endpoint: remove each peer and add it back with
@@ -422,6 +433,15 @@ class HaNode:
         if not self.wg.interface_exists(iface):
             return 0
         dump = self.wg.show_dump(iface)
+        own = live_endpoints(dump)
+        if own:
+            # keep what we knew: should the VIP come back here before the new active
+            # copies its own, these are the freshest endpoints there are
+            copied = self.files.endpoints().get("endpoints") or {}
+            merged = {**(copied if isinstance(copied, dict) else {}), **own}
+            with contextlib.suppress(OSError, FiovpnError):
+                self.files.save_endpoints(SyncMessage(self.clock(), STANDBY, merged),
+                                          self.clock())
         argv = ["wg", "set", iface]
         n = 0
         for p in dump.peers:
