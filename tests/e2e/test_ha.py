@@ -67,7 +67,7 @@ def engineer_on_vip(eng: Engineer) -> None:
     assert lab_ha.engineer_endpoint(eng, eng.interface) == VIP_ENDPOINT
 
 
-def wait_role(server: Server, role: str, timeout: float = 30.0) -> Any:
+def wait_role(server: Server, role: str, timeout: float = 60.0) -> Any:
     return server.wait_status(lambda s: isinstance(s, dict) and s.get("role") == role,
                               timeout=timeout, what=f"{server.name} to be {role}")
 
@@ -185,13 +185,13 @@ def test_a_returning_server_catches_up_and_stays_standby(pair: Lab) -> None:
     lab_ha.revive(a)
     a.start_daemon()
     wait_role(a, "standby")
-    a.wait_status(lambda s: s.get("ha_caught_up") == "done", timeout=30,
+    a.wait_status(lambda s: s.get("ha_caught_up") == "done", timeout=60,
                   what="A to catch up from B")
     assert registry(a).render() == registry(b).render()
     no_ip_twice(registry(a))
     lab_ha.start_keepalived(a, b)
     a.wait_status(lambda s: s.get("peer_sync_age_s") is not None
-                  and s["peer_sync_age_s"] < 10, timeout=30)
+                  and s["peer_sync_age_s"] < 10, timeout=60)
     time.sleep(4)
     assert lab_ha.holds_vip(b) and not lab_ha.holds_vip(a)  # nopreempt
 
@@ -203,7 +203,7 @@ def test_health_fails_without_the_daemon_and_keepalived_moves_the_vip(pair: Lab)
     a, b = a_b(pair)
     eng = pair.engineers[0]
     device = pair.devices[0]
-    a.wait_status(lambda s: health(a)[0] == 0, timeout=30, what="A healthy")
+    a.wait_status(lambda s: health(a)[0] == 0, timeout=60, what="A healthy")
     time.sleep(3)  # idle: nothing in flight
     b.kill_daemon()
     code, data = health(b)
@@ -234,7 +234,7 @@ def test_failback_by_hand_with_nopreempt_loses_at_most_a_second(pair: Lab) -> No
     b.start_daemon()
     wait_role(b, "standby")
     b.wait_status(lambda s: health(b)[0] == 0 and s.get("peer_sync_age_s") is not None
-                  and s["peer_sync_age_s"] < 5, timeout=40, what="B healthy and in sync")
+                  and s["peer_sync_age_s"] < 10, timeout=90, what="B healthy and in sync")
     time.sleep(5)  # keepalived on B sees it healthy again (rise)
     probe = lab_ha.OutageProbe(eng, str(device.vpn_ip))
     time.sleep(1)
@@ -252,7 +252,7 @@ def test_failback_with_preempt_loses_at_most_a_second(pair: Lab) -> None:
     eng = pair.engineers[0]
     device = pair.devices[0]
     wait_role(b, "active")
-    a.wait_status(lambda s: s.get("role") == "standby" and health(a)[0] == 0, timeout=30,
+    a.wait_status(lambda s: s.get("role") == "standby" and health(a)[0] == 0, timeout=60,
                   what="A standby and healthy")
     probe = lab_ha.OutageProbe(eng, str(device.vpn_ip))
     time.sleep(1)

@@ -359,3 +359,24 @@ def test_grants_reach_the_standby_with_the_copy(settings: ServerSettings) -> Non
     with pytest.raises(BadInput):
         SyncMessage.from_json({"sent": 1, "sender_role": "active", "endpoints": {},
                                "files": {"../etc/passwd": "x"}})
+
+
+def test_status_table_says_role_and_degraded_peer(tmp_path: Path) -> None:
+    fib = tmp_path / "fib"
+    fib.write_text("")  # the VIP is not here: standby
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ha.json").write_text(json.dumps({"caught_up": "peer_unreachable",
+                                               "last_sync_error": "SSH: cannot connect"}))
+    config = tmp_path / "server.toml"
+    config.write_text(f'interface = "fvnoexist0"\nstate-dir = "{state}"\n'
+                      f'clients-file = "{tmp_path}/c.conf"\nha-vip = "198.18.0.3"\n'
+                      f'ha-peer = "root@198.18.0.1:5025"\nlocal-addresses-file = "{fib}"\n')
+    result = CliRunner().invoke(cli, ["server", "--config", str(config), "status", "--json"])
+    data = json.loads(result.stdout)
+    assert data["role"] == "standby" and data["vip"] == "198.18.0.3"
+    assert data["ha_peer"] == "root@198.18.0.1:5025" and data["expect_handshakes"] is False
+    assert data["ha_caught_up"] == "peer_unreachable"
+    human = CliRunner().invoke(cli, ["server", "--config", str(config), "status"])
+    assert "HA standby" in human.stdout and "VIP 198.18.0.3" in human.stdout
+    assert "degraded: peer unreachable" in human.stdout

@@ -288,7 +288,20 @@ def status_view(data: dict[str, Any]) -> Group:
          "red") if data["last_error"] else "",
     )
     table = _PeerTable(data["peers"])
-    parts: list[Any] = [head, table]
+    parts: list[Any] = [head]
+    if data.get("vip"):
+        age = data.get("peer_sync_age_s")
+        caught = data.get("ha_caught_up")
+        parts.append(Text.assemble(
+            ("HA ", "bold"), (str(data.get("role")), "green" if data.get("role") == "active"
+                              else "cyan"),
+            f"  VIP {data['vip']}  peer {data.get('ha_peer') or '-'}  last copy "
+            + (f"{age:.0f}s ago" if isinstance(age, int | float) else "never"),
+            (f"  degraded: peer unreachable at start ({data.get('ha_sync_error') or ''})"
+             if caught == "peer_unreachable" else ""),
+            ("  (a standby has no sessions: no handshakes expected)"
+             if data.get("role") == "standby" else "")))
+    parts.append(table)
     if not data["daemon_running"]:
         unit = f"fiovpn-{data['factory']}" if data.get("factory") else "fiovpn-<factory>"
         parts.append(Text(f"Next: start the daemon with `systemctl enable --now {unit}` "
