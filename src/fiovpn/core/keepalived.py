@@ -27,7 +27,7 @@ class KeepalivedTemplate:
     src_ip: IPv4Address  # this server's own address (unicast_src_ip)
     peer_ip: IPv4Address  # the other server's address (unicast_peer)
     router_id: int = 51  # virtual_router_id, 1-255, unique on the link
-    priority: int = 100
+    priority: int = 200  # high: a clean stop hands over after a short skew time
     preempt: bool = False
     advert_int: int = 1
     health_command: Sequence[str] = ("fiovpn", "server", "health")

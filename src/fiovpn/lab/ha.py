@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 VIP = "198.18.0.3"
 SERVER_B_IP = "198.18.0.4"
 KEEPALIVED = "/usr/sbin/keepalived"
-PRIORITY_A = 110  # B runs at the template's default 100
+PRIORITY_A = 210  # B runs at the template's default 200
 
 
 def ha_settings(lab: Lab, *, peer_ip: str, home: Path) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def underlay_if(server: Role) -> str:
 
 
 def keepalived_config(server: Server, peer: Server, *, preempt: bool = False,
-                      priority: int = 100) -> str:
+                      priority: int = 200) -> str:
     """The product's own template (``fiovpn server ha-template``) for this server."""
     args = ["server", "--config", str(server.config_path), "ha-template",
             "--interface", underlay_if(server), "--vip", f"{VIP}/24",
@@ -76,7 +76,7 @@ def keepalived_config(server: Server, peer: Server, *, preempt: bool = False,
 
 
 def start_keepalived(server: Server, peer: Server, *, preempt: bool = False,
-                     priority: int = 100) -> Child:
+                     priority: int = 200) -> Child:
     """keepalived in the server's namespace, in the foreground, its config and pid
     files in the server's lab home (never /etc or /run of the host)."""
     stop_keepalived(server)
@@ -141,7 +141,16 @@ def wait_vip(server: Server, *, timeout: float = 20.0) -> float:
         return time.monotonic() if holds_vip(server) else None
     return wait_for(check, timeout=timeout, what=f"the VIP {VIP} on {server.name}",
                     interval=0.05,
-                    detail=lambda: server.keepalived.log_tail() if server.keepalived else "")
+                    detail=lambda: (server.keepalived.log_tail() if server.keepalived
+                                    else "") + f"; health: {health_log(server)}")
+
+
+def health_log(server: Server, lines: int = 5) -> str:
+    """The last reasons `fiovpn server health` gave for failing on ``server``."""
+    try:
+        return " | ".join((server.state_dir / "health.log").read_text().splitlines()[-lines:])
+    except OSError:
+        return "(no failure recorded)"
 
 
 def vrrp_state(server: Server) -> str | None:

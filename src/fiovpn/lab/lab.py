@@ -486,7 +486,8 @@ class Lab:
         lab_ha.wait_vrrp_state(b, "BACKUP", timeout=timeout)
         if not lab_ha.holds_vip(a):
             raise LabError("server A lost the VIP while B started: "
-                           f"{a.keepalived.log_tail() if a.keepalived else ''}")
+                           f"{a.keepalived.log_tail() if a.keepalived else ''}; health: "
+                           f"{lab_ha.health_log(a)}")
         self.apply_factory_config()
         ips = [str(d.vpn_ip) for d in self.devices if d.vpn_ip is not None]
         for srv in (a, b):

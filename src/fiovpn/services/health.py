@@ -26,6 +26,8 @@ from fiovpn.settings import ServerSettings
 # a loaded machine the interpreter's start-up is most of its cost.
 STATUS_FILE = "status.json"  # fiovpn.services.state.STATUS_FILE
 HA_STATE_FILE = "ha.json"  # fiovpn.services.ha.HA_STATE_FILE
+HEALTH_LOG = "health.log"
+HEALTH_LOG_LINES = 200
 
 SYNC_GRACE = 30.0  # seconds beyond two intervals before a silent daemon is unhealthy
 
@@ -116,6 +118,26 @@ def health(settings: ServerSettings, *, runner: Runner | None = None,
                             f"caught up: {caught or 'not yet'}; last copy {copy_age}"
                             + (f" ({settings.ha_peer})" if settings.ha_peer else "")))
     failed = [c for c in checks if not c.ok]
-    return {"healthy": not failed, "role": role,
-            "reason": "; ".join(f"{c.name}: {c.detail}" for c in failed) or None,
+    reason = "; ".join(f"{c.name}: {c.detail}" for c in failed) or None
+    if reason is not None:
+        _note_failure(settings, now, role, reason)
+    return {"healthy": not failed, "role": role, "reason": reason,
             "checks": [c.to_json() for c in checks]}
+
+
+def _note_failure(settings: ServerSettings, now: float, role: str, reason: str) -> None:
+    """keepalived keeps only the exit code: the reason goes to ``health.log`` in the
+    state dir (the last lines kept), for whoever wonders why the VIP moved."""
+    path = settings.state_dir / HEALTH_LOG
+    line = f"{datetime.fromtimestamp(now, UTC):%Y-%m-%dT%H:%M:%SZ} {role} {reason}\n"
+    try:
+        old = path.read_text().splitlines(keepends=True)[-(HEALTH_LOG_LINES - 1):]
+    except OSError:
+        old = []
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join([*old, line]))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    except OSError:
+        pass
