@@ -141,10 +141,20 @@ class ClientSettings:
     subnet: str = "10.42.42.0/24"
     client_pool: str | None = None
     journal: Path = dataclasses.field(default_factory=lambda: default_journal())
+    # where the devices keep NetworkManager's keyfiles and dispatcher scripts (LmP's)
+    device_keyfile_dir: Path = Path("/etc/NetworkManager/system-connections")
+    device_dispatcher_dir: Path = Path("/etc/NetworkManager/dispatcher.d")
 
     def validate(self) -> ClientSettings:
         if self.factory is not None:
             validate_name(self.factory, what="factory name")
+        for name in ("device_keyfile_dir", "device_dispatcher_dir"):
+            value = str(getattr(self, name))
+            if not value.startswith("/") or any(c.isspace() or c in "'\"$`\\;&|<>*?"
+                                                for c in value):
+                raise BadInput(f"invalid {name.replace('_', '-')} {value!r}: an absolute "
+                               "path on the device, without spaces or shell characters",
+                               code="bad_setting")
         return self
 
     def network(self) -> VpnNetwork:

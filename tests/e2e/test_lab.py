@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fiovpn.core.factory_files import ServerConfigFile
-from fiovpn.lab import Lab, leftovers, sandbox_available, wait_for
+from fiovpn.lab import Device, Lab, leftovers, sandbox_available, wait_for
 from fiovpn.lab.roles import CONNECTION_ID, KEYFILE_DIR
 
 pytestmark = pytest.mark.e2e
@@ -71,41 +71,77 @@ def test_device_reaches_server_through_the_tunnel_only(hand_lab: Lab) -> None:
     peers = hand_lab.server.peers()
     assert peers[str(d1.keys.public)].latest_handshake > 0
     assert peers[str(d1.keys.public)].allowed_ips == ("10.42.42.2/32",)
-    # the device's only route through the tunnel is the server /32
+    # the device's only peer route through the tunnel is the server /32 ...
     assert d1.server_allowed_ips() == ("10.42.42.1/32",)
-    routes = d1.run(["ip", "-4", "route", "show", "dev", d1.interface]).stdout
-    assert routes.split()[0] == "10.42.42.1"
+    # ... but NetworkManager reads `address1=10.42.42.2` as a /24, so the kernel
+    # routes the subnet into the tunnel and only WireGuard's allowed-ips stop it
+    addr = d1.run(["ip", "-4", "-o", "addr", "show", "dev", d1.interface]).stdout
+    assert "10.42.42.2/24" in addr
     assert not d1.ping_once(str(d2.vpn_ip))
 
 
-def test_stand_in_nmcli_widens_allowed_ips_from_the_keyfile(hand_lab: Lab) -> None:
+def _counters(device: Device) -> tuple[int, int]:
+    peer = next(iter(device.wg_dump(device.interface).values()))
+    return peer.rx, peer.tx
+
+
+def test_stand_in_nmcli_behaves_like_networkmanager(hand_lab: Lab) -> None:
     d2 = hand_lab.devices[1]
     eng = hand_lab.engineers[0]
     assert d2.ping(SERVER_IP, timeout=10)
-    before = hand_lab.server.peers()[str(d2.keys.public)].latest_handshake
-    # what `fiovpn devices enable-d2d` does on a device, over SSH as an engineer
-    script = (f"sed -i 's|^allowed-ips=.*|allowed-ips=10.42.42.0/24;|' {KEYFILE} && "
-              f"nmcli connection reload && nmcli connection up {CONNECTION_ID}")
-    out = eng.ssh(d2.underlay_ip, script)
-    assert "successfully activated" in out.stdout
-    assert d2.server_allowed_ips() == ("10.42.42.0/24",)
-    assert "10.42.42.0/24" in d2.run(["ip", "-4", "route", "show", "dev", d2.interface]).stdout
-    assert d2.ping(SERVER_IP, timeout=5)
-    # same peer, same session: no new handshake needed
-    after = hand_lab.server.peers()[str(d2.keys.public)].latest_handshake
-    assert after == before
-    # and back to what the handler writes
-    config = ServerConfigFile(hand_lab.server.endpoint, IPv4Address(SERVER_IP),
-                              hand_lab.server.public_key)
-    assert d2.vpn_ip is not None
-    d2.configure_vpn(config, d2.vpn_ip)
+    # an edit on disk counts only once NetworkManager re-reads the file; re-reading
+    # the profile of an active connection changes nothing live
+    widen = f"sed -i 's|^allowed-ips=.*|allowed-ips=10.42.42.0/24;|' {KEYFILE}"
+    eng.ssh(d2.underlay_ip, f"{widen} && nmcli connection reload")
     assert d2.server_allowed_ips() == ("10.42.42.1/32",)
+    # `device reapply` applies it in place: the same peer, its session kept
+    before = _counters(d2)
+    out = eng.ssh(d2.underlay_ip, f"nmcli device reapply {CONNECTION_ID}")
+    assert "reapplied" in out.stdout
+    assert d2.server_allowed_ips() == ("10.42.42.0/24",)
+    assert d2.ping(SERVER_IP, timeout=5)
+    assert _counters(d2) >= before  # counters continue: the peer was not re-created
+    # `connection up` on the active connection re-creates the peers
+    assert d2.ping(SERVER_IP, timeout=5)
+    grown = _counters(d2)
+    out = eng.ssh(d2.underlay_ip, f"nmcli connection up {CONNECTION_ID}")
+    assert "successfully activated" in out.stdout
+    after = _counters(d2)
+    assert after[0] < grown[0] and after[1] < grown[1], (grown, after)
+    # a comma list is one entry NetworkManager cannot parse: dropped, exit code 0
+    commas = f"sed -i 's|^allowed-ips=.*|allowed-ips=10.42.42.0/24,10.42.42.9;bogus;|' {KEYFILE}"
+    eng.ssh(d2.underlay_ip, f"{commas} && nmcli connection reload && "
+                            f"nmcli device reapply {CONNECTION_ID}")
+    assert d2.server_allowed_ips() == ()
+    assert not d2.ping_once(SERVER_IP)
+    # the handler rewrites it from scratch
+    assert d2.run_handler().exit_code == 0
+    assert d2.server_allowed_ips() == ("10.42.42.1/32",)
+    assert d2.ping(SERVER_IP, timeout=10)
+
+
+def test_dispatcher_scripts_run_with_networkmanagers_arguments(hand_lab: Lab) -> None:
+    d1 = hand_lab.devices[0]
+    log = d1.home / "dispatcher.log"
+    hook = d1.dispatcher_dir / "50-lab-log"
+    hook.write_text(f'#!/bin/sh\necho "$1 $2 $CONNECTION_ID" >> {log}\n')
+    hook.chmod(0o755)
+    unsafe = d1.dispatcher_dir / "60-group-writable"
+    unsafe.write_text(f"#!/bin/sh\necho unsafe >> {log}\n")
+    unsafe.chmod(0o775)  # NetworkManager refuses group/world-writable scripts
+    try:
+        d1.nmcli("connection", "up", CONNECTION_ID)
+        assert log.read_text().splitlines() == [f"{CONNECTION_ID} down {CONNECTION_ID}",
+                                                f"{CONNECTION_ID} up {CONNECTION_ID}"]
+    finally:
+        hook.unlink()
+        unsafe.unlink()
 
 
 def test_nmcli_removed_keyfile_takes_the_tunnel_down(make_lab: Callable[..., Lab],
                                                      hand_lab: Lab) -> None:
     d1 = hand_lab.devices[0]
-    d1.remove_vpn()
+    d1.remove_vpn()  # both config files go: the handler deletes the connection
     assert d1.read_keyfile() is None
     assert d1.wg_dump(d1.interface) == {}
     assert not d1.ping_once(SERVER_IP)

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from tests.unit.fake_lmp import HOOK, KEYFILE, SERVER_PUB, FakeLmpDevice
 
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.runner import Completed, FakeRunner
@@ -47,7 +48,7 @@ class FakeDevice:
     """A device behind ssh: a file system with the keyfile, and nmcli."""
 
     def __init__(self, text: str = SAMPLE, user: str = "root") -> None:
-        self.files = {svc.KEYFILE: text}
+        self.files = {KEYFILE: text}
         self.commands: list[list[str]] = []
         self.user = user
 
@@ -162,40 +163,79 @@ def test_ssh_passes_exit_code_and_output_through(tmp_path: Path) -> None:
 # --- device-to-device ---------------------------------------------------------------------
 
 
-def test_enable_d2d_widens_and_is_idempotent(tmp_path: Path) -> None:
-    dev = FakeDevice()
+def lmp(**kw: bool) -> FakeLmpDevice:
+    return FakeLmpDevice(SAMPLE, **kw)
+
+
+def test_enable_d2d_lasts_and_is_idempotent(tmp_path: Path) -> None:
+    dev = lmp()
     s = settings(tmp_path)
     runner = dev.runner()
     first = svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
     assert first["changed"] is True and first["allowed_ips"] == ["10.42.42.0/24"]
-    assert "rewrites this connection" in first["warning"]
-    assert "allowed-ips=10.42.42.0/24;" in dev.files[svc.KEYFILE]
-    done = [" ".join(c[:3]) for c in dev.commands]
-    assert "nmcli connection reload" in done
-    assert ["nmcli", "connection", "up", "factory-vpn0"] in dev.commands
-    # only the peer line changed; the private key is still there
-    assert dev.files[svc.KEYFILE].replace("10.42.42.0/24;", "10.42.42.1") == SAMPLE
+    assert first["persistent"] is True
+    assert first["changed_parts"] == ["hook", "keyfile", "interface"]
+    assert "reboot" in first["warning"] and "wireguard-server" in first["warning"]
+    # the hook: installed 0755, fiovpn's, for this subnet
+    assert dev.modes[HOOK] == "755" and "allowed-ips 10.42.42.0/24" in dev.files[HOOK]
+    # the keyfile: only the peer line changed; the private key is still there
+    assert dev.files[KEYFILE].replace("10.42.42.0/24;", "10.42.42.1") == SAMPLE
+    assert ["nmcli", "connection", "load", KEYFILE] in dev.commands
+    # the live interface, in place (never `nmcli connection up`: the fake refuses it)
+    assert dev.live == {SERVER_PUB: ["10.42.42.0/24"]}
 
     dev.commands.clear()
     second = svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
-    assert second["changed"] is False
-    assert all(c[0] == "cat" for c in dev.commands)  # read only: nothing written or reloaded
+    assert second["changed"] is False and second["persistent"] is True
+    assert dev.written() == []  # read only: nothing written or reloaded
 
 
-def test_disable_d2d_restores_the_handlers_file(tmp_path: Path) -> None:
-    dev = FakeDevice()
+def test_enable_d2d_completes_a_half_done_device(tmp_path: Path) -> None:
+    """d2d enabled by an older fiovpn (keyfile widened, no hook), then rebooted."""
+    dev = FakeLmpDevice(SAMPLE.replace("allowed-ips=10.42.42.1", "allowed-ips=10.42.42.0/24;"))
+    res = svc.enable_d2d(settings(tmp_path), dev.runner(), "dev-a", api=api(ROWS),
+                         options=NO_SHARING)
+    assert res["changed_parts"] == ["hook", "interface"]
+    assert dev.live == {SERVER_PUB: ["10.42.42.0/24"]}
+
+
+def test_disable_d2d_removes_the_hook_and_restores_the_handlers_route(tmp_path: Path) -> None:
+    dev = lmp()
     s = settings(tmp_path)
     runner = dev.runner()
     svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
     res = svc.disable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
     assert res["changed"] and res["allowed_ips"] == ["10.42.42.1/32"]
-    assert dev.files[svc.KEYFILE] == SAMPLE
+    assert res["persistent"] is False and res["warning"] is None
+    assert dev.files[KEYFILE] == SAMPLE and HOOK not in dev.files
+    assert dev.live == {SERVER_PUB: ["10.42.42.1/32"]}
+    dev.commands.clear()
     again = svc.disable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
-    assert again["changed"] is False
+    assert again["changed"] is False and dev.written() == []
+
+
+def test_d2d_status_reads_the_live_interface_and_the_hook(tmp_path: Path) -> None:
+    dev = lmp()
+    s = settings(tmp_path)
+    runner = dev.runner()
+    st = svc.d2d_status(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert st.to_json() == {"name": "dev-a", "d2d": False, "allowed_ips": ["10.42.42.1/32"],
+                            "persistent": False, "vpn_ip": "10.42.42.2"}
+    svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    dev.commands.clear()
+    # a reboot without the hook's help: the handler's narrow route is back live
+    dev.live = {SERVER_PUB: ["10.42.42.1/32"]}
+    st = svc.d2d_status(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert (st.d2d, st.persistent) == (False, True) and "did not run" in st.summary()
+    dev.live = {SERVER_PUB: ["10.42.42.0/24"]}
+    del dev.files[HOOK]
+    st = svc.d2d_status(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert (st.d2d, st.persistent) == (True, False) and "NOT lasting" in st.summary()
+    assert dev.written() == []  # status only reads
 
 
 def test_keyfile_content_goes_through_stdin_never_argv(tmp_path: Path) -> None:
-    dev = FakeDevice()
+    dev = lmp()
     runner = dev.runner()
     svc.enable_d2d(settings(tmp_path), runner, "dev-a", api=api(ROWS), options=NO_SHARING)
     private = next(ln.split("=", 1)[1] for ln in SAMPLE.splitlines()
@@ -205,46 +245,57 @@ def test_keyfile_content_goes_through_stdin_never_argv(tmp_path: Path) -> None:
 
 
 def test_non_root_device_user_goes_through_sudo_n(tmp_path: Path) -> None:
-    dev = FakeDevice()
+    dev = lmp()
     runner = dev.runner()
     s = ClientSettings(config=tmp_path / "foundries.conf", user="fio",
                        hosts_file=tmp_path / "hosts")
     svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
-    assert all(shlex.split(argv[-1])[:3] == ["sudo", "-n", "--"] for argv, _ in runner.calls)
+    root_only = [argv for argv, _ in runner.calls
+                 if shlex.split(argv[-1])[-1] != HOOK]  # reading the 0755 hook needs no root
+    assert all(shlex.split(argv[-1])[:3] == ["sudo", "-n", "--"] for argv in root_only)
+
+
+def test_user_without_sudo_rights_gets_one_error_and_nothing_changes(tmp_path: Path) -> None:
+    dev = lmp(sudo=False)
+    s = ClientSettings(config=tmp_path / "foundries.conf", user="fio",
+                       hosts_file=tmp_path / "hosts")
+    with pytest.raises(PermanentError) as err:
+        svc.enable_d2d(s, dev.runner(), "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert err.value.code == "sudo_password"
+    assert "nothing was changed" in err.value.message
+    assert "fio ALL=(root) NOPASSWD: /usr/bin/wg" in str(err.value)
+    assert dev.commands == [] and dev.files == {KEYFILE: SAMPLE}
 
 
 def test_device_without_the_vpn_connection(tmp_path: Path) -> None:
-    dev = FakeDevice()
+    dev = lmp()
     dev.files.clear()
     with pytest.raises(NotFound, match="factory-vpn0"):
         svc.enable_d2d(settings(tmp_path), dev.runner(), "dev-a", api=api(ROWS),
                        options=NO_SHARING)
+    assert dev.written() == []
+    dev = lmp()
+    dev.live = None  # keyfile there, interface not up
+    with pytest.raises(NotFound, match="no live factory-vpn0"):
+        svc.enable_d2d(settings(tmp_path), dev.runner(), "dev-a", api=api(ROWS),
+                       options=NO_SHARING)
+    assert dev.written() == []
 
 
-def test_edit_that_does_not_stick_is_reported(tmp_path: Path) -> None:
-    dev = FakeDevice()
+def test_an_edit_that_does_not_stick_is_reported(tmp_path: Path) -> None:
+    dev = lmp()
     runner = FakeRunner()
 
     def forgetful(argv: Sequence[str], stdin: str | None) -> Completed:
         words = shlex.split(argv[-1])
-        if words[0] == "mv":  # the write is lost
+        if words[:2] == ["wg", "set"]:  # the live change is lost
             return Completed(tuple(argv), 0, "", "")
         return dev.handle(argv, stdin)
 
     runner.on("ssh", reply=forgetful)
-    with pytest.raises(PermanentError, match="after the edit"):
+    with pytest.raises(PermanentError, match="after the change") as err:
         svc.enable_d2d(settings(tmp_path), runner, "dev-a", api=api(ROWS), options=NO_SHARING)
-
-
-def test_d2d_state_notices_a_reverted_file(tmp_path: Path) -> None:
-    dev = FakeDevice()
-    s = settings(tmp_path)
-    runner = dev.runner()
-    target = svc.resolve_device(s, "dev-a", api=api(ROWS))
-    assert svc.d2d_state(s, runner, target) is None  # never touched from here
-    svc.enable_d2d(s, runner, "dev-a", api=api(ROWS), options=NO_SHARING)
-    dev.files[svc.KEYFILE] = SAMPLE  # the config handler rewrote it
-    assert svc.d2d_state(s, runner, target) == (True, False)
+    assert err.value.code == "d2d_not_applied"
 
 
 def test_output_that_is_not_utf8_is_escaped_and_says_so() -> None:
@@ -281,3 +332,14 @@ def test_ssh_session_bad_timeout_runs_nothing(tmp_path: Path) -> None:
         svc.ssh_session(settings(tmp_path), runner, "dev-a", ["true"], tty=False,
                         timeout=0, api=api(ROWS))
     assert runner.calls == []
+
+
+def test_device_paths_are_settings(tmp_path: Path) -> None:
+    dev = lmp()
+    dev.files = {"/data/nm/factory-vpn0.nmconnection": SAMPLE}
+    s = settings(tmp_path, device_keyfile_dir=Path("/data/nm"),
+                 device_dispatcher_dir=Path("/data/dispatcher.d"))
+    svc.enable_d2d(s, dev.runner(), "dev-a", api=api(ROWS), options=NO_SHARING)
+    assert "/data/dispatcher.d/90-fiovpn-d2d" in dev.files
+    with pytest.raises(BadInput, match="device-keyfile-dir"):
+        settings(tmp_path, device_keyfile_dir=Path("relative/dir")).validate()

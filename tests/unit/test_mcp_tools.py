@@ -16,6 +16,9 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult
+from tests.unit.fake_lmp import HOOK as LMP_HOOK
+from tests.unit.fake_lmp import KEYFILE as LMP_KEYFILE
+from tests.unit.fake_lmp import FakeLmpDevice
 
 from fiovpn.adapters.factory_api import ConfigEntry, ConfigFile, Device, WireguardIp
 from fiovpn.adapters.runner import Completed, FakeRunner
@@ -181,6 +184,7 @@ REQUIRED = {
     "enable_foundries_vpn_device": {"device"},
     "disable_foundries_vpn_device": {"device"},
     "enable_foundries_device_to_device": {"device"},
+    "foundries_device_to_device_status": {"device"},
     "ssh_to_device": {"device", "command"},
     "get_foundries_vpn_server_config": set(),
     "setup_foundries_vpn": set(),
@@ -842,13 +846,17 @@ KEYFILE_TEXT = (Path(__file__).parent.parent / "data" / "factory-vpn0.nmconnecti
 @dataclasses.dataclass
 class FakeDeviceSsh:
     """`ssh root@<device>` for one device: runs `sh -c CMD` from a script, and keeps its
-    NetworkManager keyfile for `cat` / `install` / `mv` / `nmcli`."""
+    LmP device (keyfile, hook, live peers) for the d2d commands."""
 
     runner: FakeRunner
     replies: dict[str, tuple[int, str, str]] = dataclasses.field(default_factory=dict)
-    keyfile: str = KEYFILE_TEXT
-    staged: str | None = None
+    device: FakeLmpDevice = dataclasses.field(
+        default_factory=lambda: FakeLmpDevice(KEYFILE_TEXT))
     commands: list[list[str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def keyfile(self) -> str:
+        return self.device.files[LMP_KEYFILE]
 
     def __post_init__(self) -> None:
         self.runner.on("ssh", reply=self._ssh)
@@ -863,18 +871,8 @@ class FakeDeviceSsh:
         if cmd[:2] == ["sh", "-c"]:
             code, out, err = self.replies.get(cmd[2], (127, "", f"sh: {cmd[2]}: not found"))
             return Completed(tuple(argv), code, out, err)
-        if cmd[0] == "cat":
-            return Completed(tuple(argv), 0, self.keyfile, "")
-        if cmd[0] == "install":
-            self.staged = stdin
-            return Completed(tuple(argv), 0, "", "")
-        if cmd[0] == "mv":
-            assert self.staged is not None
-            self.keyfile, self.staged = self.staged, None
-            return Completed(tuple(argv), 0, "", "")
-        if cmd[0] == "nmcli":
-            return Completed(tuple(argv), 0, "", "")
-        raise AssertionError(cmd)
+        self.device.commands = self.commands
+        return self.device.handle(argv, stdin)
 
 
 @pytest.fixture
@@ -943,16 +941,21 @@ def test_enable_then_disable_device_to_device(fleet: World, device_ssh: FakeDevi
     data = ok(call(fleet.services(), "enable_foundries_device_to_device",
                    {"device": "dev-a"}))
     assert data["device_to_device"] is True and data["changed"] is True
+    assert data["persistent"] is True
     assert data["allowed_ips"] == ["10.42.42.0/24"] and data["warning"]
     assert "allowed-ips=10.42.42.0/24" in device_ssh.keyfile
-    assert ["nmcli", "connection", "up", "factory-vpn0"] in device_ssh.commands
+    assert LMP_HOOK in device_ssh.device.files
+    status = ok(call(fleet.services(), "foundries_device_to_device_status",
+                     {"device": "dev-a"}))
+    assert (status["d2d"], status["persistent"]) == (True, True)
+    assert status["allowed_ips"] == ["10.42.42.0/24"]
     again = ok(call(fleet.services(), "enable_foundries_device_to_device",
                     {"device": "dev-a"}))
     assert again["changed"] is False and "nothing changed" in again["message"]
     off = ok(call(fleet.services(), "enable_foundries_device_to_device",
                   {"device": "dev-a", "action": "disable"}))
     assert off["device_to_device"] is False and off["allowed_ips"] == ["10.42.42.1/32"]
-    assert device_ssh.keyfile == KEYFILE_TEXT
+    assert device_ssh.keyfile == KEYFILE_TEXT and LMP_HOOK not in device_ssh.device.files
 
 
 def test_device_to_device_private_key_never_in_argv(fleet: World,

@@ -17,6 +17,7 @@ import click
 from fiovpn.adapters.runner import SubprocessRunner
 from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command, json_mode, progress, warn
+from fiovpn.core.d2d import HOOK_NAME
 from fiovpn.errors import BadInput
 from fiovpn.services import client as service
 from fiovpn.services import device_access, remote
@@ -36,7 +37,7 @@ def register(cli: click.Group) -> None:
 
 
 def attach_device_commands(cli: click.Group) -> None:
-    """Add enable-d2d / disable-d2d to the ``devices`` group (made by cli/devices.py);
+    """Add enable-d2d / disable-d2d / d2d-status to the ``devices`` group (made by cli/devices.py);
     without one yet, make a group to hold them."""
     group = cli.commands.get("devices")
     if not isinstance(group, click.Group):
@@ -44,6 +45,7 @@ def attach_device_commands(cli: click.Group) -> None:
         cli.add_command(group)
     group.add_command(enable_d2d_cmd)
     group.add_command(disable_d2d_cmd)
+    group.add_command(d2d_status_cmd)
 
 
 # --- shared options -----------------------------------------------------------------------
@@ -430,11 +432,14 @@ def _d2d(enable: bool, name: str, **flags: Any) -> Result:
         settings, runner(), name)
     state = "on" if enable else "off"
     head = (f"device-to-device {state} for {data['name']} ({data['vpn_ip']}): "
-            + ("changed" if data["changed"] else "already so, nothing changed")
+            + (f"changed ({', '.join(data['changed_parts'])})" if data["changed"]
+               else "already so, nothing changed")
             + f"; server peer allowed-ips {', '.join(data['allowed_ips'])}")
     if enable:
-        head += ("\nThe server must run with --allow-device-to-device."
-                 f"\nWarning: {data['warning']}")
+        head += (f"\nIt lasts: the dispatcher hook {HOOK_NAME} re-applies it each time "
+                 "the VPN connection comes up."
+                 "\nThe other device needs it too, and the server --allow-device-to-device."
+                 f"\nNote: {data['warning']}")
     return Result(data, head)
 
 
@@ -444,8 +449,11 @@ def _d2d(enable: bool, name: str, **flags: Any) -> Result:
 @config_option
 @device_ssh_options
 def enable_d2d_cmd(name: str, **flags: Any) -> Result:
-    """Let device NAME reach other devices: widen its server peer to the VPN subnet
-    (edits factory-vpn0.nmconnection on the device over SSH)."""
+    """Let device NAME reach other devices, lastingly: over SSH, install the
+    NetworkManager dispatcher hook 90-fiovpn-d2d (it widens the server peer to the VPN
+    subnet whenever factory-vpn0 comes up: after reboots and factory VPN config
+    changes), widen factory-vpn0.nmconnection, and widen the live interface with
+    `wg set` (the SSH session is not cut). Idempotent."""
     return _d2d(True, name, **flags)
 
 
@@ -455,5 +463,20 @@ def enable_d2d_cmd(name: str, **flags: Any) -> Result:
 @config_option
 @device_ssh_options
 def disable_d2d_cmd(name: str, **flags: Any) -> Result:
-    """Put device NAME back to reaching only the server (as the factory handler wrote)."""
+    """Put device NAME back to reaching only the server: remove the hook, restore the
+    factory handler's route in the keyfile and on the live interface. Idempotent."""
     return _d2d(False, name, **flags)
+
+
+@click.command("d2d-status")
+@command
+@click.argument("name")
+@config_option
+@device_ssh_options
+def d2d_status_cmd(name: str, **flags: Any) -> Result:
+    """Device NAME's true device-to-device state, read from the device over SSH: its
+    live `wg show factory-vpn0 allowed-ips` and whether the hook that keeps it is
+    installed. JSON: {"name","d2d","allowed_ips","persistent"}."""
+    settings = settings_from(**flags)
+    status = device_access.d2d_status(settings, runner(), name)
+    return Result(status.to_json(), status.summary())

@@ -236,8 +236,7 @@ class Lab:
             if spec.vpn:
                 vpn_ip = network.next_device_ip(used)
                 used.append(vpn_ip)
-            device = Device(self, i, spec.name, ns, underlay,
-                            interface=validate_interface(f"{p}d{i}w"), vpn_ip=vpn_ip,
+            device = Device(self, i, spec.name, ns, underlay, vpn_ip=vpn_ip,
                             group=spec.group, tag=spec.tag)
             self.devices.append(device)
         for i in range(1, n_engineers + 1):
@@ -254,15 +253,12 @@ class Lab:
         self._start_server_sshd(self.server)
         for device in self.devices:
             device.start_namespace()
-            device.spawn([require_tool("wireguard-go"), "-f", device.interface],
-                         name="wireguard-go", log=device.home / "wireguard-go.log")
-            self._start_device_sshd(device)
+            self.save_record()
+            device.start_services()
         self.save_record()
         for device in self.devices:
-            sock = Path("/run/wireguard", f"{device.interface}.sock")
-            wait_for(sock.exists, timeout=10, what=f"{device.name}'s wireguard-go interface")
-            self._wait_listening(device, 22)
-        self._wait_listening(self.server, Server.ssh_port)
+            self.wait_listening(device, 22)
+        self.wait_listening(self.server, Server.ssh_port)
         self.write_known_hosts()
         if self.server2 is not None:
             # B becomes A's twin the way an admin makes it: ha-join from the active.
@@ -274,7 +270,7 @@ class Lab:
                      "--server-command", self.fiovpn_path)
             b.keys = self.server.keys
             self._start_server_sshd(b, host_key_exists=True)
-            self._wait_listening(b, Server.ssh_port)
+            self.wait_listening(b, Server.ssh_port)
             self.write_known_hosts()
         if self.factory is not None:
             self.factory.wait_ready()
@@ -290,8 +286,9 @@ class Lab:
         net.connect(self.hub_ns, self.bridge, ns, hub_if=validate_interface(f"{ns}h"),
                     role_if=validate_interface(f"{ns}u"), address=address)
 
-    def _wait_listening(self, role: Role, port: int) -> None:
-        sshd = next((c for c in self.children if c.name == f"{role.name}: sshd"), None)
+    def wait_listening(self, role: Role, port: int) -> None:
+        sshd = next((c for c in reversed(self.children) if c.name == f"{role.name}: sshd"),
+                    None)
 
         def check() -> bool:
             if sshd is not None and not sshd.running():
@@ -311,11 +308,12 @@ class Lab:
 
     def _start_sshd(self, role: Role, *, listen: Sequence[str], port: int,
                     engineers: Sequence[Engineer], setenv: Mapping[str, str],
-                    extra_keys: Sequence[str] = (), host_key_exists: bool = False) -> None:
+                    extra_keys: Sequence[str] = (), host_key_exists: bool = False) -> Child:
         ssh_dir = role.home / "sshd"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         host_key = ssh_dir / "ssh_host_ed25519_key"
-        if not host_key_exists:
+        # a rebooted device keeps its host key; an HA twin has the active's
+        if not host_key_exists and not host_key.exists():
             self.ssh_keygen(host_key, comment=f"{role.name}@{self.prefix}")
         authorized = ssh_dir / "authorized_keys"
         self._write_authorized_keys(authorized, engineers)
@@ -326,8 +324,8 @@ class Lab:
         config.write_text(sshd_config(listen=listen, port=port, host_key=host_key,
                                       authorized_keys=authorized,
                                       pid_file=ssh_dir / "sshd.pid", setenv=setenv))
-        role.spawn([require_tool("sshd"), "-D", "-e", "-f", str(config)], name="sshd",
-                   log=ssh_dir / "sshd.log")
+        return role.spawn([require_tool("sshd"), "-D", "-e", "-f", str(config)], name="sshd",
+                          log=ssh_dir / "sshd.log")
 
     def _start_server_sshd(self, server: Server, *, host_key_exists: bool = False) -> None:
         admins = [e for e in self.engineers if e.admin]
@@ -343,10 +341,10 @@ class Lab:
                          setenv=server.sshd_setenv(), extra_keys=extra,
                          host_key_exists=host_key_exists)
 
-    def _start_device_sshd(self, device: Device) -> None:
+    def start_device_sshd(self, device: Device) -> Child:
         # every address of the device: the VPN address may be assigned later
         anywhere = "0.0.0.0"  # noqa: S104 - inside the device's own namespace
-        self._start_sshd(device, listen=[anywhere], port=22, engineers=self.engineers,
+        return self._start_sshd(device, listen=[anywhere], port=22, engineers=self.engineers,
                          setenv={"PATH": f"{device.bin}:{Path(sys.executable).parent}:"
                                          f"{SYSTEM_PATH}"})
 

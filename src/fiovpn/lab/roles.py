@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from fiovpn.adapters.fs import atomic_write
-from fiovpn.adapters.runner import Completed, SubprocessRunner
+from fiovpn.adapters.runner import Completed, SubprocessRunner, require_tool
 from fiovpn.core.factory_files import (
     VPN_HANDLER,
     WIREGUARD_CLIENT_FILE,
@@ -24,14 +24,17 @@ from fiovpn.core.factory_files import (
 )
 from fiovpn.core.keys import Key, KeyPair
 from fiovpn.core.wgdump import PeerDump, parse_dump
+from fiovpn.errors import BadInput
+from fiovpn.lab.fioconfig import ConfigFile, Fioconfig, HandlerRun
+from fiovpn.lab.handler import handler_script
 from fiovpn.lab.probes import HTTP_SCRIPT, TCP_SCRIPT, HttpReply, PingStream
-from fiovpn.lab.proc import Child, LabError, wait_for
-from fiovpn.sandbox.server import CHECKIN_HEADER
+from fiovpn.lab.proc import Child, LabError, kill_pid, start_time, wait_for
 from fiovpn.settings import render_toml
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONNECTION_ID = "factory-vpn0"
 KEYFILE_DIR = "etc/NetworkManager/system-connections"
+DISPATCHER_DIR = "etc/NetworkManager/dispatcher.d"
 
 
 def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -252,12 +255,12 @@ class Factory(Role):
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
         entries = []
         for d in devices:
+            on_changed: list[str] = [VPN_HANDLER]
             if d.vpn_ip is not None:
                 value = ClientConfigFile(d.vpn_ip, d.keys.public).render()
-                handlers = [VPN_HANDLER]
-            else:  # what a fresh device publishes itself
+            else:  # what a fresh device publishes itself: no address, no handler
                 value = f"enabled=0\npubkey={d.keys.public}"
-                handlers = []
+                on_changed = []
             entries.append({
                 "name": d.device_name, "uuid": d.uuid, "status": "OK", "last-seen": now,
                 "target-name": "lab-lmp-1", "device-group": d.group, "tag": d.tag,
@@ -265,7 +268,7 @@ class Factory(Role):
                                  "mac": ""},
                 "config": [{"created-at": now, "reason": "lab: device keys",
                             "files": [{"name": WIREGUARD_CLIENT_FILE, "value": value,
-                                       "unencrypted": True, "on-changed": handlers}]}],
+                                       "unencrypted": True, "on-changed": on_changed}]}],
             })
         state = {"factory": self.factory, "token": self.token, "devices": entries,
                  "factory_config": []}
@@ -526,29 +529,37 @@ def _synced(status: Any) -> bool:
 
 
 class Device(Role):
-    """A fleet device: its own network, mount and UTS namespaces (so it has its own
-    /etc/NetworkManager/system-connections and hostname), a wireguard-go interface, a
-    stand-in ``nmcli``, and sshd for engineers (user root)."""
+    """An LmP device: its own network, mount and UTS namespaces (its own /etc overlay,
+    a tmpfs /run, a hostname), the WireGuard interface ``factory-vpn0`` (wireguard-go),
+    fioconfig with the VPN handler (:mod:`fiovpn.lab.fioconfig`,
+    :mod:`fiovpn.lab.handler`), NetworkManager's ``nmcli`` and dispatcher
+    (:mod:`fiovpn.lab.nmcli`), sshd for engineers (user root), and ``reboot()``."""
 
     kind = "device"
 
     def __init__(self, lab: Lab, index: int, name: str, ns: str, underlay_ip: str, *,
-                 interface: str, vpn_ip: IPv4Address | None, group: str = "lab",
-                 tag: str = "") -> None:
+                 interface: str = CONNECTION_ID, vpn_ip: IPv4Address | None,
+                 group: str = "lab", tag: str = "") -> None:
         super().__init__(lab, f"device{index}", ns, underlay_ip)
         self.index = index
         self.device_name = name
         self.group = group  # the factory's device-group and tag it is seeded with
         self.tag = tag
         self.uuid = f"00000000-0000-4000-8000-{lab.prefix.encode().hex()[:8]}{index:04x}"
+        # the name the factory handler gives it; /run/wireguard is the device's own
         self.interface = interface
         self.vpn_ip = vpn_ip
         self.keys = KeyPair.generate()
         self.private_key_path = self.home / "wg-priv"  # /var/sota/wg-priv on a real device
         atomic_write(self.private_key_path, f"{self.keys.private}\n", mode=0o600)
         self.bin = self.home / "bin"
-        self.nm_state = self.home / "nm-active.json"
+        self.nm_state = self.home / "nm-state.json"
+        self.handler_path = self.home / "handlers" / "factory-config-vpn"
+        self.fioconfig = Fioconfig(self, {VPN_HANDLER: self.handler_path})
         self.holder: Child | None = None
+        self.wireguard: Child | None = None
+        self.sshd: Child | None = None
+        self.boots = 0
         self.env["PATH"] = f"{self.bin}:{self.env['PATH']}"
 
     @property
@@ -557,9 +568,17 @@ class Device(Role):
             return ["ip", "netns", "exec", self.ns]
         return ["nsenter", "-t", str(self.holder.pid), "-m", "-u", "-n", "--"]
 
+    @property
+    def root(self) -> Path:
+        """The device's / as seen from outside (through its mount namespace)."""
+        if self.holder is None:
+            raise LabError(f"{self.name} has no mount namespace yet")
+        return Path(f"/proc/{self.holder.pid}/root")
+
     def start_namespace(self) -> None:
         """A sleeping holder process owns the device's mount namespace; /etc in it is
-        an overlay whose writes land in the device's home (the host /etc is untouched)."""
+        an overlay whose writes land in the device's home (the host /etc is untouched)
+        and /run is the device's own tmpfs."""
         self.holder = self.lab.spawn(
             f"{self.name}: mount namespace",
             ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--uts", "--propagation",
@@ -572,20 +591,73 @@ class Device(Role):
         work.mkdir(exist_ok=True)
         self.run(["mount", "-t", "overlay", "overlay", "-o",
                   f"lowerdir=/etc,upperdir={upper},workdir={work}", "/etc"])
-        self.run(["mkdir", "-p", f"/{KEYFILE_DIR}"])
+        # NetworkManager's config as an LmP image has it: nothing of the host's
+        nm_dir = self.home / "etc-NetworkManager"
+        for sub in (KEYFILE_DIR, DISPATCHER_DIR):
+            (nm_dir / Path(sub).name).mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.run(["mount", "--bind", str(nm_dir), "/etc/NetworkManager"])
         self.run(["hostname", self.device_name])  # its own UTS namespace
+        self._mount_run()
         self.bin.mkdir(exist_ok=True)
         script = (f"#!{sys.executable}\nimport sys\nfrom fiovpn.lab.nmcli import main\n"
                   f"sys.exit(main(state_file={str(self.nm_state)!r}))\n")
         atomic_write(self.bin / "nmcli", script, mode=0o755)
+        self.handler_path.parent.mkdir(exist_ok=True)
+        atomic_write(self.handler_path, handler_script(private_key=self.private_key_path),
+                     mode=0o755)
+
+    def _mount_run(self) -> None:
+        """A fresh tmpfs on /run (what a boot starts with): no sockets, no secrets."""
+        self.run(["sh", "-c", "umount -l /run 2>/dev/null; mount -t tmpfs -o mode=0755 "
+                              "tmpfs /run && mkdir -p /run/sshd /run/wireguard /run/secrets"])
+
+    def start_services(self) -> None:
+        """What a boot starts, in order: the WireGuard interface (created empty, as
+        NetworkManager would create it), NetworkManager (activates every keyfile and
+        runs the dispatcher), ``fioconfig extract`` (every file afresh: every handler
+        runs), sshd."""
+        self.wireguard = self.spawn([require_tool("wireguard-go"), "-f", self.interface],
+                                    name="wireguard-go", log=self.home / "wireguard-go.log")
+        sock = self.root / "run" / "wireguard" / f"{self.interface}.sock"
+        wait_for(sock.exists, timeout=10, what=f"{self.name}'s wireguard-go interface",
+                 detail=lambda: self.wireguard.log_tail() if self.wireguard else "")
+        self.nmcli("lab-boot")
+        self.fioconfig.boot()
+        self.sshd = self.lab.start_device_sshd(self)
+        self.boots += 1
+
+    def reboot(self, *, check_in: bool = True) -> None:
+        """Reboot the device: every process stops (SSH sessions are cut), NetworkManager
+        forgets what it had loaded, the /run tmpfs (the secrets dir with it) is empty;
+        then the boot of :meth:`start_services`, and (``check_in``) fioconfig's first
+        check-in. /etc (keyfiles, dispatcher hooks) and /var/sota survive."""
+        for child in (self.sshd, self.wireguard):
+            if child is not None:
+                child.stop(grace=3.0)
+                self.lab.untrack(child)
+        self.sshd = self.wireguard = None
+        holder = self.holder.pid if self.holder else None
+        pids = SubprocessRunner().run(["ip", "netns", "pids", self.ns], check=False,
+                                      timeout=30).stdout.split()
+        for pid in pids:
+            if pid.isdigit() and int(pid) != holder:
+                kill_pid(int(pid), start_time(int(pid)), grace=2.0)
+        self.nm_state.unlink(missing_ok=True)
+        self._mount_run()
+        self.start_services()
+        self.lab.wait_listening(self, 22)
+        if check_in and self.lab.factory is not None:
+            self.apply_factory_config()
 
     @property
     def keyfile_path(self) -> Path:
         """``/etc/NetworkManager/system-connections/factory-vpn0.nmconnection`` as the
         device sees it (reached through its mount namespace)."""
-        if self.holder is None:
-            raise LabError(f"{self.name} has no mount namespace yet")
-        return Path(f"/proc/{self.holder.pid}/root/{KEYFILE_DIR}/{CONNECTION_ID}.nmconnection")
+        return self.root / KEYFILE_DIR / f"{CONNECTION_ID}.nmconnection"
+
+    @property
+    def dispatcher_dir(self) -> Path:
+        return self.root / DISPATCHER_DIR
 
     def read_keyfile(self) -> str | None:
         try:
@@ -594,58 +666,60 @@ class Device(Role):
             return None
 
     def render_keyfile(self, server: ServerConfigFile, address: IPv4Address) -> str:
-        # interface name unique for the lab: /run/wireguard is shared by every namespace
         return handler_keyfile(self.interface, self.keys.private, server, address)
 
     def nmcli(self, *args: str, check: bool = True) -> Completed:
         return self.run(["nmcli", *args], check=check)
 
+    def _vpn_files(self, server: ServerConfigFile | None,
+                   address: IPv4Address | None) -> dict[str, ConfigFile]:
+        files = {}
+        if server is not None:
+            files[WIREGUARD_SERVER_FILE] = ConfigFile(WIREGUARD_SERVER_FILE, server.render(),
+                                                      (VPN_HANDLER,))
+        if address is not None:
+            client = ClientConfigFile(address, self.keys.public)
+            files[WIREGUARD_CLIENT_FILE] = ConfigFile(WIREGUARD_CLIENT_FILE, client.render(),
+                                                      (VPN_HANDLER,))
+        return files
+
     def configure_vpn(self, server: ServerConfigFile, address: IPv4Address) -> None:
-        """Write the keyfile and bring the connection up, as the handler does."""
-        self.remove_vpn()
-        atomic_write(self.keyfile_path, self.render_keyfile(server, address), mode=0o600)
-        self.nmcli("connection", "load", f"/{KEYFILE_DIR}/{CONNECTION_ID}.nmconnection")
-        self.nmcli("connection", "up", CONNECTION_ID)
+        """Without a factory: give the device these config files as a check-in would
+        (the handler runs for each file whose bytes changed)."""
+        self.fioconfig.set_config(self._vpn_files(server, address))
         self.vpn_ip = address
 
     def remove_vpn(self) -> None:
-        path = self.keyfile_path
-        if path.exists():
-            path.unlink()
-            self.nmcli("connection", "reload")
+        """Without a factory: both VPN files go (their handler deletes the connection)."""
+        self.fioconfig.set_config({})
+
+    def run_handler(self) -> HandlerRun:
+        """Run the VPN handler once, as fioconfig does for a changed file."""
+        stored = self.fioconfig.stored() or {}
+        f = stored.get(WIREGUARD_SERVER_FILE) or stored.get(WIREGUARD_CLIENT_FILE)
+        if f is None:
+            raise LabError(f"{self.name} has no VPN config files")
+        runs = self.fioconfig.on_changed(f)
+        if not runs:
+            raise LabError(f"{self.name}: the VPN handler did not run")
+        return runs[0]
 
     def apply_factory_config(self) -> bool:
-        """Do what fioconfig does on a config change: read the device's
-        wireguard-client and the factory's wireguard-server files (fetched from
-        inside the device's namespace) and (re)write + apply the keyfile, or remove
-        it when either is missing or disabled. Returns whether the VPN is configured."""
-        factory = self.lab.factory
-        if factory is None:
-            raise LabError("this lab has no factory: use configure_vpn() directly")
-        url = factory.api_url
-        # the device's own fetch is a check-in (its last-seen moves), as with fioconfig
-        dev = self.http("GET", f"{url}/ota/devices/{self.device_name}/config/"
-                               f"?factory={factory.factory}", token=factory.token,
-                        headers={CHECKIN_HEADER: self.device_name})
-        fac = self.http("GET", f"{url}/ota/factories/{factory.factory}/config/",
-                        token=factory.token)
-        for reply in (dev, fac):
-            if not reply.ok:
-                raise LabError(f"{self.name} cannot read its config: {reply.status} "
-                               f"{reply.body[:200]}")
-        client_text = _current_files(dev.json()).get(WIREGUARD_CLIENT_FILE)
-        server_text = _current_files(fac.json()).get(WIREGUARD_SERVER_FILE)
-        if not client_text or not server_text:
-            self.remove_vpn()
-            return False
-        client = ClientConfigFile.parse(client_text)
-        server = ServerConfigFile.parse(server_text)
-        if not server.enabled or not client.enabled or client.address is None:
-            self.remove_vpn()
-            return False
-        self.configure_vpn(server, client.address)
+        """A fioconfig check-in: fetch the device's config from the sandbox; handlers
+        run for the files that changed (nothing runs when nothing changed). Returns
+        whether the device has its VPN connection afterwards."""
+        config = self.fioconfig.fetch()
+        self.fioconfig.set_config(config)
+        client = config.get(WIREGUARD_CLIENT_FILE)
+        if client is not None:
+            try:
+                parsed = ClientConfigFile.parse(client.value)
+            except BadInput:
+                parsed = None
+            if parsed is not None and parsed.address is not None:
+                self.vpn_ip = parsed.address
         self.lab.write_known_hosts()
-        return True
+        return self.read_keyfile() is not None
 
     def server_allowed_ips(self) -> tuple[str, ...]:
         """The allowed-ips of the device's (only) peer on its live interface."""

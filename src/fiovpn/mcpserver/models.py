@@ -182,7 +182,19 @@ class DeviceToDeviceResult(BaseModel):
     device_to_device: bool = Field(description="whether the device now routes the VPN subnet")
     changed: bool = Field(description="false when the device already was in that state")
     allowed_ips: list[str] = Field(description="the server peer's allowed IPs on the device")
+    persistent: bool = Field(description="whether the dispatcher hook that re-applies it "
+                                         "after reboots and config rewrites is installed")
     warning: str | None
+    message: str
+
+
+class DeviceToDeviceStatus(BaseModel):
+    name: str
+    vpn_ip: str
+    d2d: bool = Field(description="the device's live interface routes the VPN subnet "
+                                  "through the server")
+    allowed_ips: list[str] = Field(description="the server peer's allowed IPs, live")
+    persistent: bool = Field(description="the hook that keeps d2d on is installed")
     message: str
 
 

@@ -58,6 +58,7 @@ TOOL_NAMES = (
     "enable_foundries_vpn_device",
     "disable_foundries_vpn_device",
     "enable_foundries_device_to_device",
+    "foundries_device_to_device_status",
     "ssh_to_device",
     "get_foundries_vpn_server_config",
     "setup_foundries_vpn",
@@ -489,9 +490,11 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
                         "disable: restore the server-only route.")] = "enable",
         config: ConfigParam = None,
     ) -> m.DeviceToDeviceResult:
-        """Let a device reach other devices over the VPN: over SSH to the device, widens
-        the server peer's allowed IPs in its NetworkManager VPN connection to the VPN
-        subnet and re-activates it, then checks the result. Both devices need it, and the
+        """Let a device reach other devices over the VPN, lastingly: over SSH to the
+        device, installs the NetworkManager dispatcher hook that widens the server peer's
+        allowed IPs to the VPN subnet whenever the VPN connection comes up (after reboots
+        and factory VPN config changes), widens the keyfile and the live interface now
+        (the session is not cut), then reads the result back. Both devices need it, and the
         server must run with --allow-device-to-device. action=disable restores isolation.
         Idempotent."""
         with reported():
@@ -504,7 +507,22 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
                        + ("" if r["changed"] else "; it already was, nothing changed")
                        + (". The other device needs it too, and the server "
                           "--allow-device-to-device." if r["device_to_device"] else "."))
-            return m.DeviceToDeviceResult(**r, message=message)
+            fields = {k: v for k, v in r.items() if k != "changed_parts"}
+            return m.DeviceToDeviceResult(**fields, message=message)
+
+    @server.tool(annotations=_hints(read_only=True, title="Device-to-device state"))
+    def foundries_device_to_device_status(device: DeviceParam,
+                                          config: ConfigParam = None
+                                          ) -> m.DeviceToDeviceStatus:
+        """Read a device's true device-to-device state over SSH: its live
+        `wg show factory-vpn0 allowed-ips` and whether the dispatcher hook that keeps
+        d2d on across reboots and factory VPN config changes is installed. Changes
+        nothing."""
+        with reported():
+            s = settings(config=config)
+            with lazy_api(s) as api:
+                st = services.d2d_status(s, services.runner, device, api=api)
+            return m.DeviceToDeviceStatus(**st.to_json(), message=st.summary())
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=False,
                                     title="Run a command on a device"))

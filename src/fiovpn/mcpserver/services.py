@@ -64,6 +64,7 @@ class Services:
     run_on_device: Callable[..., device_access.SshResult] = device_access.run_on_device
     enable_d2d: Callable[..., dict[str, Any]] = device_access.enable_d2d
     disable_d2d: Callable[..., dict[str, Any]] = device_access.disable_d2d
+    d2d_status: Callable[..., Any] = device_access.d2d_status
     # services/devices.py (over the factory API)
     list_devices: Callable[[FactoryApi], list[devices.DeviceInfo]] = devices.list_devices
     enable_vpn: Callable[..., devices.VpnChange] = devices.enable_vpn

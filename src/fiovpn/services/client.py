@@ -770,12 +770,15 @@ def _doctor_device(d: Doctor, settings: ClientSettings, runner: Runner, device: 
           f"is VPN enabled on it? `fiovpn devices enable-vpn {target.name}`; is the device "
           "online? (`fiovpn devices list`)")
     if ok:
-        d2d = device_access.d2d_state(settings, runner, target)
-        if d2d is not None:
-            expected, actual = d2d
-            d.add("device_to_device", actual == expected,
-                  f"device-to-device is {'on' if actual else 'off'}"
-                  + ("" if actual == expected else
-                     f" but you enabled it with `fiovpn devices enable-d2d {target.name}`"),
-                  "the device's config handler rewrote its VPN connection (the factory VPN "
-                  f"config changed): run `fiovpn devices enable-d2d {target.name}` again")
+        # the device's own live state, from any engineer's machine (no local record)
+        try:
+            status = device_access.d2d_device(settings, runner, target).status()
+        except FiovpnError as exc:
+            d.add("device_to_device", None,
+                  f"cannot read device-to-device state of {target.name}: {exc.message}",
+                  exc.hint or f"try `fiovpn devices d2d-status {target.name}`")
+            return
+        lasting = status.d2d == status.persistent
+        d.add("device_to_device", lasting, status.summary(),
+              f"run `fiovpn devices enable-d2d {target.name}` (installs the hook that keeps "
+              f"it on) or `fiovpn devices disable-d2d {target.name}`")

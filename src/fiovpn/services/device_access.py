@@ -1,50 +1,34 @@
-"""Working on devices over the VPN: ``fiovpn ssh`` and device-to-device on/off.
+"""Working on devices over the VPN: ``fiovpn ssh`` and device-to-device (on, off, status;
+the device side is in :mod:`fiovpn.services.d2d`).
 
 A device is named by its factory name (looked up in the factory's
 ``wireguard-ips``, else in the server-maintained hosts block) or by its VPN IP.
-
-Device-to-device needs the device's own route to the VPN subnet: the
-``[wireguard-peer.<server>]`` group of its NetworkManager connection
-``factory-vpn0`` gets ``allowed-ips`` widened from the server's address to the
-subnet. The file is read with ``cat``, edited as a keyfile (never ``sed``),
-written back atomically through stdin (its private key never appears in an
-argv), then NetworkManager reloads and re-activates it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
-from fiovpn.adapters.fs import atomic_write, locked, read_text
+from fiovpn.adapters.fs import read_text
 from fiovpn.adapters.runner import Runner
 from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget
-from fiovpn.core import nmconnection
 from fiovpn.core.addresses import parse_subnet
+from fiovpn.core.d2d import D2dStatus
 from fiovpn.core.hosts import lookup as hosts_lookup
 from fiovpn.core.names import validate_name
 from fiovpn.errors import (
     BadInput,
     FiovpnError,
     NotFound,
-    PermanentError,
-    RemoteCommandError,
 )
-from fiovpn.services import client_config
+from fiovpn.services import client_config, d2d
 from fiovpn.services.client_config import ApiFactory
 from fiovpn.services.remote import ssh_options
 from fiovpn.settings import ClientSettings
 
-VPN_ID = "factory-vpn0"
-KEYFILE = f"/etc/NetworkManager/system-connections/{VPN_ID}.nmconnection"
 DEVICE_SSH_PORT = 22
-HANDLER_WARNING = (
-    "the device's config handler (fioconfig factory-config-vpn) rewrites this connection "
-    "whenever the factory's VPN config changes, which turns device-to-device off again: "
-    "run enable-d2d again after such a change (`fiovpn doctor --device NAME` notices)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,53 +157,6 @@ def ssh_session(settings: ClientSettings, runner: Runner, device: str, command: 
 # --- device-to-device ---------------------------------------------------------------------
 
 
-def _read_keyfile(ssh: SshClient) -> str:
-    result = ssh.run(["cat", KEYFILE], check=False, sudo=True, timeout=30)
-    if result.returncode != 0:
-        err = result.stderr.strip()
-        if "No such file" in err:
-            raise NotFound(f"{ssh.target.host} has no {KEYFILE}", code="no_vpn_connection",
-                           hint="is this a FoundriesFactory device with VPN enabled?")
-        raise RemoteCommandError(f"cannot read {KEYFILE} on {ssh.target.host}: "
-                                 f"{err or result.returncode}")
-    return result.stdout
-
-
-def _write_keyfile(ssh: SshClient, text: str) -> None:
-    tmp = f"{KEYFILE}.fiovpn.tmp"
-    # Content through stdin, never argv: the file holds the device's private key.
-    ssh.run(["install", "-m", "600", "/dev/stdin", tmp], input=text, sudo=True, timeout=30)
-    ssh.run(["mv", "-f", tmp, KEYFILE], sudo=True, timeout=30)
-
-
-def _apply(ssh: SshClient) -> None:
-    ssh.run(["nmcli", "connection", "reload"], sudo=True, timeout=60)
-    ssh.run(["nmcli", "connection", "up", VPN_ID], sudo=True, timeout=90)
-
-
-def _record_path(settings: ClientSettings) -> Path:
-    return settings.config.with_name(f".{settings.config.stem}.d2d.json")
-
-
-def _load_record(path: Path) -> dict[str, bool]:
-    text = read_text(path)
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return {str(k): bool(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _record(settings: ClientSettings, target: DeviceTarget, enabled: bool) -> None:
-    path = _record_path(settings)
-    with locked(path):
-        record = _load_record(path)
-        record[str(target.ip)] = enabled
-        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n", mode=0o600)
-
-
 def _subnet(settings: ClientSettings) -> IPv4Network:
     return parse_subnet(settings.subnet)
 
@@ -234,34 +171,21 @@ def _server_ip(settings: ClientSettings) -> IPv4Address:
     return client_config.server_vpn_address(settings, view)
 
 
+def d2d_device(settings: ClientSettings, runner: Runner, target: DeviceTarget,
+               options: SshOptions | None = None) -> d2d.Device:
+    """The device as the d2d service works on it (SSH, its paths, the VPN plan)."""
+    return d2d.Device(target.name, target.ip, device_client(settings, runner, target, options),
+                      d2d.DevicePaths.from_settings(settings), _subnet(settings),
+                      _server_ip(settings))
+
+
 def set_device_to_device(settings: ClientSettings, runner: Runner, device: str, *,
                          enable: bool, api: ApiFactory | None = None,
                          options: SshOptions | None = None) -> dict[str, Any]:
-    """Widen (enable) or restore (disable) the device's route through the server.
-    Idempotent: when the file already says so, nothing is written."""
+    """Device-to-device on (lasting: the dispatcher hook) or off; idempotent."""
     target = resolve_device(settings, device, api=api)
-    subnet, server_ip = _subnet(settings), _server_ip(settings)
-    ssh = device_client(settings, runner, target, options)
-    text = _read_keyfile(ssh)
-    doc = nmconnection.parse(text, source=f"{target.name}:{KEYFILE}")
-    new = (nmconnection.widen_server_peer(doc, subnet) if enable
-           else nmconnection.restore_server_peer(doc, server_ip, subnet))
-    changed = new.render() != text
-    if changed:
-        _write_keyfile(ssh, new.render())
-        _apply(ssh)
-    # Verify: the file on the device now says what we want.
-    check = nmconnection.parse(_read_keyfile(ssh))
-    widened = nmconnection.is_widened(check, subnet)
-    if widened != enable:
-        raise PermanentError(f"{target.name}: {KEYFILE} still has allowed-ips "
-                             f"{nmconnection.peer_allowed_ips(check, subnet)} after the edit",
-                             code="d2d_not_applied")
-    _record(settings, target, enable)
-    allowed = [str(n) for n in nmconnection.peer_allowed_ips(check, subnet)]
-    return {"name": target.name, "vpn_ip": str(target.ip), "device_to_device": enable,
-            "changed": changed, "allowed_ips": allowed,
-            "warning": HANDLER_WARNING if enable else None}
+    dev = d2d_device(settings, runner, target, options)
+    return d2d.enable(dev) if enable else d2d.disable(dev)
 
 
 def enable_d2d(settings: ClientSettings, runner: Runner, device: str, *,
@@ -278,16 +202,9 @@ def disable_d2d(settings: ClientSettings, runner: Runner, device: str, *,
                                 options=options)
 
 
-def d2d_state(settings: ClientSettings, runner: Runner, target: DeviceTarget
-              ) -> tuple[bool, bool] | None:
-    """(what you set with enable-d2d, what the device has now), or None when you never
-    changed it from this machine or the device cannot be read."""
-    expected = _load_record(_record_path(settings)).get(str(target.ip))
-    if expected is None:
-        return None
-    try:
-        text = _read_keyfile(device_client(settings, runner, target))
-        actual = nmconnection.is_widened(nmconnection.parse(text), _subnet(settings))
-    except FiovpnError:
-        return None
-    return expected, actual
+def d2d_status(settings: ClientSettings, runner: Runner, device: str, *,
+               api: ApiFactory | None = None, options: SshOptions | None = None
+               ) -> D2dStatus:
+    """The device's true device-to-device state: its live allowed-ips and the hook."""
+    target = resolve_device(settings, device, api=api)
+    return d2d_device(settings, runner, target, options).status()
