@@ -173,7 +173,9 @@ def test_an_engineer_who_did_not_enable_it_sees_the_true_state(d2d_lab: Lab) -> 
     check = next(c for c in doctor if c["name"] == "device_to_device")
     assert check["ok"] is False and "enable-d2d device2" in check["next_step"], check
     again = js(other, "devices", "enable-d2d", "device2")
-    assert again["changed_parts"] == ["hook"] and hook_installed(d2)
+    # the hook back; the keyfile too (the handler rewrote it at the config change);
+    # the live interface was still wide
+    assert again["changed_parts"] == ["hook", "keyfile"] and hook_installed(d2)
 
 
 def test_disable_d2d_stays_off_after_a_reboot(d2d_lab: Lab) -> None:
