@@ -126,6 +126,10 @@ class Lab(Protocol):
 
     def write_known_hosts(self) -> None: ...
 
+    def start_device_sshd(self, device: Device) -> Child: ...
+
+    def wait_listening(self, role: Role, port: int) -> None: ...
+
 
 class Role:
     """One participant of the lab, living in network namespace ``ns``."""
