@@ -311,11 +311,18 @@ class Demo:
             if "10.42.42.0/24" not in data.get("allowed_ips", []):
                 raise StepFailed(f"enable-d2d {device.device_name} left allowed-ips "
                                  f"{data.get('allowed_ips')}")
+            if not data.get("persistent"):
+                raise StepFailed(f"enable-d2d {device.device_name} did not install the hook "
+                                 "that keeps it on")
+        self.ping(step, a, ip_b)
+        self.ping(step, b, ip_a)
+        step.doing(f"{a.device_name} reboots (fioconfig's VPN handler rewrites its connection)")
+        a.reboot()
         self.ping(step, a, ip_b)
         self.ping(step, b, ip_a)
         self.d2d.append((a.device_name, b.device_name))
         return (f"{a.device_name} <-> {b.device_name} ping each other through the server "
-                "(unreachable before)")
+                f"(unreachable before), still after {a.device_name} rebooted")
 
     def ssh_by_name(self, step: Step) -> str:
         device = self._lab.device(DEVICE_NAMES[2])

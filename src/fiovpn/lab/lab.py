@@ -308,7 +308,8 @@ class Lab:
 
     def _start_sshd(self, role: Role, *, listen: Sequence[str], port: int,
                     engineers: Sequence[Engineer], setenv: Mapping[str, str],
-                    extra_keys: Sequence[str] = (), host_key_exists: bool = False) -> Child:
+                    extra_keys: Sequence[str] = (), host_key_exists: bool = False,
+                    more_authorized_keys: Sequence[str] = ()) -> Child:
         ssh_dir = role.home / "sshd"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         host_key = ssh_dir / "ssh_host_ed25519_key"
@@ -323,7 +324,8 @@ class Lab:
         config = ssh_dir / "sshd_config"
         config.write_text(sshd_config(listen=listen, port=port, host_key=host_key,
                                       authorized_keys=authorized,
-                                      pid_file=ssh_dir / "sshd.pid", setenv=setenv))
+                                      pid_file=ssh_dir / "sshd.pid", setenv=setenv,
+                                      more_authorized_keys=more_authorized_keys))
         return role.spawn([require_tool("sshd"), "-D", "-e", "-f", str(config)], name="sshd",
                           log=ssh_dir / "sshd.log")
 
@@ -344,9 +346,12 @@ class Lab:
     def start_device_sshd(self, device: Device) -> Child:
         # every address of the device: the VPN address may be assigned later
         anywhere = "0.0.0.0"  # noqa: S104 - inside the device's own namespace
+        # root logs in with the lab's keys; another device user (made in the device's
+        # own /etc) with /etc/ssh/authorized_keys/<user>, which sshd reads as that user
         return self._start_sshd(device, listen=[anywhere], port=22, engineers=self.engineers,
-                         setenv={"PATH": f"{device.bin}:{Path(sys.executable).parent}:"
-                                         f"{SYSTEM_PATH}"})
+                                more_authorized_keys=["/etc/ssh/authorized_keys/%u"],
+                                setenv={"PATH": f"{device.bin}:{Path(sys.executable).parent}:"
+                                                f"{SYSTEM_PATH}"})
 
     def write_known_hosts(self) -> None:
         """Host keys of the server ([10.42.42.1]:5025) and of every device (by name,

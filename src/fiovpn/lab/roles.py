@@ -23,6 +23,7 @@ from fiovpn.core.factory_files import (
     ServerConfigFile,
 )
 from fiovpn.core.keys import Key, KeyPair
+from fiovpn.core.names import validate_name
 from fiovpn.core.wgdump import PeerDump, parse_dump
 from fiovpn.errors import BadInput
 from fiovpn.lab.fioconfig import ConfigFile, Fioconfig, HandlerRun
@@ -47,12 +48,13 @@ def base_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, st
 
 
 def sshd_config(*, listen: Sequence[str], port: int, host_key: Path, authorized_keys: Path,
-                pid_file: Path, setenv: Mapping[str, str]) -> str:
+                pid_file: Path, setenv: Mapping[str, str],
+                more_authorized_keys: Sequence[str] = ()) -> str:
     lines = [f"Port {port}"]
     lines += [f"ListenAddress {addr}" for addr in listen]
     lines += [
         f"HostKey {host_key}",
-        f"AuthorizedKeysFile {authorized_keys}",
+        "AuthorizedKeysFile " + " ".join([str(authorized_keys), *more_authorized_keys]),
         f"PidFile {pid_file}",
         "StrictModes no",  # keys live under /tmp
         "PubkeyAuthentication yes",
@@ -116,6 +118,8 @@ class Lab(Protocol):
     def factory(self) -> Factory | None: ...
     @property
     def server(self) -> Server: ...
+    @property
+    def engineers(self) -> Sequence[Engineer]: ...
 
     def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str],
               log: Path | None) -> Child: ...
@@ -724,6 +728,26 @@ class Device(Role):
                 self.vpn_ip = parsed.address
         self.lab.write_known_hosts()
         return self.read_keyfile() is not None
+
+    def add_user(self, name: str, *, sudo: bool = False) -> None:
+        """A non-root login on the device (in its own /etc: the host is untouched) for
+        every engineer's key; ``sudo``: with NOPASSWD rights (real sudo, if installed)."""
+        validate_name(name, what="user name")
+        keys = "".join(f"{e.ssh_public_key}\n" for e in self.lab.engineers)
+        self.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name])
+        self.run(["usermod", "--password", "*", name])  # no password, not locked (sshd)
+        self.run(["sh", "-c", 'mkdir -p /etc/ssh/authorized_keys && cat > "$0" && '
+                              'chmod 0644 "$0"', f"/etc/ssh/authorized_keys/{name}"],
+                 input=keys)
+        self.set_sudo(name, sudo)
+
+    def set_sudo(self, name: str, allowed: bool) -> None:
+        path = f"/etc/sudoers.d/fiovpn-lab-{name}"
+        if allowed:
+            self.run(["sh", "-c", 'mkdir -p /etc/sudoers.d && cat > "$0" && chmod 0440 "$0"',
+                      path], input=f"{name} ALL=(root) NOPASSWD: ALL\n")
+        else:
+            self.run(["rm", "-f", path])
 
     def server_allowed_ips(self) -> tuple[str, ...]:
         """The allowed-ips of the device's (only) peer on its live interface."""
