@@ -610,6 +610,10 @@ class Device(Role):
         script = (f"#!{sys.executable}\nimport sys\nfrom fiovpn.lab.nmcli import main\n"
                   f"sys.exit(main(state_file={str(self.nm_state)!r}))\n")
         atomic_write(self.bin / "nmcli", script, mode=0o755)
+        if Path("/usr/bin/nmcli").exists():
+            # the device's /usr/bin/nmcli is the stand-in too (sudo's secure_path and
+            # NetworkManager's dispatcher PATH never see the device's bin/)
+            self.run(["mount", "--bind", str(self.bin / "nmcli"), "/usr/bin/nmcli"])
         self.handler_path.parent.mkdir(exist_ok=True)
         atomic_write(self.handler_path, handler_script(private_key=self.private_key_path),
                      mode=0o755)
