@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,3 +232,139 @@ def test_forward_reaches_a_service_on_the_devices_localhost(fleet: Lab) -> None:
             fwd.stop()
         server.stop()
     assert not eng.listening(18082), "the forward ended with fiovpn"
+
+
+# --- exec over a group, devices by group/tag, enable-vpn --wait ---------------------------
+
+
+def test_exec_over_a_group_with_one_device_stopped(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    stopped = fleet.device("device3")
+    stopped.remove_vpn()  # its tunnel is gone: nothing answers at its VPN address
+    try:
+        result = eng.fiovpn("exec", "--group", "lab", "--timeout", "8", "--json", "--",
+                            "uname", "-n", check=False, timeout=120)
+    finally:
+        assert stopped.apply_factory_config()
+    assert result.returncode == 1, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert sorted(rows) == ["device1", "device2", "device3", "device4"]
+    for name in ("device1", "device2", "device4"):
+        r = rows[name]
+        assert (r["exit_code"], r["stdout"], r["error"]) == (0, f"{name}\n", None), r
+        assert r["vpn_ip"] == str(fleet.device(name).vpn_ip)
+        assert r["duration_s"] < 8, "the stopped device held nobody"
+    dead = rows["device3"]
+    assert dead["exit_code"] is None and dead["error"], dead
+    # by names, outputs kept apart, exit 0 when all exited 0
+    ok = eng.fiovpn("exec", "device1", "device2", "--", "sh", "-c", "echo $0 >&2; hostname",
+                    "x y", timeout=120)
+    assert ok.returncode == 0
+    assert ok.stdout.index("device1 (") < ok.stdout.index("\ndevice1\n") < \
+        ok.stdout.index("device2 (") < ok.stdout.index("\ndevice2\n")
+    assert ok.stderr.count("x y") == 2
+
+
+def test_exec_bad_input_runs_nothing(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    for args in (["nosuch", "--", "true"], ["--group", "nosuch", "--", "true"],
+                 ["device1"], ["device1", "--parallel", "0", "--", "true"],
+                 ["--all", "device1", "--", "true"]):
+        result = eng.fiovpn("exec", "--json", *args, check=False, timeout=60)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+
+
+def test_devices_list_by_group_tag_and_online(fleet: Lab) -> None:
+    assert fleet.factory is not None
+    eng = fleet.engineers[0]
+    for name in ("device1", "device2"):
+        fleet.factory.set_device(name, group="east", tag="beta" if name == "device2" else "")
+    east = eng.fiovpn_json("devices", "list", "--group", "east")
+    assert [d["name"] for d in east] == ["device1", "device2"]
+    assert all(d["group"] == "east" and "online" in d and "last_seen" in d for d in east)
+    beta = eng.fiovpn_json("devices", "list", "--tag", "beta")
+    assert [(d["name"], d["tag"]) for d in beta] == [("device2", "beta")]
+    fleet.device("device1").apply_factory_config()  # a check-in: seen just now
+    online = [d["name"] for d in eng.fiovpn_json("devices", "list", "--online")]
+    assert "device1" in online
+    bad = eng.fiovpn("devices", "list", "--group", "a;b", "--json", check=False)
+    assert bad.returncode == 2
+
+
+def test_enable_vpn_group_wait_reports_when_each_device_answers(fleet: Lab) -> None:
+    eng = fleet.engineers[0]
+    group = [fleet.device("device1"), fleet.device("device2")]  # group east (above)
+    for d in group:
+        eng.fiovpn("devices", "disable-vpn", d.device_name)
+        assert not d.apply_factory_config()
+    argv = [*eng.enter, "env", "-i", *(f"{k}={v}" for k, v in sorted(eng.env.items())),
+            fleet.fiovpn_path, "devices", "enable-vpn", "--group", "east", "--wait",
+            "--timeout", "60", "--json"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL) as proc:
+        try:
+            # the devices check in a moment later, as fioconfig would
+            time.sleep(1.0)
+            for d in group:
+                wait_for(d.apply_factory_config, timeout=30, what=f"{d.name}'s VPN config")
+            out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["device1", "device2"]
+    for r, d in zip(rows, group, strict=True):
+        assert r["vpn_ip"] == str(d.vpn_ip) and r["changed"] is True
+        assert r["reachable_after_s"] is not None and 0.5 < r["reachable_after_s"] < 60
+
+
+# --- MCP: exec_on_devices, copy tools, progress, over stdio with the SDK client -------------
+
+
+def test_mcp_exec_and_copy_tools_with_progress(fleet: Lab) -> None:
+    import shutil
+
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    eng = fleet.engineers[0]
+    enter = list(eng.enter)
+    params = StdioServerParameters(
+        command=shutil.which(enter[0]) or enter[0],
+        args=[*enter[1:], "env", "-i", *(f"{k}={v}" for k, v in sorted(eng.env.items())),
+              fleet.fiovpn_path, "mcp"])
+    local = eng.home / "mcp-up.txt"
+    local.write_text("via mcp\n")
+    remote = device_path(fleet, "device2") / "mcp-up.txt"
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(p: float, total: float | None, message: str | None) -> None:
+        seen.append((p, total, message))
+
+    async def go() -> tuple[Any, Any, Any]:
+        with anyio.fail_after(240):
+            async with Client(params, read_timeout_seconds=120) as client:
+                ran = await client.call_tool(
+                    "exec_on_devices", {"command": "hostname; head -c 300 /dev/urandom >&2",
+                                        "devices": ["device1", "device2", "device4"]},
+                    progress_callback=progress)
+                up = await client.call_tool("copy_to_device", {
+                    "device": "device2", "local_path": str(local),
+                    "remote_path": str(remote)})
+                down = await client.call_tool("copy_from_device", {
+                    "device": "device2", "remote_path": str(remote),
+                    "local_path": str(eng.home / "mcp-down.txt")})
+                return ran, up, down
+
+    ran, up, down = anyio.run(go)
+    for r in (ran, up, down):
+        assert not r.is_error, [getattr(c, "text", c) for c in r.content]
+    data = ran.structured_content
+    assert data is not None and data["ok"] == 3 and data["failed"] == 0
+    assert {r["name"]: r["stdout"] for r in data["results"]} == {
+        "device1": "device1\n", "device2": "device2\n", "device4": "device4\n"}
+    assert all(r["stderr_escaped"] and r["stderr_bytes"] == 300 for r in data["results"])
+    assert [p for p, _t, _m in seen][-1] == 3 and all(t == 3 for _p, t, _m in seen)
+    assert remote.read_text() == "via mcp\n"
+    assert (eng.home / "mcp-down.txt").read_text() == "via mcp\n"

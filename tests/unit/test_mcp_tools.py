@@ -188,6 +188,9 @@ REQUIRED = {
     "ssh_to_device": {"device", "command"},
     "get_foundries_vpn_server_config": set(),
     "setup_foundries_vpn": set(),
+    "exec_on_devices": {"command"},
+    "copy_to_device": {"device", "local_path", "remote_path"},
+    "copy_from_device": {"device", "remote_path", "local_path"},
 }
 
 
@@ -345,7 +348,8 @@ def test_list_devices_carries_what_the_cli_json_carries(fleet: World) -> None:
     assert rows["dev-a"] == {
         "name": "dev-a", "status": "OK", "vpn_ip": "10.42.42.2", "vpn_enabled": True,
         "last_seen": "2026-11-25", "target": "lmp-42", "pubkey": str(DEV_KEYS["dev-a"]),
-        "uuid": "u-dev-a", "device_group": "lab"}
+        "uuid": "u-dev-a", "device_group": "lab", "group": "lab", "tag": None,
+        "online": False}
     assert rows["dev-b"]["vpn_enabled"] is False and rows["dev-b"]["vpn_ip"] is None
 
 
@@ -396,7 +400,7 @@ def test_unknown_device_and_bad_name_change_nothing(fleet: World) -> None:
 def test_disable_vpn_device_keeps_the_ip(fleet: World) -> None:
     data = ok(call(fleet.services(), "disable_foundries_vpn_device", {"device": "dev-a"}))
     assert data == {"name": "dev-a", "vpn_ip": "10.42.42.2", "vpn_enabled": False,
-                    "changed": True, "message": data["message"]}
+                    "changed": True, "reachable_after_s": None, "message": data["message"]}
     [(_dev, _reason, files)] = fleet.api.patches
     assert files[0].value.endswith("\nenabled=0")
 
@@ -1006,3 +1010,75 @@ def test_output_cap_never_splits_a_character_nor_hides_binary() -> None:
     assert (text, cut, size, escaped) == ("éé", True, 20, False)
     text, cut, size, escaped = _cap(b"\xff\x00abc", 100)
     assert (text, cut, size, escaped) == ("\\xff\x00abc", False, 5, True)
+
+
+# --- exec_on_devices, copy_*, enable with wait (issue 12) ----------------------------
+
+
+def call_with_progress(services: Services, tool: str, args: Mapping[str, Any],
+                       guard: Any = None) -> tuple[CallToolResult, list[tuple[float, Any, Any]]]:
+    seen: list[tuple[float, Any, Any]] = []
+
+    async def progress(p: float, total: float | None, message: str | None) -> None:
+        seen.append((p, total, message))
+
+    async def main() -> CallToolResult:
+        async with Client(build_server(services, guard)) as client:
+            return await client.call_tool(tool, dict(args), progress_callback=progress)
+    return anyio.run(main), seen
+
+
+def test_exec_on_devices_reports_progress_and_caps_output(fleet: World,
+                                                         device_ssh: FakeDeviceSsh) -> None:
+    device_ssh.replies["uname -n"] = (0, "x" * 5000 + "\n", "")
+    result, seen = call_with_progress(fleet.services(), "exec_on_devices",
+                                      {"command": "uname -n", "devices": ["dev-a"],
+                                       "max_output_bytes": 1000})
+    data = ok(result)
+    [row] = data["results"]
+    assert (row["name"], row["exit_code"], row["error"]) == ("dev-a", 0, None)
+    assert row["stdout_truncated"] is True and row["stdout_bytes"] == 5001
+    assert len(row["stdout"]) == 1000 and data["ok"] == 1 and data["failed"] == 0
+    assert seen and seen[-1][:2] == (1, 1) and "dev-a" in seen[-1][2]
+    assert device_ssh.commands == [["sh", "-c", "uname -n"]]
+
+
+def test_exec_on_devices_bad_selection_and_guard_run_nothing(fleet: World,
+                                                             device_ssh: FakeDeviceSsh
+                                                             ) -> None:
+    from fiovpn.mcpserver.guard import Guard
+
+    for args in ({"command": "true", "devices": ["nope"]}, {"command": "true"},
+                 {"command": "true", "devices": ["dev-b"]}):
+        assert call(fleet.services(), "exec_on_devices", args).is_error, args
+    refused, _ = call_with_progress(fleet.services(), "exec_on_devices",
+                                    {"command": "true", "devices": ["dev-a"]},
+                                    Guard(allow_devices="other-*"))
+    assert refused.is_error and "refused" in error_text(refused)
+    assert device_ssh.commands == []
+
+
+def test_copy_to_and_from_device_use_scp_with_host_keys_checked(world: World) -> None:
+    write_config(world)
+    data = ok(call(world.services(), "copy_to_device",
+                   {"device": "10.42.42.2", "local_path": "app.conf",
+                    "remote_path": "/etc/app.conf"}))
+    assert data["direction"] == "upload" and data["vpn_ip"] == "10.42.42.2"
+    back = ok(call(world.services(), "copy_from_device",
+                   {"device": "10.42.42.2", "remote_path": "/var/log/x", "local_path": "/tmp/x",
+                    "recursive": True}))
+    assert back["direction"] == "download" and back["recursive"] is True
+    up, down = argvs(world)
+    assert up[0] == "scp" and "StrictHostKeyChecking=yes" in up
+    assert up[-2:] == ("app.conf", "fio@10.42.42.2:/etc/app.conf")
+    assert "-r" in down and down[-2:] == ("fio@10.42.42.2:/var/log/x", "/tmp/x")
+
+
+def test_enable_with_wait_reports_progress_until_the_device_answers(fleet: World) -> None:
+    answers = iter([False, False, True])
+    services = dataclasses.replace(fleet.services(), probe=lambda _ip, _t: next(answers))
+    result, seen = call_with_progress(services, "enable_foundries_vpn_device",
+                                      {"device": "dev-b", "wait": True, "timeout_s": 30})
+    data = ok(result)
+    assert data["reachable_after_s"] is not None and "answered" in data["message"]
+    assert seen, "progress notifications while waiting"

@@ -153,6 +153,10 @@ class UnregisterResult(BaseModel):
 class DeviceInfo(BaseModel):
     name: str
     status: str
+    group: str | None = None
+    tag: str | None = None
+    online: bool = Field(default=False, description="seen by the factory in the last 15 "
+                                                    "minutes")
     vpn_ip: str | None
     vpn_enabled: bool
     last_seen: str | None = None
@@ -173,6 +177,9 @@ class DeviceVpnResult(BaseModel):
     vpn_ip: str | None
     vpn_enabled: bool
     changed: bool
+    reachable_after_s: float | None = Field(
+        default=None, description="with wait: seconds until the device answered through "
+                                  "the tunnel; null when it did not in time (or no wait)")
     message: str
 
 
@@ -215,3 +222,47 @@ class SshResult(BaseModel):
                                    "is written as a \\xNN escape, so the text is not "
                                    "the bytes themselves")
     stderr_escaped: bool = Field(default=False, description="the same for stderr")
+
+
+class ExecDeviceResult(BaseModel):
+    """One device's part of ``exec_on_devices``."""
+
+    name: str
+    vpn_ip: str
+    exit_code: int | None = Field(description="the command's exit code; null when it did "
+                                              "not run to the end (see error)")
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    stdout_bytes: int = Field(description="full size of stdout before the cap")
+    stderr_bytes: int = Field(description="full size of stderr before the cap")
+    stdout_escaped: bool = Field(description="true when bytes that are not UTF-8 were "
+                                             "written as \\xNN escapes")
+    stderr_escaped: bool
+    duration_s: float
+    error: str | None = Field(description="why it did not run or finish: cannot connect, "
+                                          "timed out, ...; null when it ran")
+
+
+class ExecResults(BaseModel):
+    command: str
+    selected_by: str = Field(description="names, group G, tag T or all")
+    ok: int = Field(description="devices where the command exited 0")
+    failed: int = Field(description="devices where it exited non-zero or did not run")
+    skipped: list[str] = Field(description="devices of the group/tag not on the VPN "
+                                           "(nothing ran there)")
+    results: list[ExecDeviceResult]
+    results_truncated: bool = Field(description="true when outputs were cut further to "
+                                                "keep the whole answer under its cap")
+    message: str
+
+
+class CopyResult(BaseModel):
+    device: str
+    vpn_ip: str
+    direction: Literal["upload", "download"]
+    sources: list[str]
+    destination: str
+    recursive: bool
+    message: str

@@ -8,11 +8,19 @@ returned as an error value. No tool takes a password, token or private key.
 
 import contextlib
 import dataclasses
+import subprocess
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from importlib import resources
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from mcp.server.mcpserver import (
     AcceptedElicitation,
     Context,
@@ -42,7 +50,8 @@ from fiovpn.mcpserver import guide
 from fiovpn.mcpserver import models as m
 from fiovpn.mcpserver.guard import Guard
 from fiovpn.mcpserver.services import Services
-from fiovpn.services import client_config, device_access, devices
+from fiovpn.services import client_config, device_access, devices, fanout, reachability
+from fiovpn.services.journal import record_device_call
 from fiovpn.services.keys import read_private_key
 from fiovpn.settings import ClientSettings, default_journal
 
@@ -62,6 +71,9 @@ TOOL_NAMES = (
     "ssh_to_device",
     "get_foundries_vpn_server_config",
     "setup_foundries_vpn",
+    "exec_on_devices",
+    "copy_to_device",
+    "copy_from_device",
 )
 
 DOCS = {
@@ -169,7 +181,8 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
             return services.load_settings({}).journal
         except FiovpnError:
             return default_journal()
-    (guard or Guard()).install(server, journal_path)
+    active_guard = guard or Guard()
+    active_guard.install(server, journal_path)
 
     for key, (uri, title, description) in DOCS.items():
         server.resource(uri, name=key, title=title, description=description,
@@ -418,11 +431,21 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
         name_contains: Annotated[str | None, Field(
             description="Only devices whose name contains this text.")] = None,
         factory: FactoryParam = None,
+        group: Annotated[str | None, Field(
+            description="Only devices of this factory device group (the API's filter).")
+        ] = None,
+        tag: Annotated[str | None, Field(
+            description="Only devices with this tag (the API's filter).")] = None,
+        online: Annotated[bool, Field(
+            description="Only devices the factory heard from in the last 15 minutes.")
+        ] = False,
     ) -> m.DeviceList:
-        """List the factory's devices with their status, VPN IP and whether VPN is
-        enabled. Read-only."""
+        """List the factory's devices with their status, group, tag, whether they are
+        online, VPN IP and whether VPN is enabled. Read-only."""
         with reported(), factory_api(factory) as api:
-            found = services.list_devices(api)
+            filters: dict[str, Any] = _flags(group=group, tag=tag) | (
+                {"online": True} if online else {})
+            found = services.list_devices(api, **filters)
             rows = [d for d in found
                     if (vpn == "all" or d.vpn_enabled == (vpn == "enabled"))
                     and (not name_contains or name_contains in d.name)]
@@ -442,18 +465,52 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
 
     @server.tool(annotations=_hints(read_only=False, destructive=False, idempotent=True,
                                     title="Enable VPN on a device"))
-    def enable_foundries_vpn_device(device: DeviceParam,
-                                    factory: FactoryParam = None) -> m.DeviceVpnResult:
+    def enable_foundries_vpn_device(
+        device: DeviceParam, ctx: Context, factory: FactoryParam = None,
+        wait: Annotated[bool, Field(description="Wait until the device answers through "
+                                                "the tunnel (its sshd greets over its VPN "
+                                                "address); progress is reported while "
+                                                "waiting.")] = False,
+        timeout_s: Annotated[float, Field(description="With wait: give up after this many "
+                                                      "seconds.", gt=0, le=900)] = 300.0,
+    ) -> m.DeviceVpnResult:
         """Enable the VPN on a device: assigns its VPN IP (as fioctl does: first free
         address after the server, outside the client pool) in the device's factory config;
-        an existing IP is kept. The server adds the peer on its next reconcile. The device
-        must have published its VPN public key."""
+        an existing IP is kept. The device applies it at its next config check-in, the
+        server adds the peer on its next reconcile; with wait, returns once the device
+        answers through the tunnel (reachable_after_s) or timeout_s passed (null). The
+        device must have published its VPN public key."""
         with reported():
             s = settings(factory=factory)
             with factory_api(factory) as api:
                 change = services.enable_vpn(api, device, subnet=s.subnet,
                                              client_pool=s.client_pool)
-                return vpn_change(change, api.factory)
+                result = vpn_change(change, api.factory)
+            if not wait or change.vpn_ip is None:
+                return result
+            report = progress_sender(ctx)
+            started = time.monotonic()
+            last = [0.0]
+
+            def probe(ip: IPv4Address, limit: float) -> bool:
+                now = time.monotonic()
+                if now - last[0] >= 1.0:
+                    last[0] = now
+                    report(round(now - started, 1), timeout_s,
+                           f"waiting for {change.name} ({ip}) to answer through the tunnel")
+                return services.probe(ip, limit)
+            [reached] = reachability.wait_reachable(
+                [(change.name, change.vpn_ip, started)], timeout=timeout_s, probe=probe)
+            if reached.after_s is None:
+                message = (f"{result.message} It did NOT answer through the tunnel within "
+                           f"{timeout_s:g}s: is the device online (list_foundries_devices "
+                           "online), and has it checked in since?")
+            else:
+                message = (f"{result.message} It answered through the tunnel after "
+                           f"{reached.after_s:.1f}s.")
+                report(timeout_s, timeout_s, f"{change.name} answered")
+            return result.model_copy(update={"reachable_after_s": reached.after_s,
+                                             "message": message})
 
     @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
                                     title="Disable VPN on a device"))
@@ -570,6 +627,134 @@ def build_server(services: Services, guard: Guard | None = None) -> MCPServer:
                 stderr_truncated=err_cut, stdout_bytes=out_n, stderr_bytes=err_n,
                 stdout_escaped=out_esc, stderr_escaped=err_esc)
 
+
+    @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=False,
+                                    title="Run a command on many devices"))
+    def exec_on_devices(
+        command: Annotated[str, Field(description="ONE command line, run on each device by "
+                                                  "`sh -c`.", min_length=1,
+                                      max_length=8192)],
+        ctx: Context,
+        devices: Annotated[list[Annotated[str, Field(min_length=1, max_length=127)]] | None,
+                           Field(description="Device names (give this, group, tag or "
+                                             "all_devices).", max_length=500)] = None,
+        group: Annotated[str | None, Field(description="Every device of this factory "
+                                                       "device group.")] = None,
+        tag: Annotated[str | None, Field(description="Every device with this tag.")] = None,
+        all_devices: Annotated[bool, Field(description="Every VPN-enabled device.")] = False,
+        parallel: Annotated[int, Field(description="Devices at a time.", ge=1,
+                                       le=64)] = fanout.DEFAULT_PARALLEL,
+        timeout_s: Annotated[float, Field(description="Seconds per device, connect "
+                                                      "included; a device past it is "
+                                                      "reported with an error.", gt=0,
+                                          le=600)] = 60.0,
+        max_output_bytes: Annotated[int, Field(description="Cap on each device's stdout and "
+                                                           "on its stderr, in bytes.",
+                                               ge=256, le=262_144)] = 16_384,
+        user: Annotated[str | None, Field(description="Login user on the devices. Default: "
+                                                      "FIOVPN_DEVICE_USER or 'fio'.")] = None,
+        config: ConfigParam = None,
+    ) -> m.ExecResults:
+        """Run one command on many devices at once over SSH through the VPN (key auth,
+        host keys checked): by names, a factory device group, a tag, or all VPN-enabled
+        devices; `parallel` at a time, each within timeout_s, so a dead device holds none
+        of the others. Returns each device's exit code and output (capped, marked when
+        truncated) and reports progress as devices finish. Runs the command once per
+        device, never retried."""
+        with reported():
+            s = settings(config=config, user=user)
+            with factory_api(None) as api:
+                sel = fanout.select(
+                    api, names=devices or (), group=group, tag=tag, all_devices=all_devices,
+                    list_names=lambda **kw: services.device_names(api, **kw))
+            refused = [t.name for t in sel.targets if not active_guard.allows(t.name)]
+            for t in sel.targets:
+                record_device_call(journal_path(), action="exec_on_devices", device=t.name,
+                                   via="mcp", detail={"allowed": t.name not in refused})
+            if refused:
+                raise ToolError(f"refused: device(s) {', '.join(refused)} are not allowed "
+                                f"for this MCP server (--allow-devices "
+                                f"{active_guard.allow_devices!r}); nothing was run")
+            report = progress_sender(ctx)
+            total = len(sel.targets)
+            done = [0]
+            lock = threading.Lock()
+
+            def finished(r: fanout.ExecResult) -> None:
+                with lock:
+                    done[0] += 1
+                    n = done[0]
+                state = f"exit {r.exit_code}" if r.error is None else "error"
+                report(n, total, f"{r.name}: {state}")
+
+            report(0, total, f"running on {total} device(s)")
+            results = services.run_many(s, services.runner, sel.targets, ["sh", "-c", command],
+                                        parallel=parallel, timeout=timeout_s,
+                                        on_done=finished)
+        rows, squeezed = _exec_rows(results, max_output_bytes)
+        failed = sum(1 for r in results if not r.ok)
+        message = (f"{total - failed} of {total} device(s) exited 0"
+                   + (f"; {failed} failed (see exit_code and error)" if failed else "")
+                   + (f"; not on the VPN, not run: {', '.join(sel.skipped)}"
+                      if sel.skipped else ""))
+        return m.ExecResults(command=command, selected_by=sel.how, ok=total - failed,
+                             failed=failed, skipped=sel.skipped, results=rows,
+                             results_truncated=squeezed, message=message)
+
+    def copy_tool(device: str, sources: list[str], destination: str, recursive: bool,
+                  user: str | None, config: str | None) -> m.CopyResult:
+        with reported():
+            s = settings(config=config, user=user)
+            with tempfile.TemporaryFile() as err, lazy_api(s) as api:
+                try:
+                    data = services.copy(s, services.runner, sources, destination,
+                                         recursive=recursive, api=api, stderr=err,
+                                         stdout=subprocess.DEVNULL)
+                except FiovpnError as exc:
+                    err.seek(0)
+                    said = err.read().decode("utf-8", "replace").strip().splitlines()
+                    if said:
+                        raise ToolError(f"{exc} [{exc.code}]: scp said: "
+                                        f"{' | '.join(said[-3:])[:500]}") from exc
+                    raise
+            where = "to" if data["direction"] == "upload" else "from"
+            return m.CopyResult(**data, message=f"copied {where} {data['device']} "
+                                                 f"({data['vpn_ip']})")
+
+    PathParam = Annotated[str, Field(description="A path (absolute, or relative to the "
+                                                 "home directory on a device / the MCP "
+                                                 "server's working directory here).",
+                                     min_length=1, max_length=4096)]
+
+    @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
+                                    title="Copy a file to a device"))
+    def copy_to_device(
+        device: Annotated[str, Field(description="Device name or its VPN IP.",
+                                     min_length=1, max_length=127)],
+        local_path: PathParam, remote_path: PathParam,
+        recursive: Annotated[bool, Field(description="Copy a directory.")] = False,
+        user: Annotated[str | None, Field(description="Login user on the device.")] = None,
+        config: ConfigParam = None,
+    ) -> m.CopyResult:
+        """Copy a file (or with recursive, a directory) from this machine to a device,
+        with scp through the VPN (key auth, host keys checked). Overwrites remote_path."""
+        return copy_tool(device, [_local(local_path)], f"{device}:{remote_path}", recursive,
+                         user, config)
+
+    @server.tool(annotations=_hints(read_only=False, destructive=True, idempotent=True,
+                                    title="Copy a file from a device"))
+    def copy_from_device(
+        device: Annotated[str, Field(description="Device name or its VPN IP.",
+                                     min_length=1, max_length=127)],
+        remote_path: PathParam, local_path: PathParam,
+        recursive: Annotated[bool, Field(description="Copy a directory.")] = False,
+        user: Annotated[str | None, Field(description="Login user on the device.")] = None,
+        config: ConfigParam = None,
+    ) -> m.CopyResult:
+        """Copy a file (or with recursive, a directory) from a device to this machine,
+        with scp through the VPN (key auth, host keys checked). Overwrites local_path."""
+        return copy_tool(device, [f"{device}:{remote_path}"], _local(local_path), recursive,
+                         user, config)
     return server
 
 
@@ -589,6 +774,51 @@ def _removed_entries(answer: Any) -> list[m.ClientEntry]:
     if not isinstance(answer, list):
         raise ToolError(f"unexpected answer from the server: {answer!r}"[:200])
     return [m.ClientEntry.model_validate(e) for e in answer]
+
+
+def progress_sender(ctx: Context) -> Callable[[float, float | None, str | None], None]:
+    """``report(progress, total, message)`` callable from the worker thread a sync tool
+    runs in; a client that asked for no progress gets none, and a failed notification
+    never fails the tool."""
+    try:  # the event loop's token, so that threads this tool starts can report too
+        token = anyio.from_thread.run_sync(anyio.lowlevel.current_token)
+    except RuntimeError:
+        token = None
+
+    def report(progress: float, total: float | None, message: str | None) -> None:
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run(ctx.report_progress, progress, total, message, token=token)
+    return report
+
+
+def _local(path: str) -> str:
+    """A local path for scp: never read as DEVICE:PATH."""
+    return path if "/" in path.partition(":")[0] or ":" not in path else f"./{path}"
+
+
+# The whole exec answer stays under this many bytes of output (the model reads it all).
+EXEC_OUTPUT_BUDGET = 1_048_576
+
+
+def _exec_rows(results: list[fanout.ExecResult], limit: int
+               ) -> tuple[list[m.ExecDeviceResult], bool]:
+    """Each device's output capped at ``limit`` bytes a stream, and lower still when the
+    devices together would exceed ``EXEC_OUTPUT_BUDGET``; whether that happened."""
+    per = limit
+    if results and 2 * limit * len(results) > EXEC_OUTPUT_BUDGET:
+        per = max(256, EXEC_OUTPUT_BUDGET // (2 * len(results)))
+    squeezed = per < limit and any(
+        len(r.stdout) > per or len(r.stderr) > per for r in results)
+    rows = []
+    for r in results:
+        out, out_cut, out_n, out_esc = _cap(r.stdout, per)
+        err, err_cut, err_n, err_esc = _cap(r.stderr, per)
+        rows.append(m.ExecDeviceResult(
+            name=r.name, vpn_ip=str(r.vpn_ip), exit_code=r.exit_code, stdout=out,
+            stderr=err, stdout_truncated=out_cut, stderr_truncated=err_cut,
+            stdout_bytes=out_n, stderr_bytes=err_n, stdout_escaped=out_esc,
+            stderr_escaped=err_esc, duration_s=round(r.duration_s, 3), error=r.error))
+    return rows, squeezed
 
 
 def _cap(data: bytes, limit: int) -> tuple[str, bool, int, bool]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fiovpn.adapters.factory_api import FactoryApi
 from fiovpn.adapters.runner import Runner, SubprocessRunner
-from fiovpn.services import client, device_access, devices, remote
+from fiovpn.services import client, device_access, devices, fanout, reachability, remote, transfer
 from fiovpn.services.keys import default_key_path
 from fiovpn.settings import DEFAULT_SERVER_CONFIG, ClientSettings, load_client
 
@@ -66,9 +66,14 @@ class Services:
     disable_d2d: Callable[..., dict[str, Any]] = device_access.disable_d2d
     d2d_status: Callable[..., Any] = device_access.d2d_status
     # services/devices.py (over the factory API)
-    list_devices: Callable[[FactoryApi], list[devices.DeviceInfo]] = devices.list_devices
+    list_devices: Callable[..., list[devices.DeviceInfo]] = devices.list_devices
     enable_vpn: Callable[..., devices.VpnChange] = devices.enable_vpn
     disable_vpn: Callable[[FactoryApi, str], devices.VpnChange] = devices.disable_vpn
+    device_names: Callable[..., list[str]] = devices.device_names
+    # services/fanout.py, transfer.py, reachability.py (issue 12)
+    run_many: Callable[..., list[fanout.ExecResult]] = fanout.run_many
+    copy: Callable[..., dict[str, Any]] = transfer.copy
+    probe: reachability.Probe = reachability.ssh_answers
 
 
 def real_services() -> Services:

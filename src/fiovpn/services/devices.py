@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -60,6 +61,8 @@ class DeviceInfo:
     pubkey: Key | None
     uuid: str = ""
     device_group: str = ""
+    tag: str = ""
+    online: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,9 @@ class DeviceInfo:
             "pubkey": None if self.pubkey is None else str(self.pubkey),
             "uuid": self.uuid or None,
             "device_group": self.device_group or None,
+            "group": self.device_group or None,
+            "tag": self.tag or None,
+            "online": self.online,
         }
 
 
@@ -89,14 +95,42 @@ class VpnChange:
                 "vpn_enabled": self.vpn_enabled, "changed": self.changed}
 
 
-def list_devices(api: FactoryApi) -> list[DeviceInfo]:
-    """Every device of the factory with its VPN state (one ``wireguard-ips`` call
-    instead of fioctl's config read per device)."""
+# A device checks in every 5 minutes (fioconfig, aktualizr-lite): three missed check-ins
+# and it counts as offline.
+ONLINE_WINDOW_S = 15 * 60
+
+
+def is_online(last_seen: str, now: float, window: float = ONLINE_WINDOW_S) -> bool:
+    """Whether the factory heard from the device within ``window`` seconds of ``now``."""
+    if not last_seen:
+        return False
+    try:
+        seen = datetime.fromisoformat(last_seen.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if seen.tzinfo is None:
+        return False
+    return now - seen.timestamp() <= window
+
+
+def list_devices(api: FactoryApi, *, group: str | None = None, tag: str | None = None,
+                 online: bool = False, clock: Callable[[], float] = time.time
+                 ) -> list[DeviceInfo]:
+    """The factory's devices with their VPN state (one ``wireguard-ips`` call instead of
+    fioctl's config read per device); ``group`` and ``tag`` go to the API's own list
+    filters; ``online``: only devices seen within ``ONLINE_WINDOW_S``."""
+    if group is not None:
+        validate_name(group, what="device group")
+    if tag is not None:
+        validate_name(tag, what="tag")
     vpn: dict[str, WireguardIp] = {w.name: w for w in api.wireguard_ips()}
+    found = (api.list_devices(group=group, tag=tag) if group is not None or tag is not None
+             else api.list_devices())
+    now = clock()
     out: list[DeviceInfo] = []
-    for d in api.list_devices():
+    for d in found:
         w = vpn.get(d.name)
-        out.append(DeviceInfo(
+        info = DeviceInfo(
             name=d.name,
             status=d.status,
             vpn_ip=w.ip if w else None,
@@ -106,8 +140,19 @@ def list_devices(api: FactoryApi) -> list[DeviceInfo]:
             pubkey=w.pubkey if w else None,
             uuid=d.uuid,
             device_group=d.device_group,
-        ))
+            tag=d.tag,
+            online=is_online(d.last_seen, now),
+        )
+        if online and not info.online:
+            continue
+        out.append(info)
     return sorted(out, key=lambda i: i.name)
+
+
+def device_names(api: FactoryApi, *, group: str | None = None,
+                 tag: str | None = None) -> list[str]:
+    """Names of the devices in ``group`` / with ``tag`` (the API's filters)."""
+    return sorted(d.name for d in api.list_devices(group=group, tag=tag))
 
 
 def _device_client_file(api: FactoryApi, name: str) -> ClientConfigFile | None:
