@@ -221,7 +221,8 @@ def test_list_devices_joins_devices_and_vpn_state() -> None:
     assert rows["on-2"] == {"name": "on-2", "status": "OK", "vpn_ip": "10.42.42.2",
                             "vpn_enabled": True, "last_seen": "2026-01-01T00:00:00+00:00",
                             "target": "lmp-42", "pubkey": key(2), "uuid": None,
-                            "device_group": None}
+                            "device_group": None, "group": None, "tag": None,
+                            "online": False}
     assert rows["off-3"]["vpn_ip"] == "10.42.42.3" and rows["off-3"]["vpn_enabled"] is False
     assert rows["new"]["vpn_ip"] is None and rows["new"]["pubkey"] == key(9)
     assert rows["keyless"]["pubkey"] is None and rows["keyless"]["vpn_enabled"] is False
