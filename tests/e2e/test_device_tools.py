@@ -113,7 +113,7 @@ def test_ssh_streams_output_before_the_command_ends(fleet: Lab) -> None:
 def test_ssh_timeout_stops_waiting(fleet: Lab, tmp_path: Path) -> None:
     eng = fleet.engineers[0]
     argv = [*eng.enter, "env", "-i", *(f"{k}={v}" for k, v in sorted(eng.env.items())),
-            fleet.fiovpn_path, "ssh", "--timeout", "2", "device1", "--", "sleep", "30"]
+            fleet.fiovpn_path, "ssh", "--timeout", "2", "device1", "--", "sleep", "120"]
     # Output to files, not pipes: the shared SSH connection keeps the session's stdio
     # until the remote command ends (as OpenSSH's own multiplexing does).
     err = tmp_path / "stderr"
@@ -121,7 +121,7 @@ def test_ssh_timeout_stops_waiting(fleet: Lab, tmp_path: Path) -> None:
     with err.open("wb") as fh:
         code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=fh, timeout=60, check=False).returncode
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 60, "stopped at --timeout, not when the command ended"
     assert code == 1 and "did not finish within 2s" in err.read_text()
 
 
