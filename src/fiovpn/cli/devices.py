@@ -131,9 +131,11 @@ def enable_vpn_cmd(group: str | None, tag: str | None, wait: bool, timeout: floa
             chosen = service.device_names(api, group=group, tag=tag)
             if not chosen:
                 how = f"group {group}" if group is not None else f"tag {tag}"
+                if group is not None:
+                    raise NotFound(f"no device in {how} of factory {api.factory}",
+                                   code="unknown_group", hint="see `fiovpn devices list`")
                 raise NotFound(f"no device in {how} of factory {api.factory}",
-                               code="unknown_group" if group is not None else "unknown_tag",
-                               hint="see `fiovpn devices list`")
+                               code="unknown_tag", hint="see `fiovpn devices list`")
         changes: list[tuple[service.VpnChange, float]] = []
         for name in chosen:
             record_device_call(settings.journal, action="enable-vpn", device=name, via="cli")

@@ -84,9 +84,11 @@ def select(api: FactoryApi, *, names: Sequence[str] = (), group: str | None = No
         chosen = sorted(list_names(group=group, tag=tag))
         how = f"group {group}" if group is not None else f"tag {tag}"
         if not chosen:
+            if group is not None:
+                raise NotFound(f"no device in {how} of factory {api.factory}",
+                               code="unknown_group", hint="see `fiovpn devices list`")
             raise NotFound(f"no device in {how} of factory {api.factory}",
-                           code="unknown_group" if group is not None else "unknown_tag",
-                           hint="see `fiovpn devices list`")
+                           code="unknown_tag", hint="see `fiovpn devices list`")
     targets = []
     for n in chosen:
         row = rows.get(n)
