@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -221,8 +222,9 @@ class AccessGrants:
         client = self._client(name, public_key)
         group, device, device_ip = self._target(group, device)
         now = self.clock()
-        grant = Grant(client.public_key, client.name, group, device, int(now) + seconds,
-                      int(now), self.actor)
+        # whole seconds, rounded up: a grant --for 5s lasts at least 5 s
+        grant = Grant(client.public_key, client.name, group, device,
+                      math.ceil(now) + seconds, int(now), self.actor)
         self.store.update(lambda gs: upsert(gs, grant), now=now)
         statement = render_grant(self.table, client.ip, end=grant.end, now=self.clock(),
                                  group=group, device=device_ip)
