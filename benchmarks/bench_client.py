@@ -5,11 +5,14 @@
   is on the server's interface. `fiovpn --version` is printed as the floor
   (Python start-up of any fiovpn command).
 - `fiovpn ssh DEVICE -- true`: the first call (new SSH connection) and repeated
-  calls (multiplexed over the shared connection).
+  calls (multiplexed over the shared connection), each beside plain OpenSSH run
+  with exactly the options fiovpn gives it, over the same tunnel (baseline).
+- `fiovpn exec --all -- uname -n` over N lab devices (`--exec-devices`, default 20)
+  beside the same command run sequentially with plain `ssh` (baseline).
 
 Prints figures; not a timed test. Every probe runs inside a lab namespace.
 
-    python benchmarks/bench_client.py [--repeat 10]
+    python benchmarks/bench_client.py [--repeat 10] [--exec-devices 20]
 """
 
 from __future__ import annotations
@@ -48,6 +51,21 @@ print(json.dumps(out))
 """
 
 
+# Runs inside the engineer's namespace: the ssh argv fiovpn itself would run for
+# `fiovpn ssh IP -- true`, and the command that closes its shared connection.
+SAME_OPTIONS = """
+import json, sys
+from ipaddress import IPv4Address
+from fiovpn.adapters.runner import SubprocessRunner
+from fiovpn.services.device_access import DeviceTarget, device_client
+from fiovpn.settings import load_client
+ssh = device_client(load_client({}), SubprocessRunner(),
+                    DeviceTarget("d", IPv4Address(sys.argv[1]), "ip"))
+print(json.dumps({"argv": ssh.argv(["true"]),
+                  "close": [*ssh.base_argv(), "-O", "exit", "--", ssh.target.host]}))
+"""
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -66,9 +84,10 @@ def summary(label: str, samples: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--exec-devices", type=int, default=20)
     args = parser.parse_args()
 
-    with Lab.create(devices=1, engineers=1, admins=1,
+    with Lab.create(devices=max(1, args.exec_devices), engineers=1, admins=1,
                     server_settings={"interval": 30}) as lab:
         print(f"lab {lab.prefix} built in {lab.setup_seconds:.1f} s")
         server, admin = lab.server, lab.engineers[0]
@@ -118,6 +137,50 @@ def main() -> None:
         direct = [timed(lambda: admin.ssh(str(lab.devices[0].vpn_ip), "true"))
                   for _ in range(min(args.repeat, 5))]
         summary("plain ssh -- true (no sharing), for reference", direct)
+
+        # fiovpn ssh vs plain OpenSSH with the very options fiovpn gives ssh.
+        same = json.loads(admin.run([sys.executable, "-c", SAME_OPTIONS, ip]).stdout)
+        plain, close = same["argv"], same["close"]
+
+        def first_of(run: Callable[[], object]) -> float:
+            admin.run(close, check=False)  # no shared connection: a new one
+            return timed(run)
+        pairs = {
+            "fiovpn ssh DEVICE -- true": lambda: admin.fiovpn("ssh", device, "--", "true"),
+            "fiovpn ssh IP -- true": lambda: admin.fiovpn("ssh", ip, "--", "true"),
+            "plain ssh, fiovpn's options (baseline)": lambda: admin.run(plain),
+        }
+        print("\nfirst call (new connection) / repeated (shared connection):")
+        figures: dict[str, tuple[float, float]] = {}
+        for label, run in pairs.items():
+            firsts = [first_of(run) for _ in range(min(args.repeat, 5))]
+            run()
+            again = [timed(run) for _ in range(args.repeat)]
+            figures[label] = (statistics.median(firsts), statistics.median(again))
+            print(f"  {label:<40} first {ms(figures[label][0])}   "
+                  f"repeated {ms(figures[label][1])}")
+        base = figures["plain ssh, fiovpn's options (baseline)"]
+        for label in list(pairs)[:2]:
+            f, r = figures[label]
+            print(f"  {label:<40} ratio to baseline: first {f / base[0]:.2f}x, "
+                  f"repeated {r / base[1]:.2f}x")
+
+        # exec over every device vs the same command sequentially with plain ssh.
+        n = len(lab.devices)
+        start = time.perf_counter()
+        out = admin.fiovpn("exec", "--all", "--json", "--", "uname", "-n", check=False,
+                           timeout=600)
+        fan = time.perf_counter() - start
+        rows = json.loads(out.stdout)
+        assert all(r["exit_code"] == 0 for r in rows), out.stderr[-500:]
+        start = time.perf_counter()
+        for d in lab.devices:
+            admin.ssh(str(d.vpn_ip), "uname", "-n")
+        seq = time.perf_counter() - start
+        print(f"\nfiovpn exec --all -- uname -n over {n} devices (--parallel 10): "
+              f"{ms(fan)}")
+        print(f"plain ssh, one device after the other (baseline):           {ms(seq)}"
+              f"   ratio {fan / seq:.2f}x")
 
 
 if __name__ == "__main__":
