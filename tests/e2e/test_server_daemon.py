@@ -171,7 +171,7 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
             while not stop.is_set():
                 out = lab.server.run(["nft", "list", "table", "inet", table], check=False)
                 tables.append(out.stdout if out.ok else f"failed: {out.stderr}")
-                time.sleep(0.05)
+                time.sleep(0.2)  # the old bug left the rule out ~1 s per add
 
         watcher = threading.Thread(target=watch, daemon=True)
         with a.ping_stream("10.42.42.3", interval=0.05) as stream:
@@ -190,7 +190,7 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
             watcher.join(timeout=10)
         stats = stream.stop()
         assert stats.sent > 40 and stats.lost == 0, stats
-        assert len(tables) > 10
+        assert len(tables) > 5
         assert all("device-to-device allowed" in t for t in tables), \
             next(t for t in tables if "device-to-device allowed" not in t)
         on_interface = lab.server.peers()
