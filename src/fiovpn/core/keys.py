@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fiovpn.errors import BadInput
 
 KEY_BYTES = 32
+_VALID: set[str] = set()  # key texts already checked (public keys: not secret)
+_VALID_MAX = 500_000
 
 # X25519 points of small order (RFC 7748 section 7; libsodium's list), top bit
 # cleared: a peer "public key" among them yields an all-zero shared secret, so
@@ -40,7 +42,13 @@ class Key:
     text: str
 
     def __post_init__(self) -> None:
-        _decode(self.text)
+        # Every pass meets the same 50,000 keys (wg dump, factory list): each text
+        # is checked once per process.
+        if self.text not in _VALID:
+            _decode(self.text)
+            if len(_VALID) >= _VALID_MAX:
+                _VALID.clear()
+            _VALID.add(self.text)
 
     @classmethod
     def parse(cls, value: str, *, what: str = "key", public: bool = False) -> Key:

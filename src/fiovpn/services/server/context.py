@@ -18,7 +18,7 @@ from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import TableModel
 from fiovpn.core.keys import Key, public_key
-from fiovpn.core.peers import Peer
+from fiovpn.core.peers import DesiredPeers, Peer
 from fiovpn.errors import FiovpnError
 from fiovpn.services.access import AccessState
 from fiovpn.services.ha import HaNode
@@ -52,6 +52,7 @@ class ServerContext:
     last_rows: list[WireguardIp] | None = None
     last_firewall: tuple[object, ...] | None = None
     last_model: TableModel | None = None  # the nft table this process last applied
+    last_desired: tuple[tuple[object, ...], DesiredPeers] | None = None
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)

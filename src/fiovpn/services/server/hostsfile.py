@@ -4,6 +4,7 @@ changed (the rest of the file is not ours)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,13 +27,22 @@ def _file_id(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _host_name(name: str) -> str | None:
+    try:
+        return validate_name(name)
+    except BadInput:
+        return None
+
+
 def update_hosts_file(ctx: ServerContext, path: Path, factory: str, peers: Iterable[Peer]
                   ) -> bool:
     entries = []
     for p in peers:
         if p.kind == "device" and p.name:
-            with contextlib.suppress(BadInput):
-                entries.append((p.ip, validate_name(p.name)))
+            name = _host_name(p.name)
+            if name is not None:
+                entries.append((p.ip, name))
     memo = (factory, frozenset(entries), _file_id(path))
     if memo == ctx.last_hosts:
         return False  # same devices, file untouched since we last looked

@@ -182,7 +182,14 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         report.registry_problems = registry.problems
     now = ctx.clock()
     entries, expired = ctx.access.split_expired(list(entries), now)
-    desired = desired_peers(rows or [], entries, ctx.network, server_key=ctx.server_key)
+    # The factory list and the registry rarely change between passes: the same
+    # inputs give the same desired peers (the rows compare by identity first).
+    memo_in = (rows or [], entries, ctx.server_key, ctx.network)
+    if ctx.last_desired is not None and ctx.last_desired[0] == memo_in:
+        desired = ctx.last_desired[1]
+    else:
+        desired = desired_peers(memo_in[0], entries, ctx.network, server_key=ctx.server_key)
+        ctx.last_desired = (memo_in, desired)
     if expired:
         desired = dataclasses.replace(desired, skipped=(*desired.skipped, *(
             SkippedPeer("client", e.name, f"expired at {iso(e.expires or 0)}")
