@@ -438,8 +438,11 @@ def report(n: int, r: dict[str, float]) -> None:
               f"back after {r['old_recovered_s']:.1f} s, {int(r['old_lost'])} of "
               f"{int(r['old_sent'])} pings lost")
     print(f"daemon RSS: {r['rss_mib']:.1f} MiB; CPU per idle poll: "
-          f"{r['idle_cpu_self_ms']:.1f} ms daemon + {r['idle_cpu_children_ms']:.1f} ms wg",
-          flush=True)
+          f"{r['idle_cpu_self_ms']:.1f} ms daemon + {r['idle_cpu_children_ms']:.1f} ms wg")
+    print(f"raw observe+apply baseline {ms(r['raw_baseline_s'])}; one change by the running "
+          f"daemon {r['change_pass_s'] / r['raw_baseline_s']:.2f}x, --once pass "
+          f"{ms(r['once_pass_s'])} = {r['once_pass_s'] / r['raw_baseline_s']:.2f}x; /metrics "
+          f"scrape {ms(r['scrape_s'])}", flush=True)
 
 
 if __name__ == "__main__":

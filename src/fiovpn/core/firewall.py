@@ -1,9 +1,13 @@
 """The server's nftables table ``fiovpn`` (SPEC sections 2 and 11), rendered as text.
 
-The whole table is replaced in one atomic ``nft -f`` transaction
-(``add table``; ``delete table``; ``table … {…}``), so a peer change never
-leaves a moment without policy. Only traffic entering or leaving the VPN
-interface is judged; everything else on the host passes untouched.
+The table is described as its shape plus the elements of its sets
+(``table_model``). The first table of a process, or a new shape, replaces the
+whole table in one atomic ``nft -f`` transaction (``add table``; ``delete
+table``; ``table … {…}``); a peer change is only element changes, applied as
+``delete element``/``add element`` statements in one transaction
+(``render_delta``). Either way a change never leaves a moment without policy.
+Only traffic entering or leaving the VPN interface is judged; everything else
+on the host passes untouched.
 
 Policy:
 - clients may reach the server and the devices they are allowed;
