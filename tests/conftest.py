@@ -38,3 +38,23 @@ def _private_journal(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     if "e2e" not in request.keywords:
         monkeypatch.setenv("FIOVPN_JOURNAL", str(tmp_path_factory.mktemp("journal")
                                                  / "journal.jsonl"))
+
+
+_HOST_UNIT_DIR = "/etc/systemd/system"
+
+
+def _host_units() -> set[str]:
+    from pathlib import Path
+
+    return {p.name for p in Path(_HOST_UNIT_DIR).glob("fiovpn-*.service")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_unit_written_to_the_host() -> object:
+    """Tests never write outside their temp dirs: a unit that appears in the
+    host's /etc/systemd/system during the run fails the run, naming it."""
+    before = _host_units()
+    yield None
+    new = sorted(_host_units() - before)
+    assert not new, (f"a test wrote {', '.join(new)} to {_HOST_UNIT_DIR}: "
+                     "point its unit-dir at tmp_path")

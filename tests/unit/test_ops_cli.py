@@ -24,12 +24,13 @@ def _enable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: Path,
     from fiovpn.services import server as service
 
     monkeypatch.setattr(service, "build_api", lambda settings: FakeApi())
-    monkeypatch.setattr(service, "unit_path",
-                        lambda settings: tmp_path / f"fiovpn-{settings.factory}.service")
+    # The unit goes to tmp_path through the real flag (patching the package's
+    # unit_path never reached setup.py, and the unit landed in /etc/systemd/system).
     result = CliRunner().invoke(cli, [
         "server", "enable", "--config", str(config), "--factory", "acme",
         "--endpoint", "vpn.example.com", "--private-key", str(tmp_path / "server.key"),
-        *extra, "--json"], env={"FIOVPN_API_TOKEN": ""})
+        "--unit-dir", str(tmp_path / "units"), *extra, "--json"],
+        env={"FIOVPN_API_TOKEN": ""})
     return result
 
 
