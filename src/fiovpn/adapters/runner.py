@@ -200,3 +200,16 @@ class FakeRunner:
             if stream is not None and hasattr(stream, "write") and value:
                 stream.write(value.encode())
         return result.returncode
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

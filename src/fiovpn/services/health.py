@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fiovpn.adapters.runner import Runner, SubprocessRunner
+from fiovpn.adapters.runner import Runner, SubprocessRunner, pid_alive
 from fiovpn.core.ha import local_ipv4, role_for
 from fiovpn.settings import ServerSettings
 
@@ -40,18 +40,6 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _age(stamp: Any, now: float) -> float | None:
@@ -94,7 +82,7 @@ def health(settings: ServerSettings, *, runner: Runner | None = None,
                         + ("exists" if up else "is missing")))
     doc = _read_json(settings.state_dir / STATUS_FILE)
     pid = doc.get("daemon_pid")
-    alive = _alive(pid)
+    alive = pid_alive(pid)
     checks.append(Check("daemon", alive, f"pid {pid} running" if alive else
                         (f"pid {pid} is gone" if pid else "no daemon has run here")))
     fw = runner.run(["nft", "list", "chain", "inet", settings.nft_table, "input"],

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from fiovpn.adapters.runner import Runner, SubprocessRunner
+from fiovpn.adapters.runner import Runner, SubprocessRunner, pid_alive
 from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import Peer
@@ -146,7 +146,7 @@ def status(settings: ServerSettings, *, runner: Runner | None = None,
                        else doc.get("public_key") or _key_file_public(settings)),
         "port": dump.interface.listen_port if dump else doc.get("port", settings.port),
         "interface_up": up,
-        "daemon_running": isinstance(pid, int) and _alive(pid),
+        "daemon_running": isinstance(pid, int) and pid_alive(pid),
         "last_sync": doc.get("last_sync"),
         "last_success": doc.get("last_success"),
         "last_error": doc.get("last_error") or error,
@@ -188,12 +188,4 @@ def _is_key(text: str) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
