@@ -33,8 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _private_journal(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Device-touching commands journal to ~/.local/state/fiovpn: never the real home
-    in unit and adapter tests (the lab's roles have homes of their own)."""
+    """Device-touching commands journal to ~/.local/state/fiovpn and cache device IPs in
+    ~/.cache/fiovpn: never the real home in unit and adapter tests (the lab's roles have
+    homes of their own)."""
+    monkeypatch.setenv("FIOVPN_DEVICE_CACHE", str(tmp_path_factory.mktemp("cache")
+                                                  / "devices.json"))
     if "e2e" not in request.keywords:
         monkeypatch.setenv("FIOVPN_JOURNAL", str(tmp_path_factory.mktemp("journal")
                                                  / "journal.jsonl"))

@@ -1,8 +1,15 @@
-"""The ``fiovpn`` program. ``fiovpn server [--config P] health [--json]`` answers
-without loading the whole command line (click, rich, the factory client): keepalived
-runs it every couple of seconds as its ``track_script``, and on a loaded machine the
-full start-up alone can outlast the script's timeout. Everything else goes to
-:func:`fiovpn.cli.main.main`.
+"""The ``fiovpn`` program. Two calls answer without loading the whole command line
+(click, rich, the factory client, every command's module):
+
+- ``fiovpn server [--config P] health [--json]``: keepalived runs it every couple of
+  seconds as its ``track_script``, and on a loaded machine the full start-up alone can
+  outlast the script's timeout;
+- ``fiovpn ssh [OPTIONS] DEVICE [-- CMD ...]``: it should cost about what ``ssh`` costs
+  (SPEC 12), and the full start-up is several times an SSH round trip. Same options,
+  same behaviour, same errors as the full command (``fiovpn ssh --help``); ``--json``,
+  ``--help`` and anything unusual go to the full command line.
+
+Everything else goes to :func:`fiovpn.cli.main.main`.
 """
 
 from __future__ import annotations
@@ -60,10 +67,87 @@ def health_main(config: Path | None, as_json: bool) -> int:
     return 0
 
 
+# `fiovpn ssh` options that take a value, as the full command names them (cli/client.py)
+_SSH_VALUE_OPTIONS = {"--config": "config", "--user": "user",
+                      "--identity-file": "identity_file", "--known-hosts": "known_hosts",
+                      "--factory": "factory", "--api-url": "api_url",
+                      "--api-token-file": "api_token_file", "--timeout": "timeout"}
+
+
+def _ssh_args(argv: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
+    """``(options, device, command)`` for a plain ``fiovpn ssh`` call, else None (the
+    full command line answers: ``--help``, ``--json``, typos, missing values)."""
+    if not argv or argv[0] != "ssh":
+        return None
+    opts: dict[str, str] = {}
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):
+        name, eq, value = argv[i].partition("=")
+        key = _SSH_VALUE_OPTIONS.get(name)
+        if key is None or key in opts:
+            return None
+        if not eq:
+            if i + 1 >= len(argv):
+                return None
+            i += 1
+            value = argv[i]
+        opts[key] = value
+        i += 1
+    if i >= len(argv):
+        return None  # no DEVICE: the full command says so
+    if "timeout" in opts:
+        try:
+            float(opts["timeout"])
+        except ValueError:
+            return None  # click's own words for a value that is not a number
+    device, rest = argv[i], argv[i + 1:]
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    elif rest and rest[0].startswith("-"):
+        return None  # `DEVICE --json ...` or options after DEVICE: the full command
+    return opts, device, rest
+
+
+def ssh_main(opts: dict[str, str], device: str, command: list[str]) -> int:
+    """``fiovpn ssh`` as :func:`fiovpn.cli.client.ssh_cmd` runs it, on fewer imports."""
+    from fiovpn.errors import BadInput, FiovpnError, PermanentError
+
+    try:
+        timeout = float(opts["timeout"]) if "timeout" in opts else None
+        if timeout is not None and not timeout > 0:
+            raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
+        from fiovpn.adapters.runner import SubprocessRunner
+        from fiovpn.services import device_access
+        from fiovpn.services.journal import record_device_call
+        from fiovpn.settings import load_client
+
+        settings = load_client({k: v for k, v in opts.items() if k != "timeout"})
+        # the program only: arguments may hold what does not belong in a log
+        record_device_call(settings.journal, action="ssh", device=device, via="cli",
+                           detail={"program": command[0] if command else None})
+        tty = not command and sys.stdin.isatty()
+        return device_access.ssh_session(settings, SubprocessRunner(), device, command,
+                                         tty=tty, timeout=timeout, cached=True)
+    except FiovpnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        err = PermanentError(f"{exc.strerror or exc}{where}", code="os_error")
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 def main() -> None:
     fast = _health_args(sys.argv[1:])
     if fast is not None:
         sys.exit(health_main(*fast))
+    ssh = _ssh_args(sys.argv[1:])
+    if ssh is not None:
+        sys.exit(ssh_main(*ssh))
     from fiovpn.cli.main import main as full
 
     full()

@@ -120,6 +120,15 @@ def default_journal() -> Path:
     return _home() / ".local" / "state" / "fiovpn" / "journal.jsonl"
 
 
+def default_device_cache() -> Path:
+    """Where ``fiovpn ssh`` remembers device names' VPN IPs (``$FIOVPN_DEVICE_CACHE``
+    even for settings built in code, so no test writes ~; else the XDG cache dir)."""
+    if os.environ.get("FIOVPN_DEVICE_CACHE"):
+        return Path(os.environ["FIOVPN_DEVICE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(_home() / ".cache")
+    return Path(base) / "fiovpn" / "devices.json"
+
+
 def default_client_config() -> Path:
     return _home() / ".config" / "wireguard" / "foundries.conf"
 
@@ -141,6 +150,9 @@ class ClientSettings:
     subnet: str = "10.42.42.0/24"
     client_pool: str | None = None
     journal: Path = dataclasses.field(default_factory=lambda: default_journal())
+    # device name -> VPN IP as the factory last listed them (services/device_cache.py)
+    device_cache: Path = dataclasses.field(default_factory=lambda: default_device_cache())
+    device_cache_ttl: float = 300.0  # seconds a cached IP is used; 0: always ask
     # where the devices keep NetworkManager's keyfiles and dispatcher scripts (LmP's)
     device_keyfile_dir: Path = Path("/etc/NetworkManager/system-connections")
     device_dispatcher_dir: Path = Path("/etc/NetworkManager/dispatcher.d")
@@ -148,6 +160,9 @@ class ClientSettings:
     def validate(self) -> ClientSettings:
         if self.factory is not None:
             validate_name(self.factory, what="factory name")
+        if not self.device_cache_ttl >= 0:
+            raise BadInput(f"invalid device-cache-ttl {self.device_cache_ttl:g}: seconds, "
+                           "0 or more (0 turns the cache off)", code="bad_setting")
         for name in ("device_keyfile_dir", "device_dispatcher_dir"):
             value = str(getattr(self, name))
             if not value.startswith("/") or any(c.isspace() or c in "'\"$`\\;&|<>*?"
@@ -170,6 +185,7 @@ _ENV: dict[str, str] = {
     "server_command": "FIOVPN_SERVER_COMMAND",
     "user": "FIOVPN_DEVICE_USER",
     "journal": "FIOVPN_JOURNAL",
+    "device_cache": "FIOVPN_DEVICE_CACHE",
 }
 
 

@@ -90,3 +90,43 @@ def test_a_usage_error_is_one_line_on_stderr(capsys: pytest.CaptureFixture[str],
         assert json.loads(out)["error"]["code"] == "usage"
     else:
         assert out == ""
+
+
+def test_the_ssh_fast_path_takes_plain_calls_and_leaves_the_rest_to_the_full_cli() -> None:
+    from fiovpn.entry import _ssh_args
+
+    assert _ssh_args(["ssh", "device1"]) == ({}, "device1", [])
+    assert _ssh_args(["ssh", "device1", "--", "sh", "-c", "exit 255"]) == (
+        {}, "device1", ["sh", "-c", "exit 255"])
+    assert _ssh_args(["ssh", "device1", "uname", "-a"]) == ({}, "device1", ["uname", "-a"])
+    assert _ssh_args(["ssh", "--user", "root", "--timeout=5", "d", "--", "--json"]) == (
+        {"user": "root", "timeout": "5"}, "d", ["--json"])
+    for full in (["ssh"], ["ssh", "--help"], ["ssh", "--json", "d", "--", "id"],
+                 ["ssh", "d", "--json", "--", "id"], ["ssh", "--user"],
+                 ["ssh", "--user", "a", "--user", "b", "d"], ["ssh", "--bogus", "d"],
+                 ["ssh", "--user", "root", "--", "id"], ["--json", "ssh", "d"],
+                 ["ssh", "--timeout", "soon", "d", "--", "id"], []):
+        assert _ssh_args(full) is None, full
+
+
+@pytest.mark.parametrize(("argv", "code", "said"), [
+    (["ssh", "--timeout", "0", "device1", "--", "true"], 2, "--timeout must be positive"),
+    (["ssh", "dev;rm", "--", "true"], 2, "dev;rm"),
+    (["ssh", "8.8.8.8", "--", "true"], 2, "is not a VPN address"),
+])
+def test_the_ssh_fast_path_refuses_bad_input_like_the_full_command(
+        argv: list[str], code: int, said: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from fiovpn.entry import _ssh_args, ssh_main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("subprocess.Popen", None)  # nothing may be run
+    fast = _ssh_args(argv)
+    assert fast is not None
+    assert ssh_main(*fast) == code
+    fast_err = capsys.readouterr().err
+    assert fast_err.startswith("error: ") and said in fast_err and fast_err.count("\n") == 1
+    with pytest.raises(SystemExit) as full:
+        main(argv)
+    assert full.value.code == code
+    assert said in capsys.readouterr().err

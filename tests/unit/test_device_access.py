@@ -343,3 +343,80 @@ def test_device_paths_are_settings(tmp_path: Path) -> None:
     assert "/data/dispatcher.d/90-fiovpn-d2d" in dev.files
     with pytest.raises(BadInput, match="device-keyfile-dir"):
         settings(tmp_path, device_keyfile_dir=Path("relative/dir")).validate()
+
+
+# --- the device cache (`fiovpn ssh NAME` again within minutes: no API call) ------------------
+
+
+def test_a_name_the_factory_just_listed_is_taken_from_the_cache(tmp_path: Path) -> None:
+    s = settings(tmp_path, device_cache=tmp_path / "cache" / "devices.json")
+    assert svc.resolve_device(s, "dev-a", api=api(ROWS), cached=True).source == "factory"
+    assert (tmp_path / "cache" / "devices.json").stat().st_mode & 0o777 == 0o600
+    t = svc.resolve_device(s, "dev-a", api=api(AssertionError("no API call")), cached=True)
+    assert (t.ip, t.source) == (IPv4Address("10.42.42.2"), "cache")
+    # a VPN-disabled device is never cached: the factory says why it cannot be reached
+    with pytest.raises(BadInput, match="not enabled"):
+        svc.resolve_device(s, "dev-off", api=api(ROWS), cached=True)
+    # commands other than ssh always ask the factory
+    assert svc.resolve_device(s, "dev-a", api=api(ROWS)).source == "factory"
+
+
+def test_an_old_cache_or_another_factorys_is_not_used(tmp_path: Path) -> None:
+    cache = tmp_path / "devices.json"
+    s = settings(tmp_path, device_cache=cache, device_cache_ttl=300.0)
+    svc.resolve_device(s, "dev-a", api=api(ROWS), cached=True)
+    other = settings(tmp_path, device_cache=cache, factory="other")
+    moved = [WireguardIp("dev-a", IPv4Address("10.42.42.8"), True, KeyPair.generate().public)]
+    t = svc.resolve_device(other, "dev-a", api=api(moved), cached=True)
+    assert (t.ip, t.source) == (IPv4Address("10.42.42.8"), "factory")
+    data = json.loads(cache.read_text())
+    data["written"] -= 301
+    cache.write_text(json.dumps(data))
+    assert svc.resolve_device(other, "dev-a", api=api(moved), cached=True).source == "factory"
+    off = settings(tmp_path, device_cache=tmp_path / "off.json", device_cache_ttl=0)
+    svc.resolve_device(off, "dev-a", api=api(ROWS), cached=True)
+    assert not (tmp_path / "off.json").exists(), "ttl 0 turns the cache off"
+
+
+def test_a_negative_cache_ttl_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="device-cache-ttl"):
+        settings(tmp_path, device_cache_ttl=-1.0).validate()
+
+
+def test_a_cached_ip_that_does_not_answer_is_looked_up_again(tmp_path: Path) -> None:
+    s = settings(tmp_path, device_cache=tmp_path / "devices.json")
+    svc.resolve_device(s, "dev-a", api=api(ROWS), cached=True)  # cached: 10.42.42.2
+    moved = [WireguardIp("dev-a", IPv4Address("10.42.42.7"), True, KeyPair.generate().public)]
+
+    def ssh(argv: Sequence[str], _stdin: str | None) -> Completed:
+        host = argv[argv.index("--") + 1]
+        if host == "10.42.42.2":  # the old address: nobody there any more
+            log = Path(argv[argv.index("-E") + 1])
+            log.write_text(f"ssh: connect to host {host} port 22: Connection timed out\n")
+            return Completed(tuple(argv), 255, "", "")
+        return Completed(tuple(argv), 0, "up\n", "")
+
+    runner = FakeRunner()
+    runner.on("ssh", reply=ssh)
+    code = svc.ssh_session(s, runner, "dev-a", ["true"], tty=False, api=api(moved),
+                           cached=True)
+    hosts = [c[0][c[0].index("--") + 1] for c in runner.calls]
+    assert (code, hosts) == (0, ["10.42.42.2", "10.42.42.7"])
+    t = svc.resolve_device(s, "dev-a", api=api(AssertionError("no")), cached=True)
+    assert t.ip == IPv4Address("10.42.42.7"), "the fresh list is cached"
+
+
+def test_a_device_that_is_down_at_its_current_ip_is_not_retried(tmp_path: Path) -> None:
+    s = settings(tmp_path, device_cache=tmp_path / "devices.json")
+    svc.resolve_device(s, "dev-a", api=api(ROWS), cached=True)
+
+    def down(argv: Sequence[str], _stdin: str | None) -> Completed:
+        Path(argv[argv.index("-E") + 1]).write_text("ssh: connect to host 10.42.42.2 port "
+                                                    "22: Connection timed out\n")
+        return Completed(tuple(argv), 255, "", "")
+
+    runner = FakeRunner()
+    runner.on("ssh", reply=down)
+    with pytest.raises(Exception, match="cannot connect"):
+        svc.ssh_session(s, runner, "dev-a", ["true"], tty=False, api=api(ROWS), cached=True)
+    assert len(runner.calls) == 1, "same IP in the factory: one attempt, one clear error"

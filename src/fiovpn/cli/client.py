@@ -415,11 +415,12 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
         if not cmd:
             raise BadInput("--json needs a command: fiovpn ssh --json DEVICE -- CMD",
                            code="bad_usage")
-        res = device_access.run_on_device(settings, runner(), device, cmd, timeout=timeout)
+        res = device_access.run_on_device(settings, runner(), device, cmd, timeout=timeout,
+                                          cached=True)
         return Result(res.to_json(), None, res.exit_code)
     tty = not cmd and sys.stdin.isatty()
     code = device_access.ssh_session(settings, runner(), device, cmd, tty=tty,
-                                     timeout=timeout)
+                                     timeout=timeout, cached=True)
     return Result({"exit_code": code}, None, code)
 
 

@@ -6,8 +6,6 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from fiovpn.errors import BadInput
 
 KEY_BYTES = 32
@@ -111,12 +109,17 @@ def clamp(raw: bytes) -> bytes:
 
 def generate_private_key() -> Key:
     """A new private key, clamped like ``wg genkey``."""
+    # imported here: reading and checking keys (every command) needs no X25519 maths
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     raw = X25519PrivateKey.generate().private_bytes_raw()
     return Key(base64.b64encode(clamp(raw)).decode())
 
 
 def public_key(private: Key) -> Key:
     """The public key of ``private`` (same result as ``wg pubkey``)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     pub = X25519PrivateKey.from_private_bytes(private.raw).public_key().public_bytes_raw()
     return Key(base64.b64encode(pub).decode())
 

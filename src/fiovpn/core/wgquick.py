@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
 
-from fiovpn.core.factory_files import parse_endpoint
 from fiovpn.core.keys import Key
 from fiovpn.errors import BadInput
 
@@ -248,6 +247,8 @@ def _check_value(section: str, key: str, value: str | None) -> None:
         for item in _split(value):
             parse_network(item, what="AllowedIPs")
     elif key == "Endpoint":
+        from fiovpn.core.factory_files import parse_endpoint  # its regexes: only here
+
         parse_endpoint(value)
     elif key in ("ListenPort", "MTU", "PersistentKeepalive"):
         upper = {"ListenPort": 65535, "MTU": 65535, "PersistentKeepalive": 65535}[key]

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fiovpn.adapters.factory_api import FactoryApi
 from fiovpn.adapters.fs import read_text
 from fiovpn.adapters.ssh import SshTarget
 from fiovpn.core import wgquick
@@ -16,7 +16,10 @@ from fiovpn.core.addresses import parse_subnet
 from fiovpn.errors import BadInput, NotFound
 from fiovpn.settings import ClientSettings
 
-ApiFactory = Callable[[], FactoryApi]
+if TYPE_CHECKING:  # `fiovpn ssh` by IP or cached name starts without the factory client
+    from fiovpn.adapters.factory_api import FactoryApi
+
+ApiFactory = Callable[[], "FactoryApi"]
 
 
 def default_api(settings: ClientSettings) -> ApiFactory:

@@ -7,15 +7,15 @@ A device is named by its factory name (looked up in the factory's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fiovpn.adapters.fs import read_text
 from fiovpn.adapters.runner import Runner
 from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget
 from fiovpn.core.addresses import parse_subnet
-from fiovpn.core.d2d import D2dStatus
 from fiovpn.core.hosts import lookup as hosts_lookup
 from fiovpn.core.names import validate_name
 from fiovpn.errors import (
@@ -23,10 +23,14 @@ from fiovpn.errors import (
     FiovpnError,
     NotFound,
 )
-from fiovpn.services import client_config, d2d
+from fiovpn.services import client_config, device_cache
 from fiovpn.services.client_config import ApiFactory
 from fiovpn.services.remote import ssh_options
 from fiovpn.settings import ClientSettings
+
+if TYPE_CHECKING:  # `fiovpn ssh` starts without the device-to-device code
+    from fiovpn.core.d2d import D2dStatus
+    from fiovpn.services import d2d
 
 DEVICE_SSH_PORT = 22
 
@@ -35,7 +39,7 @@ DEVICE_SSH_PORT = 22
 class DeviceTarget:
     name: str
     ip: IPv4Address
-    source: str  # "factory", "hosts" or "ip"
+    source: str  # "factory", "cache", "hosts" or "ip"
 
 
 def check_device_ref(settings: ClientSettings, device: str) -> IPv4Address | str:
@@ -54,12 +58,18 @@ def check_device_ref(settings: ClientSettings, device: str) -> IPv4Address | str
 
 
 def resolve_device(settings: ClientSettings, device: str, *,
-                   api: ApiFactory | None = None) -> DeviceTarget:
-    """A device by VPN IP, or by name via the factory API, else the hosts block."""
+                   api: ApiFactory | None = None, cached: bool = False) -> DeviceTarget:
+    """A device by VPN IP, or by name via the factory API, else the hosts block.
+    ``cached``: a name the factory listed within ``device_cache_ttl`` seconds is taken
+    from the device cache without asking (``fiovpn ssh``; source ``"cache"``)."""
     ref = check_device_ref(settings, device)
     if isinstance(ref, IPv4Address):
         return DeviceTarget(str(ref), ref, "ip")
     name = ref
+    if cached:
+        ip = device_cache.lookup(settings, name)
+        if ip is not None:
+            return DeviceTarget(name, ip, "cache")
     api_problem: str | None = None
     try:
         rows = (api or client_config.default_api(settings))().wireguard_ips()
@@ -67,6 +77,7 @@ def resolve_device(settings: ClientSettings, device: str, *,
         api_problem = str(exc)
         rows = None
     if rows is not None:
+        device_cache.store(settings, rows)
         for row in rows:
             if row.name == name:
                 if row.ip is None or not row.enabled:
@@ -131,27 +142,54 @@ class SshResult:
 
 def run_on_device(settings: ClientSettings, runner: Runner, device: str,
                   command: list[str], *, api: ApiFactory | None = None,
-                  options: SshOptions | None = None, timeout: float | None = None
-                  ) -> SshResult:
+                  options: SshOptions | None = None, timeout: float | None = None,
+                  cached: bool = False) -> SshResult:
     """Run ``command`` on the device (key auth, host keys checked, no stdin); its exit
     code and output bytes come back as they are. ``timeout``: stop waiting after it."""
     if not command:
         raise BadInput("no command given", code="bad_command")
-    target = resolve_device(settings, device, api=api)
-    ssh = device_client(settings, runner, target, options)
-    result = ssh.capture(command, timeout=timeout)
+    target, result = _with_fresh_ip(
+        settings, device, api, cached,
+        lambda t: device_client(settings, runner, t, options).capture(command, timeout=timeout))
     return SshResult(target.name, target.ip, result.returncode, result.stdout, result.stderr)
 
 
 def ssh_session(settings: ClientSettings, runner: Runner, device: str, command: list[str],
                 *, tty: bool, timeout: float | None = None,
-                api: ApiFactory | None = None) -> int:
+                api: ApiFactory | None = None, cached: bool = False) -> int:
     """``fiovpn ssh``: OpenSSH's behaviour on our own stdio (stdin to the remote command,
     output streamed as bytes, a terminal when ``tty``); the remote exit code."""
     if timeout is not None and timeout <= 0:
         raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
-    target = resolve_device(settings, device, api=api)
-    return device_client(settings, runner, target).stream(command, tty=tty, timeout=timeout)
+    return _with_fresh_ip(
+        settings, device, api, cached,
+        lambda t: device_client(settings, runner, t).stream(command, tty=tty,
+                                                            timeout=timeout))[1]
+
+
+T = TypeVar("T")
+
+# ssh's own failures that a device IP out of date explains (it moved, or went away)
+_STALE_IP_CODES = ("ssh_unreachable", "ssh_host_key", "ssh_failed")
+
+
+def _with_fresh_ip(settings: ClientSettings, device: str, api: ApiFactory | None,
+                   cached: bool, call: Callable[[DeviceTarget], T]) -> tuple[DeviceTarget, T]:
+    """``call`` on the resolved device. When the IP came from the device cache and ssh
+    could not get through to it (or met another host key), the cache is dropped, the
+    factory asked, and ``call`` tried once more if the device has another IP now (ssh
+    failed before the session began, so nothing was run and no input was read)."""
+    target = resolve_device(settings, device, api=api, cached=cached)
+    try:
+        return target, call(target)
+    except FiovpnError as exc:
+        if target.source != "cache" or exc.code not in _STALE_IP_CODES:
+            raise
+        device_cache.forget(settings)
+        fresh = resolve_device(settings, device, api=api)
+        if fresh.ip == target.ip:
+            raise
+        return fresh, call(fresh)
 
 
 # --- device-to-device ---------------------------------------------------------------------
@@ -174,6 +212,8 @@ def _server_ip(settings: ClientSettings) -> IPv4Address:
 def d2d_device(settings: ClientSettings, runner: Runner, target: DeviceTarget,
                options: SshOptions | None = None) -> d2d.Device:
     """The device as the d2d service works on it (SSH, its paths, the VPN plan)."""
+    from fiovpn.services import d2d  # here: `fiovpn ssh` starts without it
+
     return d2d.Device(target.name, target.ip, device_client(settings, runner, target, options),
                       d2d.DevicePaths.from_settings(settings), _subnet(settings),
                       _server_ip(settings))
@@ -184,6 +224,8 @@ def set_device_to_device(settings: ClientSettings, runner: Runner, device: str, 
                          options: SshOptions | None = None) -> dict[str, Any]:
     """Device-to-device on (lasting: the dispatcher hook) or off; idempotent."""
     target = resolve_device(settings, device, api=api)
+    from fiovpn.services import d2d
+
     dev = d2d_device(settings, runner, target, options)
     return d2d.enable(dev) if enable else d2d.disable(dev)
 

@@ -19,8 +19,6 @@ from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget, runtime_dir, s
 from fiovpn.core.addresses import parse_ip
 from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
-from fiovpn.core.registry import parse_groups
-from fiovpn.core.timespec import parse_expiry
 from fiovpn.errors import (
     BadInput,
     Conflict,
@@ -139,6 +137,8 @@ def _check_ip(ip: str | None) -> str:
 def _check_expires(expires: str) -> str:
     """A DURATION or TIMESTAMP, checked here (the server checks it again, against
     its own clock) so a typo never costs an SSH round trip."""
+    from fiovpn.core.timespec import parse_expiry  # here: `fiovpn ssh` starts without it
+
     parse_expiry(expires, time.time())
     return expires.strip()
 
@@ -155,6 +155,8 @@ def register(settings: ClientSettings, runner: Runner, *, public_key: str,
     if name is not None:
         args += ["--name", validate_name(name, what="client name")]
     if groups is not None:
+        from fiovpn.core.registry import parse_groups
+
         args += ["--groups", ",".join(parse_groups(groups, what="--groups"))]
     if expires is not None:
         args += ["--expires", _check_expires(expires)]
