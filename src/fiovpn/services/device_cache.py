@@ -23,21 +23,15 @@ import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.settings import ClientSettings
 
+if TYPE_CHECKING:  # imported for its type only: `fiovpn ssh` starts without it
+    from fiovpn.adapters.factory_api import WireguardIp
+
 VERSION = 1
-
-
-class _Row(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def ip(self) -> IPv4Address | None: ...
-    @property
-    def enabled(self) -> bool: ...
 
 
 def _fioctl_file(env: dict[str, str] | os._Environ[str]) -> str:
@@ -78,7 +72,7 @@ def lookup(settings: ClientSettings, name: str, *, now: float | None = None
         return None  # no cache, or one we cannot read: ask the factory
 
 
-def store(settings: ClientSettings, rows: Iterable[_Row]) -> None:
+def store(settings: ClientSettings, rows: Iterable[WireguardIp]) -> None:
     """Remember the VPN-enabled devices of a fresh ``wireguard-ips`` list. Never fails the
     lookup that calls it: a cache that cannot be written is only slower next time."""
     if settings.device_cache_ttl <= 0:
