@@ -180,7 +180,7 @@ def test_handler_client_file_overrides_and_keepalive(tmp_path: Path) -> None:
     (SERVER_FILE.render(), "address=10.42.42.7\nenabled=0"),
     (None, "address=10.42.42.7"),
     (SERVER_FILE.render(), None),
-])
+], ids=["server-disabled", "client-disabled", "no-server-file", "no-client-file"])
 def test_handler_deletes_the_connection(tmp_path: Path, server: str | None,
                                         client: str | None) -> None:
     text, calls = run_handler(tmp_path, server, client, existing=True)

@@ -36,7 +36,7 @@ def test_client_file_before_enable_has_only_pubkey() -> None:
     ("endpoint=a:1", "missing server_address, pubkey"),
     ("garbage", "missing endpoint, server_address, pubkey"),  # the line is skipped
     ("=value\nendpoint=a:1", "line 1: expected key=value"),
-])
+], ids=["bad-pubkey", "unknown-key", "bad-address", "missing-two", "garbage", "no-key"])
 def test_bad_server_files(text: str, match: str) -> None:
     with pytest.raises(BadInput, match=match):
         ServerConfigFile.parse(text)

@@ -190,7 +190,7 @@ def test_round_trip_property(text: str) -> None:
     f"PrivateKey = {PRIV}"[:-2] + "=",  # one character lost in a copy
     f"PresharedKey = {str(PRIV)[:-1]}",
     f"PrivateKey: {str(PRIV)[:-1]}",  # no '='
-])
+], ids=["private-cut", "preshared-cut", "no-equals"])
 def test_a_damaged_secret_key_is_never_echoed(line: str) -> None:
     with pytest.raises(BadInput) as exc:
         wgquick.client_view(wgquick.parse(f"[Interface]\n{line}\n", source="foundries.conf"))
