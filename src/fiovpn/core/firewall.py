@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from fiovpn.core.peers import Peer
+from fiovpn.core.peers import Peer, ip_text
 
 REJECT = "reject with icmpx type admin-prohibited"
 _PLAIN = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -134,8 +134,11 @@ def _set(name: str, elems: Elements, sets: dict[str, Elements], *,
 
 
 def _ips(ips: Iterable[IPv4Address], ends: Mapping[IPv4Address, int]) -> Elements:
-    # int keys: 50,000 IPv4Address compares are slow
-    return {str(ip): (ends.get(ip), None) for ip in sorted(set(ips), key=int)}
+    # int keys and remembered texts: IPv4Address hashes, compares and prints in Python
+    unique = {int(ip): ip for ip in ips}
+    if not ends:
+        return {ip_text(unique[n]): (None, None) for n in sorted(unique)}
+    return {ip_text(unique[n]): (ends.get(unique[n]), None) for n in sorted(unique)}
 
 
 def _element_text(key: str, item: tuple[int | None, str | None], now: float) -> str:
@@ -203,14 +206,15 @@ def table_model(policy: FirewallPolicy, peers: Iterable[Peer],
                and not (p.ip in access.client_ends and p.ip not in live_ends)]
     client_set = set(clients)
     devices = [p.ip for p in peers if p.kind == "device"]
-    device_set = set(devices)
     open_clients = [ip for ip in clients if ip not in access.client_groups]
 
     members: dict[str, list[IPv4Address]] = defaultdict(list)
-    for ip in sorted(device_set, key=int):
-        group = access.device_groups.get(ip)
-        if group:
-            members[group].append(ip)
+    if access.device_groups:  # a walk over every device only when groups exist
+        for ip in sorted({int(ip): ip for ip in devices}.values(), key=int):
+            group = access.device_groups.get(ip)
+            if group:
+                members[group].append(ip)
+    device_set = set(devices) if access.device_grants else set()
     group_clients: dict[str, list[IPv4Address]] = defaultdict(list)
     for ip, groups in access.client_groups.items():
         if ip in client_set:
@@ -234,7 +238,7 @@ def table_model(policy: FirewallPolicy, peers: Iterable[Peer],
     for g in sorted(members):
         chain = group_chain(g)
         for ip in members[g]:
-            vmap[str(ip)] = (None, f"jump {chain}")
+            vmap[ip_text(ip)] = (None, f"jump {chain}")
         group_sets += _set(f"{chain}_clients", _ips(group_clients[g], live_ends), sets,
                            timeout=True, comment=f"clients with groups={g}")
         group_sets += _set(f"{chain}_grants",

@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
+from fiovpn.core.peers import ip_text
+
 _OURS = re.compile(r"\d{1,3}(\.\d{1,3}){3}\t[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -45,7 +47,8 @@ def lookup(text: str, name: str) -> IPv4Address | None:
 
 
 def render_block(factory: str, hosts: Iterable[tuple[IPv4Address, str]]) -> list[str]:
-    body = [f"{ip}\t{name}" for ip, name in sorted(hosts, key=lambda h: (int(h[0]), h[1]))]
+    body = [f"{ip_text(ip)}\t{name}"
+            for ip, name in sorted(hosts, key=lambda h: (int(h[0]), h[1]))]
     return [begin_marker(factory), *body, end_marker(factory)]
 
 

@@ -11,6 +11,7 @@ from fiovpn.errors import BadInput
 KEY_BYTES = 32
 _VALID: set[str] = set()  # key texts already checked (public keys: not secret)
 _VALID_MAX = 500_000
+_SHARED: dict[str, Key] = {}  # one Key object per public key text (Key.shared)
 
 # X25519 points of small order (RFC 7748 section 7; libsodium's list), top bit
 # cleared: a peer "public key" among them yields an all-zero shared secret, so
@@ -49,10 +50,26 @@ class Key:
             _VALID.add(self.text)
 
     @classmethod
+    def shared(cls, text: str) -> Key:
+        """``Key(text)``, the same object each time for the same text: the wg dump and
+        the factory list name the same 50,000 public keys on every pass (never use it
+        for private keys: they would stay in memory)."""
+        key = _SHARED.get(text)
+        if key is None:
+            key = cls(text)
+            if len(_SHARED) >= _VALID_MAX:
+                _SHARED.clear()
+            _SHARED[text] = key
+        return key
+
+    @classmethod
     def parse(cls, value: str, *, what: str = "key", public: bool = False) -> Key:
         """Validate ``value`` (surrounding whitespace ignored) or raise ``BadInput``.
         With ``public``, a low-order point (all zeros, ...) is refused too."""
         text = value.strip()
+        seen = _SHARED.get(text) if public else None
+        if seen is not None and not is_low_order(base64.b64decode(text)):
+            return seen  # the factory list names the same 50,000 keys on every read
         try:
             raw = _decode(text)
         except ValueError as exc:
@@ -65,7 +82,7 @@ class Key:
                 f"invalid WireGuard {what} {_show(text)}: a low-order X25519 point "
                 "(all zeros or similar), which no real key pair has", code="bad_key",
                 hint="use the public key `wg pubkey` (or `fiovpn keys generate`) printed")
-        return cls(text)
+        return cls.shared(text) if public else cls(text)
 
     @classmethod
     def parse_public(cls, value: str, *, what: str = "public key") -> Key:

@@ -8,7 +8,6 @@ and the conflict is reported.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -20,6 +19,20 @@ from fiovpn.core.registry import ClientEntry
 
 PeerKind = Literal["device", "client"]
 _ALLOWED: dict[int, str] = {}  # int(ip) -> "a.b.c.d/32"
+_TEXT: dict[int, str] = {}  # int(ip) -> "a.b.c.d"
+_MEMO_MAX = 1 << 17
+
+
+def ip_text(ip: IPv4Address) -> str:
+    """``str(ip)``, remembered: ``IPv4Address.__str__`` is slow pure Python and a pass
+    at 50,000 peers needs each address as text several times."""
+    n = int(ip)
+    text = _TEXT.get(n)
+    if text is None:
+        if len(_TEXT) >= _MEMO_MAX:
+            _TEXT.clear()
+        text = _TEXT[n] = str(ip)
+    return text
 DISABLED = "VPN disabled for this device"  # normal: reported in status, not logged
 
 
@@ -49,9 +62,9 @@ class Peer:
         n = int(self.ip)
         text = _ALLOWED.get(n)
         if text is None:
-            if len(_ALLOWED) >= 1 << 17:
+            if len(_ALLOWED) >= _MEMO_MAX:
                 _ALLOWED.clear()
-            text = _ALLOWED[n] = f"{self.ip}/32"
+            text = _ALLOWED[n] = f"{ip_text(self.ip)}/32"
         return text
 
     @property
@@ -59,8 +72,8 @@ class Peer:
         return f"{self.kind} {self.name!r}" if self.name else f"{self.kind} {self.ip}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "ip": str(self.ip),
-                "public_key": str(self.public_key)}
+        return {"kind": self.kind, "name": self.name, "ip": ip_text(self.ip),
+                "public_key": self.public_key.text}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Peer:
@@ -122,13 +135,12 @@ class _Hosts:
 
     low: int
     high: int
+    server: int
 
     @classmethod
     def of(cls, network: VpnNetwork) -> _Hosts:
-        return cls(int(network.subnet.network_address), int(network.subnet.broadcast_address))
-
-    def __contains__(self, ip: IPv4Address) -> bool:
-        return self.low < int(ip) < self.high
+        return cls(int(network.subnet.network_address), int(network.subnet.broadcast_address),
+                   int(network.server))
 
 
 def _check_device(row: DeviceRow, network: VpnNetwork, hosts: _Hosts) -> str | None:
@@ -136,13 +148,28 @@ def _check_device(row: DeviceRow, network: VpnNetwork, hosts: _Hosts) -> str | N
         return DISABLED
     if row.pubkey is None:
         return "device has not published a WireGuard public key"
-    if row.ip is None:
+    ip = row.ip
+    if ip is None:
         return "device has no VPN address"
-    if row.ip not in hosts:
-        return f"address {row.ip} is outside the VPN subnet {network.subnet}"
-    if row.ip == network.server:
-        return f"address {row.ip} is the server's own address"
+    n = int(ip)
+    if not hosts.low < n < hosts.high:
+        return f"address {ip} is outside the VPN subnet {network.subnet}"
+    if n == hosts.server:
+        return f"address {ip} is the server's own address"
     return None
+
+
+def _client_problem(ip: IPv4Address, network: VpnNetwork, hosts: _Hosts) -> str | None:
+    n = int(ip)
+    if not hosts.low < n < hosts.high:
+        return f"address {ip} is outside the VPN subnet {network.subnet}"
+    if n == hosts.server:
+        return f"address {ip} is the server's own address"
+    return None
+
+
+def _by_name(row: DeviceRow) -> str:
+    return row.name
 
 
 def desired_peers(devices: Iterable[DeviceRow], clients: Iterable[ClientEntry],
@@ -151,7 +178,7 @@ def desired_peers(devices: Iterable[DeviceRow], clients: Iterable[ClientEntry],
     skipped: list[SkippedPeer] = []
     candidates: list[Peer] = []
     hosts = _Hosts.of(network)
-    for row in sorted(devices, key=lambda r: r.name):
+    for row in sorted(devices, key=_by_name):
         reason = _check_device(row, network, hosts)
         if reason is not None:
             skipped.append(SkippedPeer("device", row.name, reason))
@@ -159,30 +186,37 @@ def desired_peers(devices: Iterable[DeviceRow], clients: Iterable[ClientEntry],
         assert row.pubkey is not None and row.ip is not None
         candidates.append(Peer("device", row.name, row.pubkey, row.ip))
     for entry in clients:
-        reason = None
-        if entry.ip not in hosts:
-            reason = f"address {entry.ip} is outside the VPN subnet {network.subnet}"
-        elif entry.ip == network.server:
-            reason = f"address {entry.ip} is the server's own address"
+        reason = _client_problem(entry.ip, network, hosts)
         if reason is not None:
             skipped.append(SkippedPeer("client", entry.name, reason))
             continue
         candidates.append(Peer("client", entry.name, entry.public_key, entry.ip))
     if server_key is not None:
-        for p in [p for p in candidates if p.public_key == server_key]:
+        for p in [p for p in candidates if p.public_key.text == server_key.text]:
             candidates.remove(p)
             skipped.append(SkippedPeer(p.kind, p.name, "uses the server's own public key"))
 
-    by_ip: dict[IPv4Address, list[Peer]] = defaultdict(list)
-    by_key: dict[Key, list[Peer]] = defaultdict(list)
+    # Plain ints and key texts as dict keys: IPv4Address and Key hash in Python.
+    by_ip: dict[int, list[Peer]] = {}
+    by_key: dict[str, list[Peer]] = {}
     for p in candidates:
-        by_ip[p.ip].append(p)
-        by_key[p.public_key].append(p)
+        n = int(p.ip)
+        same_ip = by_ip.get(n)
+        if same_ip is None:
+            by_ip[n] = [p]
+        else:
+            same_ip.append(p)
+        text = p.public_key.text
+        same_key = by_key.get(text)
+        if same_key is None:
+            by_key[text] = [p]
+        else:
+            same_key.append(p)
     dropped: set[int] = set()
     conflicts: list[PeerConflict] = []
     groups: list[tuple[Literal["ip", "public_key"], str, list[Peer]]] = [
-        ("ip", str(ip), group) for ip, group in by_ip.items() if len(group) > 1]
-    groups += [("public_key", str(key), group) for key, group in by_key.items()
+        ("ip", str(group[0].ip), group) for group in by_ip.values() if len(group) > 1]
+    groups += [("public_key", key, group) for key, group in by_key.items()
                if len(group) > 1]
     for what, value, group in groups:
         kept = next((p for p in group if p.kind == "device"), None)
