@@ -344,7 +344,7 @@ class AccessState:
             if c.action not in ("add", "remove"):
                 continue
             lines.append({"action": f"peer_{c.action}", "target": c.label,
-                          "detail": {"public_key": str(c.public_key), "reason": c.reason}})
+                          "detail": {"public_key": c.public_key.text, "reason": c.reason}})
         if lines:
             self.journal.append_many(DAEMON, lines)
 

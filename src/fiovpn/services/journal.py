@@ -55,9 +55,11 @@ class Journal:
     def append_many(self, actor: str, items: list[dict[str, Any]]) -> None:
         """Several lines (``action``, ``target``, ``detail`` each) in one write."""
         at = format_timestamp(self.clock())
-        data = "".join(json.dumps({"at": at, "actor": actor, "action": i["action"],
-                                   "target": i["target"], "detail": i.get("detail", {})},
-                                  separators=(",", ":"), default=str) + "\n"
+        # One encoder for all lines: json.dumps with options builds one per call,
+        # and an initial sync journals 50,000 peers.
+        encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        data = "".join(encode({"at": at, "actor": actor, "action": i["action"],
+                               "target": i["target"], "detail": i.get("detail", {})}) + "\n"
                        for i in items).encode()
         try:
             self._write(data)

@@ -21,7 +21,7 @@ from typing import Any
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.core.keys import Key
-from fiovpn.core.peers import Peer
+from fiovpn.core.peers import Peer, ip_text
 from fiovpn.errors import PermanentError
 
 log = logging.getLogger("fiovpn.server")
@@ -34,8 +34,8 @@ CLI_HOLDER = "cli"  # what a CLI applying without a daemon writes into the lock 
 
 
 def row_to_json(row: WireguardIp) -> dict[str, Any]:
-    return {"name": row.name, "ip": str(row.ip) if row.ip else None, "enabled": row.enabled,
-            "pubkey": str(row.pubkey) if row.pubkey else None}
+    return {"name": row.name, "ip": ip_text(row.ip) if row.ip else None,
+            "enabled": row.enabled, "pubkey": row.pubkey.text if row.pubkey else None}
 
 
 def row_from_json(data: dict[str, Any]) -> WireguardIp:
@@ -43,7 +43,7 @@ def row_from_json(data: dict[str, Any]) -> WireguardIp:
         name=str(data["name"]),
         ip=IPv4Address(data["ip"]) if data.get("ip") else None,
         enabled=bool(data.get("enabled", True)),
-        pubkey=Key(data["pubkey"]) if data.get("pubkey") else None,
+        pubkey=Key.shared(data["pubkey"]) if data.get("pubkey") else None,
     )
 
 

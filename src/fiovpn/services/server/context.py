@@ -55,6 +55,9 @@ class ServerContext:
     last_desired: tuple[tuple[object, ...], DesiredPeers] | None = None
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None
+    last_peers: list[Peer] | None = None  # the peers of the last pass
+    last_hosts_peers: list[Peer] | None = None  # the peers the hosts memo was made from
+    last_order: tuple[list[Peer], list[Peer]] | None = None  # peers, in status order
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
     forwarding_on: bool = False  # switched on (or found on) after the firewall applied
     registry_guard: RegistryGuard = field(default_factory=RegistryGuard, repr=False,

@@ -4,7 +4,6 @@ changed (the rest of the file is not ours)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,24 +26,43 @@ def _file_id(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=1 << 17)
+_HOST_NAMES: dict[str, str | None] = {}  # device name -> host name (None: not valid)
+
+
 def _host_name(name: str) -> str | None:
+    """``validate_name``, remembered (a plain dict: an lru_cache node per name
+    costs twice the memory at 50,000 devices)."""
     try:
-        return validate_name(name)
+        return _HOST_NAMES[name]
+    except KeyError:
+        pass
+    try:
+        host: str | None = validate_name(name)
     except BadInput:
-        return None
+        host = None
+    if len(_HOST_NAMES) >= 1 << 17:
+        _HOST_NAMES.clear()
+    _HOST_NAMES[name] = host
+    return host
 
 
 def update_hosts_file(ctx: ServerContext, path: Path, factory: str, peers: Iterable[Peer]
                   ) -> bool:
+    peers = list(peers)
+    file_id = _file_id(path)
+    last = ctx.last_hosts
+    if (last is not None and ctx.last_hosts_peers is not None and last[0] == factory
+            and last[2] == file_id and peers == ctx.last_hosts_peers):
+        return False  # the same Peer objects as last time, file untouched since
     entries = []
     for p in peers:
         if p.kind == "device" and p.name:
             name = _host_name(p.name)
             if name is not None:
                 entries.append((p.ip, name))
-    memo = (factory, frozenset(entries), _file_id(path))
+    memo = (factory, frozenset((int(ip), name) for ip, name in entries), file_id)
     if memo == ctx.last_hosts:
+        ctx.last_hosts_peers = peers
         return False  # same devices, file untouched since we last looked
     try:
         raw = path.read_bytes()
@@ -54,13 +72,13 @@ def update_hosts_file(ctx: ServerContext, path: Path, factory: str, peers: Itera
     # comment) pass through unchanged instead of stopping the daemon.
     new = update_hosts(raw.decode("utf-8", "surrogateescape"), factory, entries)
     if new is None:
-        ctx.last_hosts = memo
+        ctx.last_hosts, ctx.last_hosts_peers = memo, peers
         return False
     mode = 0o644
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode & 0o777
     atomic_write(path, new.encode("utf-8", "surrogateescape"), mode=mode)
-    ctx.last_hosts = (factory, frozenset(entries), _file_id(path))
+    ctx.last_hosts, ctx.last_hosts_peers = (memo[0], memo[1], _file_id(path)), peers
     log.info("hosts block for factory %s updated in %s (%d devices)", factory, path,
              len(entries))
     return True

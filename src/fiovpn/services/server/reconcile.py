@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator, Mapping
 
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import file_signature
@@ -65,7 +66,31 @@ def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[Wireguar
 
 
 
-def _protected(dump: WgDump, desired: DesiredPeers, known: dict[Key, Peer],
+class _Known(Mapping[Key, Peer]):
+    """The peers earlier passes wanted (names for removal logs, devices kept while
+    the API fails): this process's memo, else read from the last status file only
+    when first asked (a ``--once`` pass without removals never reads it)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.loaded: dict[Key, Peer] | None = ctx.known
+
+    def _data(self) -> dict[Key, Peer]:
+        if self.loaded is None:
+            self.loaded = self.ctx.state.known_peers()
+        return self.loaded
+
+    def __getitem__(self, key: Key) -> Peer:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+def _protected(dump: WgDump, desired: DesiredPeers, known: Mapping[Key, Peer],
                network: VpnNetwork) -> list[Peer]:
     """Peers on the interface that must stay because the device list is not
     authoritative (API failed): everything not known to be a removed client."""
@@ -171,11 +196,11 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     except FiovpnError as exc:
         # Without the registry every client would look removed: change nothing.
         report.errors.append(f"{exc}: no peer changed")
-        known = ctx.known if ctx.known is not None else ctx.state.known_peers()
+        held = ctx.known if ctx.known is not None else ctx.state.known_peers()
         dump_now = None
         with contextlib.suppress(FiovpnError):
             dump_now = ctx.wg.show_dump(s.interface)
-        _finish(ctx, report, dump_now, list(known.values()))
+        _finish(ctx, report, dump_now, list(held.values()))
         return report
     entries, report.registry_held = ctx.registry_guard.entries(registry, sig)
     if not report.registry_held:
@@ -196,7 +221,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
             for e in expired)))
     report.desired = desired
 
-    known = ctx.known if ctx.known is not None else ctx.state.known_peers()
+    known = _Known(ctx)
     try:
         dump = ctx.wg.show_dump(s.interface)
     except FiovpnError as exc:
@@ -218,9 +243,15 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         with contextlib.suppress(FiovpnError):
             dump = ctx.wg.show_dump(s.interface)
     report.peers = peers
-    ctx.known = {**known, **{p.public_key: p for p in peers}}
+    # The same peers as the last pass (the usual idle poll: the same Peer objects,
+    # compared by identity first) need none of what is derived from them again.
+    same_peers = ctx.last_peers is not None and peers == ctx.last_peers
+    if not same_peers or ctx.known is None:
+        # After an authoritative pass the interface holds exactly ``peers``: the
+        # last status file is only read when something needs an older name.
+        base = known.loaded if known.loaded is not None else {}
+        ctx.known = {**base, **{p.public_key: p for p in peers}}
     ctx.access.record(report.changes, expired)
-
     listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
                             s.allow_device_to_device,
@@ -228,13 +259,16 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
                             vip=s.vip, port=s.port)
     rules = access_rules(peers, entries, ctx.access.groups.groups,
                          ctx.access.live_grants(now), now)
-    fw_key = (policy, frozenset((p.kind, p.ip) for p in peers), rules.memo())
-    if fw_key != ctx.last_firewall:
+    # New peers give a new model; when only their keys changed, its delta is empty
+    # and nothing is applied. A failed apply is retried on the next pass.
+    fw_key = (policy, rules.memo())
+    if not same_peers or fw_key != ctx.last_firewall:
         try:
             _apply_firewall(ctx, report, table_model(policy, peers, rules, now=ctx.clock()))
             ctx.last_firewall = fw_key
         except FiovpnError as exc:
             report.errors.append(f"applying the firewall failed: {exc}")
+            ctx.last_firewall = None
     if ctx.last_firewall is not None and not ctx.forwarding_on:
         # Only with the policy table in place: forwarding without it would pass
         # device->client and client<->client traffic unfiltered (fail closed).
@@ -251,6 +285,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         except OSError as exc:
             report.errors.append(f"cannot update {s.hosts_file}: {exc}")
 
+    ctx.last_peers = peers
     _finish(ctx, report, dump, peers)
     return report
 
