@@ -22,12 +22,13 @@ from starlette.routing import Route
 
 from fiovpn.ops.dashboard import dashboard_document, page, refresh_seconds
 from fiovpn.ops.metrics import CONTENT_TYPE, DaemonMetrics
-from fiovpn.ops.view import StatusView
+from fiovpn.ops.view import StatusFn, StatusView
 
 
-def allowed_source(host: str | None, status: dict[str, Any]) -> bool:
+def allowed_source(host: str | None, status: dict[str, Any] | StatusFn) -> bool:
     """Loopback, the server itself (Prometheus on this host) and registered
-    clients; never a device or an unknown address."""
+    clients; never a device or an unknown address. ``status``: the status
+    document, or what gives it (only asked when loopback does not decide)."""
     if host is None:
         return False
     try:
@@ -38,6 +39,8 @@ def allowed_source(host: str | None, status: dict[str, Any]) -> bool:
         return True
     if not isinstance(addr, IPv4Address):
         return False
+    if callable(status):
+        status = status()
     if str(addr) == status.get("server_address"):
         return True
     return any(p.get("kind") == "client" and p.get("ip") == str(addr)
@@ -54,7 +57,7 @@ def build_app(view: StatusView, metrics: DaemonMetrics) -> Starlette:
     def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         def run(request: Request) -> Response:
             host = request.client.host if request.client else None
-            if not allowed_source(host, view.status()):
+            if not allowed_source(host, view.snapshot):
                 return PlainTextResponse("only fiovpn clients through the tunnel may read "
                                          "this\n", status_code=403)
             return handler(request)

@@ -25,10 +25,12 @@ class Web:
 
 
 def build_web(listen: Listen, *, status_fn: Callable[[], dict[str, Any]], state_dir: Path,
-              interval: float, api: FactoryApi | None) -> Web:
+              interval: float, api: FactoryApi | None,
+              snapshot_fn: Callable[[], dict[str, Any]] | None = None) -> Web:
     """The view, metrics and (bound, not yet serving) HTTP server of a daemon."""
     presence = Presence(api, ttl=max(PRESENCE_MIN_S, interval)) if api is not None else None
-    view = StatusView(status_fn, state_dir, interval=interval, presence=presence)
+    view = StatusView(status_fn, state_dir, interval=interval, presence=presence,
+                      snapshot_fn=snapshot_fn)
     metrics = DaemonMetrics(view)
     http = HttpServer(build_app(view, metrics), listen)
     http.bind()

@@ -83,6 +83,9 @@ class StatusView:
     interval: float = 60.0
     presence: Presence | None = None
     ttl: float = 1.0  # seconds a status document is reused
+    # The daemon's last pass as it saw it (peers with that pass's handshakes and
+    # traffic, no fresh `wg show dump`): what a scrape reads. None: ``status()``.
+    snapshot_fn: StatusFn | None = None
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     _cached: tuple[float, dict[str, Any]] | None = field(default=None, init=False)
@@ -97,6 +100,15 @@ class StatusView:
             doc = self.status_fn()
             self._cached = (self.monotonic(), doc)
             return doc
+
+    def snapshot(self) -> dict[str, Any]:
+        """The daemon's last pass (at most one poll interval old), else ``status()``.
+
+        A ``wg show dump`` of 50,000 peers alone takes longer than a scrape may;
+        the daemon has just made one."""
+        if self.snapshot_fn is None:
+            return self.status()
+        return self.snapshot_fn()
 
     def online_devices(self) -> frozenset[str] | None:
         return self.presence.online() if self.presence is not None else None
