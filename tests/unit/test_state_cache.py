@@ -21,3 +21,23 @@ def test_device_cache_is_rewritten_only_when_the_list_changes(tmp_path: Path) ->
     assert cache.devices_path.stat().st_mode & 0o777 == 0o600
     # a new process (fresh cache object) writes its first list even when equal
     assert StateCache(tmp_path / "state").save_devices(moved, "t4") is True
+
+
+def test_device_cache_is_plain_json_that_round_trips_awkward_rows(tmp_path: Path) -> None:
+    """The cache is written a row at a time (fast at 50,000 devices): still the JSON
+    ``json.loads`` reads, names with quotes, backslashes, newlines and non-ASCII kept."""
+    import json
+
+    key = KeyPair.generate().public
+    rows = [WireguardIp("plain-1", IPv4Address("10.42.0.2"), True, key),
+            WireguardIp('qu"ote\\back\nnl-ünï', None, False, None),
+            WireguardIp("", IPv4Address("10.42.0.3"), True, KeyPair.generate().public)]
+    cache = StateCache(tmp_path / "state")
+    cache.save_devices(rows, 'at "noon"')
+    data = json.loads(cache.devices_path.read_text())
+    assert data["saved_at"] == 'at "noon"'
+    assert data["devices"][1] == {"name": 'qu"ote\\back\nnl-ünï', "ip": None,
+                                  "enabled": False, "pubkey": None}
+    assert data["devices"][0] == {"name": "plain-1", "ip": "10.42.0.2", "enabled": True,
+                                  "pubkey": str(key)}
+    assert StateCache(tmp_path / "state").load_devices() == rows
