@@ -45,7 +45,8 @@ def plan(desired: Iterable[Peer], actual: Iterable[PeerDump],
     """Changes that turn ``actual`` into ``desired``: removes first (so a
     freed IP can move), then updates, then adds. ``known`` (the previous
     desired peers) only names peers in the reasons of removals."""
-    known = known or {}
+    if known is None:  # not `known or {}`: asking a lazy mapping's length loads it
+        known = {}
     # Key texts as dict keys (a Key hashes in Python): 50,000 peers per pass.
     want = {p.public_key.text: p for p in desired}
     have = {p.public_key.text: p for p in actual}
