@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from fiovpn.core.keys import KeyPair
+from fiovpn.core.presence import factory_online
 from fiovpn.lab import DeviceSpec, Lab, wait_for
 from fiovpn.lab.browser import Browser
 from fiovpn.lab.prometheus import Prometheus
@@ -131,6 +132,41 @@ def test_the_dashboard_in_chromium_through_the_tunnel(lab: Lab, engineer: Engine
         assert seen["marker"] == first["marker"]  # the same page: never reloaded
     finally:
         browser.stop()
+
+
+def metric_value(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
+
+
+def test_online_in_the_factory_without_vpn(lab: Lab, engineer: Engineer) -> None:
+    """device9 (enabled in the factory by the dashboard test, checked in, a key whose
+    owner never connects) is online in the factory with no handshake: it counts in
+    fiovpn_devices_online_without_vpn, device1 (pinged, a live session) does not."""
+    assert lab.factory is not None
+    factory = lab.factory
+    factory.checkin("device9")
+    assert lab.ping("device1", "10.42.42.1")
+
+    def silent() -> set[str]:
+        now = time.time()
+        online = {d["name"] for d in factory.devices()
+                  if factory_online(d.get("status"), d.get("last-seen"), now)}
+        return {p["name"] for p in device_peers(lab.server.status()) if p["name"] in online
+                and (not p["latest_handshake"] or now - p["latest_handshake"] > 180)}
+
+    def counted() -> tuple[float, set[str]] | None:
+        reply = engineer.http("GET", f"{URL}/metrics")
+        value = metric_value(reply.body, "fiovpn_devices_online_without_vpn") if reply.ok \
+            else None
+        names = silent()
+        return (value, names) if value is not None and value == len(names) else None
+    value, names = wait_for(counted, timeout=30, interval=1,
+                            what="fiovpn_devices_online_without_vpn to count the silent devices")
+    assert "device9" in names and "device1" not in names, names
+    assert value >= 1
 
 
 def test_a_device_cannot_open_the_page(lab: Lab, engineer: Engineer) -> None:
