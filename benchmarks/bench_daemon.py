@@ -139,7 +139,8 @@ def run_child(iface: str, work: Path, n: int, passes: int) -> None:
 
     import fiovpn.adapters.factory  # noqa: F401 - the real daemon carries the HTTP client
 
-    rows = [WireguardIp(r["name"], IPv4Address(r["ip"]), True, Key(r["pubkey"]))
+    # keys as the factory client makes them (Key.parse_public: one object per key)
+    rows = [WireguardIp(r["name"], IPv4Address(r["ip"]), True, Key.parse_public(r["pubkey"]))
             for r in json.loads((work / "rows.json").read_text())]
     assert len(rows) == n
     settings = dataclasses.replace(settings_for(iface, work, 0), http=f"127.0.0.1:{HTTP_PORT}")
