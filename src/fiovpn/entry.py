@@ -110,6 +110,14 @@ def _ssh_args(argv: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
 
 def ssh_main(opts: dict[str, str], device: str, command: list[str]) -> int:
     """``fiovpn ssh`` as :func:`fiovpn.cli.client.ssh_cmd` runs it, on fewer imports."""
+    # A name looked up in the factory loads the HTTP client. Two optional parts of it
+    # that a synchronous client never uses are marked absent (None in sys.modules:
+    # their import fails, and the libraries go on without them as when not installed):
+    # httpcore loads trio when it is installed, httpx its own command line with rich.
+    # Together they cost more than the API call itself.
+    for optional in ("trio", "httpx._main"):
+        if optional not in sys.modules:
+            sys.modules[optional] = None  # type: ignore[assignment]
     from fiovpn.errors import BadInput, FiovpnError, PermanentError
 
     try:

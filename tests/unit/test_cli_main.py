@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,39 @@ def test_the_ssh_fast_path_refuses_bad_input_like_the_full_command(
         main(argv)
     assert full.value.code == code
     assert said in capsys.readouterr().err
+
+
+def test_the_ssh_fast_path_loads_no_command_line_library(tmp_path: Path) -> None:
+    """What makes it fast: `fiovpn ssh IP -- CMD` runs ssh without loading click, rich,
+    the HTTP client or cryptography (ssh itself is a stand-in here that exits 0)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from fiovpn.core.keys import KeyPair
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").symlink_to("/bin/true")
+    conf = tmp_path / "wg0.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {KeyPair.generate().private}\n"
+                    "Address = 10.42.42.5/32\n\n[Peer]\n"
+                    f"PublicKey = {KeyPair.generate().public}\n"
+                    "Endpoint = 198.18.0.1:5555\nAllowedIPs = 10.42.42.0/24\n")
+    code = textwrap.dedent("""
+        import sys
+        from fiovpn import entry
+        code = entry.ssh_main(*entry._ssh_args(sys.argv[1:]))
+        loaded = {m for m in sys.modules if sys.modules[m] is not None}
+        heavy = sorted({m.split(".")[0] for m in loaded}
+                       & {"click", "rich", "httpx", "cryptography", "yaml"})
+        heavy += sorted(m for m in loaded if m.startswith("fiovpn.cli"))
+        print(code, " ".join(heavy))
+    """)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "FIOVPN_JOURNAL": str(tmp_path / "journal.jsonl")}
+    out = subprocess.run([sys.executable, "-c", code, "ssh", "--config", str(conf),
+                          "10.42.42.2", "--", "true"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"], out.stdout
