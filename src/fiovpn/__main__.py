@@ -1,3 +1,3 @@
-from fiovpn.cli.main import main
+from fiovpn.entry import main
 
 main()

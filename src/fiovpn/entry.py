@@ -110,14 +110,6 @@ def _ssh_args(argv: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
 
 def ssh_main(opts: dict[str, str], device: str, command: list[str]) -> int:
     """``fiovpn ssh`` as :func:`fiovpn.cli.client.ssh_cmd` runs it, on fewer imports."""
-    # A name looked up in the factory loads the HTTP client. Two optional parts of it
-    # that a synchronous client never uses are marked absent (None in sys.modules:
-    # their import fails, and the libraries go on without them as when not installed):
-    # httpcore loads trio when it is installed, httpx its own command line with rich.
-    # Together they cost more than the API call itself.
-    for optional in ("trio", "httpx._main"):
-        if optional not in sys.modules:
-            sys.modules[optional] = None  # type: ignore[assignment]
     from fiovpn.errors import BadInput, FiovpnError, PermanentError
 
     try:
@@ -149,7 +141,20 @@ def ssh_main(opts: dict[str, str], device: str, command: list[str]) -> int:
         return 130
 
 
+def _skip_unused_optional_imports() -> None:
+    """Two optional parts of the HTTP stack that fiovpn never uses are marked absent
+    (None in sys.modules: importing them fails, and the libraries go on without them,
+    as when they are not installed): httpcore loads trio whenever it is installed
+    (selenium brings it), httpx its own command line. Together they cost 0.3-0.7 s of
+    every command that talks to the factory, more than the API call itself. fiovpn's
+    async code (the MCP server, the daemon's HTTP app) runs on asyncio."""
+    for optional in ("trio", "httpx._main"):
+        if optional not in sys.modules:
+            sys.modules[optional] = None  # type: ignore[assignment]
+
+
 def main() -> None:
+    _skip_unused_optional_imports()
     fast = _health_args(sys.argv[1:])
     if fast is not None:
         sys.exit(health_main(*fast))
