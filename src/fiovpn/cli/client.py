@@ -386,7 +386,9 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
     """SSH to DEVICE (name or VPN IP) as OpenSSH does: `fiovpn ssh DEVICE -- CMD ...`
     runs CMD with your stdin, streams its output (bytes, unchanged) and exits with its
     exit code (255 included). Without CMD: a login shell, on a terminal when you are on
-    one. Key authentication only; host keys are checked.
+    one. Key authentication only; host keys are checked. A name's VPN IP, once the
+    factory listed it, is remembered for 5 minutes (settings device-cache,
+    device-cache-ttl; 0: always ask), so a repeated call makes no API call.
 
     CMD's words reach the device exactly as given (each quoted; no remote shell
     expands them): for pipes or variables run a shell, `-- sh -c 'A | B'`.
