@@ -22,9 +22,11 @@ import pytest
 
 from fiovpn.core.keys import KeyPair
 from fiovpn.core.registry import Registry
+from fiovpn.errors import PermanentError
 from fiovpn.lab import Lab, net
 from fiovpn.lab import ha as lab_ha
 from fiovpn.lab.roles import Engineer, Server
+from fiovpn.services.server.control import ControlClient
 
 pytestmark = pytest.mark.e2e
 
@@ -136,6 +138,20 @@ def test_registry_changes_only_on_the_active_and_on_both_before_confirmed(pair: 
     assert len(lines) == 1 and f"root@{a.underlay_ip}:5025" in lines[0], refused.stderr
     assert "standby" in lines[0]
     assert b.clients_file.read_bytes() == before
+    # the daemon enforces it, not the CLI: a caller of B's control socket itself is
+    # refused the same way, and nothing changes
+    with pytest.raises(PermanentError) as direct:
+        ControlClient(b.state_dir).request("clients.add",
+                                           {"public_key": str(KeyPair.generate().public)})
+    assert direct.value.code == "ha_standby"
+    assert f"root@{a.underlay_ip}:5025" in direct.value.message
+    assert b.clients_file.read_bytes() == before
+    # an op on A's socket answers only once B has the change
+    key = str(KeyPair.generate().public)
+    answer = ControlClient(a.state_dir).request("clients.add",
+                                                {"public_key": key, "name": "direct"})
+    on_b = {str(e.public_key): str(e.ip) for e in registry(b).entries}
+    assert answer["ha"]["replicated"] is True and on_b.get(key) == answer["entry"]["ip"]
     # an admin on the VPN registers: SSH to 10.42.42.1 reaches the VIP holder (A),
     # and the answer comes only after B has the line too
     eng = pair.engineers[0]

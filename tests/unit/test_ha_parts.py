@@ -26,7 +26,9 @@ from fiovpn.core.keys import KeyPair
 from fiovpn.entry import _health_args
 from fiovpn.errors import BadInput, TemporaryError
 from fiovpn.services import ha
+from fiovpn.services.admins import AdminKeys
 from fiovpn.services.health import health
+from fiovpn.services.journal import Journal
 from fiovpn.settings import ServerSettings
 
 FIB_TRIE = """Main:
@@ -47,6 +49,7 @@ Local:
 """
 NET = VpnNetwork.build("10.42.42.0/24", None, None)
 K = [KeyPair.generate().public for _ in range(3)]
+ED25519_BLOB = "AAAAC3NzaC1lZDI1NTE5AAAAIEgRWolI133SI96HChqDtP0gHavaQEIcuX/9yqLpBsHh"
 
 
 def test_local_addresses_and_roles_from_fib_trie() -> None:
@@ -167,7 +170,8 @@ def settings(tmp_path: Path) -> ServerSettings:
     fib.write_text(FIB_TRIE)
     return ServerSettings(interface="fvtest0", clients_file=tmp_path / "clients.conf",
                           state_dir=tmp_path / "state", ha_vip="198.18.0.3",
-                          local_addresses_file=fib)
+                          local_addresses_file=fib,
+                          authorized_keys=tmp_path / "authorized_keys")
 
 
 def test_standby_forgets_every_session_and_endpoint(settings: ServerSettings) -> None:
@@ -380,3 +384,186 @@ def test_status_table_says_role_and_degraded_peer(tmp_path: Path) -> None:
     human = CliRunner().invoke(cli, ["server", "--config", str(config), "status"])
     assert "HA standby" in human.stdout and "VIP 198.18.0.3" in human.stdout
     assert "degraded: peer unreachable" in human.stdout
+
+
+# --- the single writer is the daemon's op, not the CLI ------------------------------------
+
+
+def _serve(settings: ServerSettings) -> Any:
+    from fiovpn.services.server.context import ServerContext
+    from fiovpn.services.server.control import ControlServer
+    from fiovpn.services.server.ops import dispatch
+
+    ctx = ServerContext.from_settings(settings, runner=FakeWg({}).runner)
+    server = ControlServer(settings.state_dir, lambda req: dispatch(ctx, req))
+    server.start()
+    return server
+
+
+def test_a_caller_of_the_standbys_socket_is_refused_naming_the_active(
+        settings: ServerSettings, tmp_path: Path) -> None:
+    import dataclasses
+
+    from fiovpn.errors import PermanentError
+    from fiovpn.services.server.control import ControlClient
+
+    s = dataclasses.replace(settings, ha_peer="root@198.18.0.1:5025",
+                            authorized_keys=tmp_path / "authorized_keys")
+    s.local_addresses_file.write_text("")  # the VIP is elsewhere: standby
+    s.clients_file.write_text("# standby's copy\n")
+    key_file = tmp_path / "alice.pub"
+    key_file.write_text(f"ssh-ed25519 {ED25519_BLOB} alice\n")
+    server = _serve(s)
+    try:
+        client = ControlClient(s.state_dir)
+        for op, params in (("clients.add", {"public_key": str(K[0])}),
+                           ("clients.remove", {"public_key": str(K[0])}),
+                           ("access.grant", {"name": "a", "group": "g", "for": "1h"}),
+                           ("admins.add", {"name": "alice", "key": key_file.read_text()})):
+            with pytest.raises(PermanentError) as refused:
+                client.request(op, params)
+            assert refused.value.code == "ha_standby", op
+            assert "root@198.18.0.1:5025" in refused.value.message
+            assert "\n" not in refused.value.message
+        assert s.clients_file.read_text() == "# standby's copy\n"
+        assert not s.authorized_keys.exists()
+    finally:
+        server.close()
+
+
+def test_an_op_on_the_active_is_on_the_peer_before_it_answers(
+        settings: ServerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from fiovpn.services.server.control import ControlClient
+
+    s = dataclasses.replace(settings, ha_peer="root@198.18.0.4:5025")  # A holds the VIP
+    s.clients_file.write_text("")
+    link = ReceivingLink(standby_of(s))
+    monkeypatch.setattr(ha, "peer_link", lambda *_a, **_k: link)
+    server = _serve(s)
+    try:
+        answer = ControlClient(s.state_dir).request(
+            "clients.add", {"public_key": str(K[1]), "name": "bob", "actor": "alice"})
+    finally:
+        server.close()
+    assert answer["ha"] == {"replicated": True, "peer": "root@198.18.0.4:5025",
+                            "warning": None}
+    # on the standby when the answer came: the registry line and its journal line
+    assert link.peer.clients_file.read_text() == s.clients_file.read_text()
+    assert f"{K[1]} {answer['entry']['ip']}" in link.peer.clients_file.read_text()
+    (line,) = Journal.in_state_dir(link.peer.state_dir).read(action="client_add")
+    assert (line["actor"], line["target"]) == ("alice", "bob")
+    assert Journal.in_state_dir(link.peer.state_dir).read() == \
+        Journal.in_state_dir(s.state_dir).read()
+
+
+class ReceivingLink:
+    """The peer as `ha-receive` and `ha-snapshot` over SSH would be: another state
+    dir, taking each message through its JSON form."""
+
+    def __init__(self, peer: ServerSettings) -> None:
+        self.peer = peer
+        self.sent: list[SyncMessage] = []
+
+    def send(self, message: SyncMessage) -> dict[str, Any]:
+        self.sent.append(message)
+        wire = SyncMessage.from_json(json.loads(json.dumps(message.to_json())))
+        return ha.receive(self.peer, wire, admins=AdminKeys(self.peer.authorized_keys,
+                                                            ["/usr/bin/fiovpn"], None))
+
+    def snapshot(self) -> dict[str, Any]:
+        return json.loads(json.dumps(ha.snapshot(self.peer)))
+
+
+def standby_of(active: ServerSettings) -> ServerSettings:
+    """Server B: its own files, the VIP not among its addresses."""
+    import dataclasses
+
+    root = active.state_dir.parent / "b"
+    root.mkdir()
+    fib = root / "fib_trie"
+    fib.write_text("")
+    return dataclasses.replace(active, clients_file=root / "clients.conf",
+                               state_dir=root / "state", local_addresses_file=fib,
+                               authorized_keys=root / "authorized_keys",
+                               ha_peer="root@198.18.0.1:5025")
+
+
+def test_admins_and_journal_reach_the_standby_with_the_copy(settings: ServerSettings
+                                                           ) -> None:
+    a = settings
+    b = standby_of(a)
+    b.authorized_keys.write_text("# B's own\nssh-ed25519 AAAAC3Nza root@b\n")
+    keys = AdminKeys(a.authorized_keys, ["/opt/a/fiovpn"], "/etc/a.toml")
+    keys.add("alice", f"ssh-ed25519 {ED25519_BLOB} alice@laptop\n")
+    journal = Journal.in_state_dir(a.state_dir)
+    journal.append(actor="local:root", action="admin_add", target="alice")
+    link = ReceivingLink(b)
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    assert node.sync_once()
+    lines = b.authorized_keys.read_text().splitlines()
+    assert lines[:2] == ["# B's own", "ssh-ed25519 AAAAC3Nza root@b"]  # kept as they were
+    # B's own forced command (its fiovpn and settings), A's key and name
+    assert lines[2] == ('command="/usr/bin/fiovpn server admin-command --name alice",'
+                        f"restrict ssh-ed25519 {ED25519_BLOB} fiovpn-admin:alice")
+    assert Journal.in_state_dir(b.state_dir).read() == journal.read()
+    # the next copy sends only the journal's new lines
+    journal.append(actor="local:root", action="grant", target="alice")
+    assert node.sync_once()
+    assert link.sent[-1].journal is not None and link.sent[-1].journal["offset"] > 0
+    assert link.sent[-1].journal["data"].count("\n") == 1
+    assert Journal.in_state_dir(b.state_dir).read() == journal.read()
+    # an admin removed on A is removed on B; B's own lines stay
+    keys.remove("alice")
+    assert node.sync_once()
+    assert b.authorized_keys.read_text() == "# B's own\nssh-ed25519 AAAAC3Nza root@b\n"
+
+
+def test_a_standby_journal_that_differs_is_replaced_by_the_actives(settings: ServerSettings
+                                                                   ) -> None:
+    a = settings
+    b = standby_of(a)
+    Journal.in_state_dir(a.state_dir).append(actor="x", action="client_add", target="c1")
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=ReceivingLink(b))  # type: ignore[arg-type]
+    assert node.sync_once()
+    # B's copy goes its own way (a split brain): the next copy sends all of A's
+    Journal.in_state_dir(b.state_dir).append(actor="y", action="client_add", target="c2")
+    Journal.in_state_dir(a.state_dir).append(actor="x", action="revoke", target="c1")
+    assert node.sync_once()
+    assert (b.state_dir / "journal.jsonl").read_bytes() == \
+        (a.state_dir / "journal.jsonl").read_bytes()
+
+
+def test_a_returning_server_catches_up_grants_admins_and_journal(settings: ServerSettings
+                                                                 ) -> None:
+    active = standby_of(settings)  # B holds the VIP now; A (settings) returns
+    active.local_addresses_file.write_text(FIB_TRIE)
+    settings.local_addresses_file.write_text("")
+    active.state_dir.mkdir(parents=True)
+    (active.state_dir / "grants.json").write_text('{"grants": []}\n')
+    AdminKeys(active.authorized_keys, ["/usr/bin/fiovpn"]).add(
+        "bob", f"ssh-ed25519 {ED25519_BLOB} bob\n")
+    Journal.in_state_dir(active.state_dir).append(actor="bob", action="grant", target="x")
+    node = ha.HaNode(settings, WireGuard(FakeWg({}).runner), link=ReceivingLink(active),  # type: ignore[arg-type]
+                     admin_keys=AdminKeys(settings.authorized_keys, ["/opt/fiovpn"]))
+    assert node.catch_up() == "done"
+    assert (settings.state_dir / "grants.json").read_text() == '{"grants": []}\n'
+    assert [a.name for a in AdminKeys(settings.authorized_keys, []).list()] == ["bob"]
+    assert "/opt/fiovpn server admin-command" in settings.authorized_keys.read_text()
+    assert Journal.in_state_dir(settings.state_dir).read() == \
+        Journal.in_state_dir(active.state_dir).read()
+
+
+def test_the_standby_daemon_writes_no_journal_line_of_its_own(tmp_path: Path) -> None:
+    from fiovpn.services.access import AccessState
+
+    state = AccessState.in_state_dir(tmp_path)
+
+    class Change:
+        action, label, public_key, reason = "add", "device d1", K[0], "device in factory"
+
+    state.record([Change()], [], write=False)
+    assert state.journal.read() == []
+    state.record([Change()], [])
+    assert [ln["action"] for ln in state.journal.read()] == ["peer_add"]

@@ -19,7 +19,7 @@ from fiovpn.core.forced import parse_forced_command
 from fiovpn.core.timespec import parse_duration
 from fiovpn.errors import BadInput, FiovpnError
 from fiovpn.services.access import AccessGrants
-from fiovpn.services.admins import AdminKeys
+from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.journal import ADMIN_ENV, Journal, actor_from_env
 from fiovpn.services.registry import read_registry
 from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings
@@ -36,30 +36,17 @@ def _server_settings(config: Path | None) -> ServerSettings:
     return _settings(config)
 
 
-def _active_settings(config: Path | None) -> ServerSettings:
-    """Settings for a change: in HA mode only the active server makes it; the
-    standby refuses with one line naming the active."""
-    from fiovpn.services.ha import standby_refusal
-
-    settings = _server_settings(config)
-    refusal = standby_refusal(settings)
-    if refusal is not None:
-        raise refusal
-    return settings
-
-
-def _replicate(settings: ServerSettings, data: Any) -> str:
-    """HA: a grant reaches the standby before it is confirmed."""
-    if settings.vip is None or settings.ha_peer is None or not isinstance(data, dict):
+def _replicated(answer: dict[str, Any], data: dict[str, Any]) -> str:
+    """HA: what the op's copy to the standby did (the daemon copies a change before
+    it answers; ``ops.dispatch``), added to ``data`` and said in a line."""
+    done = answer.get("ha")
+    if not isinstance(done, dict) or done.get("peer") is None:
         return ""
-    from fiovpn.services.ha import replicate_registry
-
-    done = replicate_registry(settings)
-    data["replicated"] = done["replicated"]
-    if done["warning"]:
+    data["replicated"] = bool(done.get("replicated"))
+    if done.get("warning"):
         data["warning"] = done["warning"]
         return f"\n[yellow]warning:[/] {done['warning']}"
-    return f"\nCopied to the standby {settings.ha_peer}."
+    return f"\nCopied to the standby {done['peer']}."
 
 
 def _config_path(config: Path | None) -> Path | None:
@@ -111,7 +98,7 @@ def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
     grant = answer.get("grant")
     if not isinstance(grant, dict):
         raise FiovpnError(f"unexpected answer to {op}: {answer!r}"[:200])
-    return grant
+    return answer
 
 
 @click.group("access")
@@ -149,13 +136,14 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
       fiovpn server access grant --name alice --group prod --for 2h
       fiovpn server access grant --name alice --device gw-17 --for 30m
     """
-    settings = _active_settings(config)
-    data = _ask(settings, "access.grant",
+    settings = _server_settings(config)
+    answer = _ask(settings, "access.grant",
                 {"name": name, "public_key": public_key, "group": group, "device": device,
                  "for": duration}, "server access grant")
+    data = answer["grant"]
     what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
     return Result(data, f"{data['client']} may reach {what} until {data['expires']}."
-                  + _replicate(settings, data))
+                  + _replicated(answer, data))
 
 
 @access.command("revoke")
@@ -165,13 +153,14 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
 def revoke_cmd(config: Path | None, name: str | None, public_key: str | None,
                group: str | None, device: str | None) -> Result:
     """End a grant now."""
-    settings = _active_settings(config)
-    data = _ask(settings, "access.revoke",
+    settings = _server_settings(config)
+    answer = _ask(settings, "access.revoke",
                 {"name": name, "public_key": public_key, "group": group, "device": device},
                 "server access revoke")
+    data = answer["grant"]
     what = f"group {data['group']}" if data["group"] else f"device {data['device']}"
     return Result(data, f"Revoked: {data['client']} no longer reaches {what}."
-                  + _replicate(settings, data))
+                  + _replicated(answer, data))
 
 
 @access.command("list")
@@ -192,16 +181,22 @@ def access_list_cmd(config: Path | None) -> Result:
 # --------------------------------------------------------------------------- admins
 
 
-def _program() -> list[str]:
-    argv0 = Path(sys.argv[0])
-    if argv0.name == "fiovpn" and argv0.exists():
-        return [str(argv0.absolute())]
-    return [sys.executable, "-m", "fiovpn"]
-
-
 def admin_keys(settings: ServerSettings, config: Path | None) -> AdminKeys:
     path = _config_path(config)
-    return AdminKeys(settings.authorized_keys, _program(), str(path) if path else None)
+    return AdminKeys(settings.authorized_keys, this_program(), str(path) if path else None)
+
+
+def _ask_admins(settings: ServerSettings, config: Path | None, op: str,
+                params: dict[str, Any], command: str) -> dict[str, Any]:
+    """An admin change where live state is owned (the daemon, else here): the op
+    refuses on an HA standby and copies to the peer before it answers. The forced
+    command names this fiovpn and this settings file, as sshd will run them."""
+    from fiovpn.services import server as service
+
+    keys = admin_keys(settings, config)
+    return service.ask(settings, op, {**params, "actor": server_actor(settings),
+                                      "program": keys.program, "config": keys.config},
+                       requester=service.Requester.of_this_process(command))
 
 
 @click.group("admins")
@@ -223,20 +218,20 @@ def admins_add(config: Path | None, key_file: Path, name: str) -> Result:
     \b
       fiovpn server admins add --ssh-public-key alice.pub --name alice
     """
-    settings = _active_settings(config)
+    settings = _server_settings(config)
     try:
         text = key_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read the SSH public key file {key_file}: {exc}",
                        code="bad_ssh_key") from None
-    admin = admin_keys(settings, config).add(name, text)
-    Journal.in_state_dir(settings.state_dir).try_append(
-        actor=server_actor(settings), action="admin_add", target=name,
-        detail={"key_type": admin.key_type, "authorized_keys": str(settings.authorized_keys)})
-    return Result(admin.to_json(),
+    answer = _ask_admins(settings, config, "admins.add", {"name": name, "key": text},
+                         "server admins add")
+    data = answer["admin"]
+    return Result(data,
                   f"Admin {name} added to {settings.authorized_keys}: that key may run "
                   "fiovpn's registry, access, journal and status commands only.\n"
-                  f"Next (on {name}'s machine): fiovpn register --public-key KEY --name N")
+                  f"Next (on {name}'s machine): fiovpn register --public-key KEY --name N"
+                  + _replicated(answer, data))
 
 
 @admins.command("remove")
@@ -245,11 +240,12 @@ def admins_add(config: Path | None, key_file: Path, name: str) -> Result:
 @click.option("--name", required=True, help="The admin's name.")
 def admins_remove(config: Path | None, name: str) -> Result:
     """Remove an admin's key from authorized_keys."""
-    settings = _active_settings(config)
-    admin = admin_keys(settings, config).remove(name)
-    Journal.in_state_dir(settings.state_dir).try_append(
-        actor=server_actor(settings), action="admin_remove", target=name, detail={})
-    return Result(admin.to_json(), f"Admin {name} removed from {settings.authorized_keys}.")
+    settings = _server_settings(config)
+    answer = _ask_admins(settings, config, "admins.remove", {"name": name},
+                         "server admins remove")
+    data = answer["admin"]
+    return Result(data, f"Admin {name} removed from {settings.authorized_keys}."
+                  + _replicated(answer, data))
 
 
 @admins.command("list")

@@ -171,7 +171,9 @@ def ha_receive_cmd(config: Path | None) -> Result:
     except ValueError:
         raise BadInput("ha-receive reads one JSON sync message on stdin",
                        code="bad_ha_message") from None
-    data = ha_service.receive(settings, message)
+    from fiovpn.cli.access import admin_keys
+
+    data = ha_service.receive(settings, message, admins=admin_keys(settings, config))
     return Result(data, f"took {data['endpoints']} endpoint(s)"
                   + ("; registry replaced" if data["registry_written"] else ""))
 

@@ -20,7 +20,6 @@ from rich.text import Text
 from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command
 from fiovpn.core.peers import DISABLED
-from fiovpn.services import ha as ha_service
 from fiovpn.services import server as service
 from fiovpn.services.registry import ClientRegistry
 from fiovpn.settings import ServerSettings, load, load_server
@@ -199,6 +198,9 @@ def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     settings = _settings(config, **flags)
     api = service.build_api(settings)
     ctx = service.ServerContext.from_settings(settings, api=api)
+    from fiovpn.cli.access import admin_keys
+
+    ctx.admin_keys = admin_keys(settings, config)  # HA: admins caught up from the active
     code = service.Daemon(ctx).run(once=once)
     doc = ctx.state.load_status() or {}
     human = None
@@ -358,36 +360,21 @@ def _registry(config: Path | None) -> ClientRegistry:
     return registry
 
 
-def _journal_change(settings: ServerSettings, action: str, target: str,
-                    detail: dict[str, Any]) -> None:
-    from fiovpn.cli.access import server_actor
-    from fiovpn.services.journal import Journal
-
-    Journal.in_state_dir(settings.state_dir).try_append(
-        actor=server_actor(settings), action=action, target=target, detail=detail)
-
-
-CHANGE_OPS = frozenset({"clients.add", "clients.remove", "clients.renew", "access.grant",
-                        "access.revoke"})
-
-
 def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
          ) -> dict[str, Any]:
     """Run a registry op where live state is owned: by the running daemon (over
-    its control socket), else here with the settings the daemon recorded."""
-    if op in CHANGE_OPS:
-        # HA: only the active server accepts changes and hands out IPs.
-        refusal = ha_service.standby_refusal(settings)
-        if refusal is not None:
-            raise refusal
-    answer = service.ask(settings, op, params,
+    its control socket), else here with the settings the daemon recorded. In HA
+    mode the op itself refuses on the standby and copies to the peer before it
+    answers (``ops.dispatch``); ``answer["ha"]`` says what it copied."""
+    from fiovpn.cli.access import server_actor
+
+    # the op journals the change, as this admin (the forced command's name, or the
+    # registry name of the VPN address the SSH session came from)
+    answer = service.ask(settings, op, {**params, "actor": server_actor(settings)},
                          requester=service.Requester.of_this_process(command))
-    if op in CHANGE_OPS and settings.vip is not None and settings.ha_peer is not None:
-        # HA: the change reaches the standby before it is confirmed
-        done = ha_service.replicate_registry(settings)
-        if done["replicated"]:
-            log.info("copied to the standby %s", settings.ha_peer)
-        answer["ha"] = done
+    done = answer.get("ha")
+    if isinstance(done, dict) and done.get("replicated"):
+        log.info("copied to the standby %s", done.get("peer"))
     applied = answer.get("applied") or {}
     if applied.get("by") == "daemon":
         # The daemon logged these in its own log; say them here too (stderr, so
@@ -441,9 +428,6 @@ def clients_add(config: Path | None, public_key: str, ip: str, name: str | None,
                   {"public_key": public_key, "ip": ip, "name": name, "groups": groups,
                    "expires": expires}, "server clients add")
     data, applied = answer["entry"], answer["applied"]
-    _journal_change(settings, "client_add", data.get("name") or data["public_key"],
-                    {"ip": data["ip"], "public_key": data["public_key"],
-                     "groups": data.get("groups"), "expires": data.get("expires")})
     human = (f"Registered {data['public_key']} with IP [bold]{data['ip']}[/]"
              + (f" as {data['name']}" if data.get("name") else "")
              + (f", groups {','.join(data['groups'])}" if data.get("groups") else "")
@@ -472,9 +456,6 @@ def clients_remove(config: Path | None, public_key: str | None, name: str | None
                   {"public_key": public_key, "name": name, "all": all_matching},
                   "server clients remove")
     removed, applied = answer["removed"], answer["applied"]
-    for e in removed:
-        _journal_change(settings, "client_remove", e.get("name") or e["public_key"],
-                        {"ip": e["ip"], "public_key": e["public_key"]})
     human = "\n".join(f"Removed {e['public_key']} ({e['ip']}"
                       f"{', ' + e['name'] if e.get('name') else ''})." for e in removed)
     return Result(removed, human + "\n" + _applied_text(applied))
@@ -499,9 +480,6 @@ def clients_renew(config: Path | None, public_key: str | None, name: str | None,
                   {"public_key": public_key, "name": name, "expires": expires},
                   "server clients renew")
     data = answer["renewed"]
-    for d in data:
-        _journal_change(settings, "renew", d.get("name") or d["public_key"],
-                        {"expires": d["expires"]})
     human = "\n".join(f"Renewed {d.get('name') or d['public_key']} ({d['ip']}) until "
                       f"{d['expires']}." for d in data)
     return Result(data[0] if len(data) == 1 else data,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any, Literal
 
 from fiovpn.core.addresses import VpnNetwork, parse_ip
+from fiovpn.core.names import validate_name
 from fiovpn.errors import BadInput
 
 Role = Literal["active", "standby", "single"]
@@ -71,6 +73,46 @@ def registry_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def admins_digest(admins: list[dict[str, str]]) -> str:
+    """One digest of the managed admins (name, key type, key), in name order."""
+    rows = sorted((a["name"], a["key_type"], a["public_key"]) for a in admins)
+    return registry_digest(json.dumps(rows))
+
+
+# --- the journal: append-only, so the active sends only what the standby lacks -----
+
+
+JournalMark = tuple[int, str]  # (size in bytes, digest of those bytes)
+
+
+def journal_mark(data: bytes) -> JournalMark:
+    return len(data), hashlib.sha256(data).hexdigest()[:16]
+
+
+def journal_update(data: bytes, peer: JournalMark | None) -> dict[str, Any]:
+    """What the standby needs of the active's journal ``data``: the bytes after its
+    copy when its copy is a prefix of ours (``peer``: its size and digest), else all
+    of it (``offset`` 0: the standby replaces its copy)."""
+    if peer is not None and 0 < peer[0] <= len(data) and journal_mark(data[:peer[0]]) == peer:
+        offset, prefix = peer
+    else:
+        offset, prefix = journal_mark(b"")
+    return {"offset": offset, "prefix_sha": prefix,
+            "data": data[offset:].decode("utf-8", "surrogateescape")}
+
+
+def apply_journal_update(current: bytes, update: dict[str, Any]) -> bytes | None:
+    """The standby's journal after ``update``; None when the update does not fit
+    its copy (the active then sends all of it)."""
+    data = str(update["data"]).encode("utf-8", "surrogateescape")
+    offset = int(update["offset"])
+    if offset == 0:
+        return data
+    if journal_mark(current) != (offset, str(update["prefix_sha"])):
+        return None
+    return current + data
+
+
 @dataclass(frozen=True)
 class SyncMessage:
     """What the active sends the standby every few seconds (and before it confirms
@@ -83,12 +125,16 @@ class SyncMessage:
     registry: str | None = None
     registry_sha: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # REPLICATED_FILES by name
+    # the managed admins of authorized_keys (None: not sent) and the journal's new
+    # part (``journal_update``; None: not sent)
+    admins: list[dict[str, str]] | None = None
+    journal: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"sent": self.sent, "sender_role": self.sender_role,
                 "endpoints": dict(sorted(self.endpoints.items())),
                 "registry": self.registry, "registry_sha": self.registry_sha,
-                "files": dict(self.files)}
+                "files": dict(self.files), "admins": self.admins, "journal": self.journal}
 
     @classmethod
     def from_json(cls, data: Any) -> SyncMessage:
@@ -114,10 +160,48 @@ class SyncMessage:
             if not isinstance(files, dict) or not all(
                     k in REPLICATED_FILES and isinstance(v, str) for k, v in files.items()):
                 raise ValueError("files")
+            admins = _admins(data.get("admins"))
+            journal = _journal(data.get("journal"))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"malformed HA sync message: {exc}", code="bad_ha_message") from None
         return cls(sent, role, clean, registry, str(sha) if sha else None,
-                   {str(k): str(v) for k, v in files.items()})
+                   {str(k): str(v) for k, v in files.items()}, admins, journal)
+
+
+def _admins(value: Any) -> list[dict[str, str]] | None:
+    """The admins of a message, checked as `server admins add` checks them (the
+    receiver writes them into authorized_keys)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("admins")
+    out: list[dict[str, str]] = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise ValueError("admins")
+        name, key_type, key = (str(item.get(k) or "") for k in
+                               ("name", "key_type", "public_key"))
+        try:
+            validate_name(name, what="admin name")
+        except BadInput as exc:
+            raise ValueError(f"admin name {name!r}") from exc
+        if not key_type.replace("-", "").replace("@", "").replace(".", "").isalnum() \
+                or not key or not all(c.isalnum() or c in "+/=" for c in key):
+            raise ValueError(f"admin {name!r} key")
+        out.append({"name": name, "key_type": key_type, "public_key": key})
+    return out
+
+
+def _journal(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("data"), str):
+        raise ValueError("journal")
+    offset = int(value["offset"])
+    if offset < 0:
+        raise ValueError("journal offset")
+    return {"offset": offset, "prefix_sha": str(value.get("prefix_sha") or ""),
+            "data": value["data"]}
 
 
 def _endpoint(text: str) -> str:

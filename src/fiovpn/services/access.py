@@ -330,8 +330,10 @@ class AccessState:
         live = [e for e in entries if not e.expired(now)]
         return live, [e for e in entries if e.expired(now)]
 
-    def record(self, changes: Iterable[Any], expired: Iterable[ClientEntry]) -> None:
-        """Journal each peer added or removed and each client newly expired."""
+    def record(self, changes: Iterable[Any], expired: Iterable[ClientEntry], *,
+               write: bool = True) -> None:
+        """Journal each peer added or removed and each client newly expired (with
+        ``write`` False only remember which expiries were seen)."""
         lines: list[dict[str, Any]] = []
         now_expired = {e.public_key for e in expired}
         for e in expired:
@@ -345,6 +347,6 @@ class AccessState:
                 continue
             lines.append({"action": f"peer_{c.action}", "target": c.label,
                           "detail": {"public_key": c.public_key.text, "reason": c.reason}})
-        if lines:
+        if lines and write:
             self.journal.append_many(DAEMON, lines)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,15 @@ KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp3
              "sk-ecdsa-sha2-nistp256@openssh.com")
 _MANAGED = re.compile(r"(?:^|\s)(?P<type>\S+) (?P<blob>[A-Za-z0-9+/=]+) "
                       + re.escape(MARK) + r"(?P<name>\S+)\s*$")
+
+
+def this_program() -> list[str]:
+    """How sshd should start this fiovpn: its absolute path when run as ``fiovpn``,
+    else ``python -m fiovpn``."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "fiovpn" and argv0.exists():
+        return [str(argv0.absolute())]
+    return [sys.executable, "-m", "fiovpn"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,35 @@ class AdminKeys:
             lines.append(f'command="{command}",restrict {key_type} {blob} {MARK}{name}\n')
             self._write(lines)
         return Admin(name, key_type, blob)
+
+    def replace_managed(self, admins: Sequence[Admin]) -> bool:
+        """Make the managed lines exactly ``admins`` (HA: the active's admins on the
+        standby), each with this server's own forced command; every other line
+        kept byte for byte. False when nothing changed."""
+        command = {a.name: forced_command_line(self.program, a.name, self.config)
+                   for a in admins}
+        wanted = {a.name: a for a in admins}
+        with locked(self.path):
+            lines = self._read()
+            kept: list[str] = []
+            have: set[str] = set()
+            for ln in lines:
+                admin = _managed(ln)
+                if admin is None:
+                    kept.append(ln)
+                elif wanted.get(admin.name) == admin and admin.name not in have:
+                    kept.append(ln)
+                    have.add(admin.name)
+            if kept and not kept[-1].endswith("\n"):
+                kept[-1] += "\n"
+            for a in admins:
+                if a.name not in have:
+                    kept.append(f'command="{command[a.name]}",restrict {a.key_type} {a.key} '
+                                f"{MARK}{a.name}\n")
+            if kept == lines:
+                return False
+            self._write(kept)
+        return True
 
     def remove(self, name: str) -> Admin:
         validate_name(name, what="admin name")

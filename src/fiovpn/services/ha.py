@@ -19,6 +19,7 @@ VIP one of this namespace's addresses?) and acts on a change:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -38,8 +39,13 @@ from fiovpn.core.ha import (
     REPLICATED_FILES,
     SINGLE,
     STANDBY,
+    JournalMark,
     Role,
     SyncMessage,
+    admins_digest,
+    apply_journal_update,
+    journal_mark,
+    journal_update,
     local_ipv4,
     registry_digest,
     role_for,
@@ -47,6 +53,8 @@ from fiovpn.core.ha import (
 from fiovpn.core.keys import Key
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, PermanentError, TemporaryError
+from fiovpn.services.admins import Admin, AdminKeys, this_program
+from fiovpn.services.journal import JOURNAL_FILE
 from fiovpn.settings import ServerSettings
 
 log = logging.getLogger("fiovpn.server")
@@ -149,10 +157,14 @@ class HaFiles:
 
 
 def receive(settings: ServerSettings, message: SyncMessage, *,
+            admins: AdminKeys | None = None,
             clock: Callable[[], float] = time.time) -> dict[str, Any]:
-    """``fiovpn server ha-receive`` on the standby: keep the endpoints, write the
-    registry when the active sent a new one. Refused when this server holds the VIP
-    too (two actives: keepalived will settle it; neither overwrites the other)."""
+    """``fiovpn server ha-receive`` on the standby: keep the endpoints; write the
+    registry, the grants, the managed admins (``admins``: this server's
+    authorized_keys, each line with its own forced command) and the journal when
+    the active sent them. Refused when this server holds the VIP too (two actives:
+    keepalived will settle it; neither overwrites the other). The answer holds a
+    digest of each, so the active confirms a change only once they match its own."""
     role = current_role(settings)
     if role == ACTIVE and message.sender_role == ACTIVE:
         raise PermanentError(f"this server holds the VIP {settings.ha_vip} too: refusing "
@@ -163,14 +175,69 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
     wrote = False
     if message.registry is not None:
         wrote = write_registry_text(settings.clients_file, message.registry)
-    for name, text in message.files.items():
+    write_state_files(settings, message.files)
+    journal_written = True
+    if message.journal is not None:
+        journal_written = take_journal(journal_path(settings), message.journal)
+    keys = admins or AdminKeys(settings.authorized_keys, this_program())
+    if message.admins is not None and keys.replace_managed(
+            [Admin(a["name"], a["key_type"], a["public_key"]) for a in message.admins]):
+        log.info("admins in %s replaced by the active server's (%d)",
+                 settings.authorized_keys, len(message.admins))
+    files.update_state(last_received=now, last_received_sent=message.sent)
+    return {"role": role, "registry_sha": registry_sha(settings.clients_file),
+            "registry_written": wrote, "endpoints": len(message.endpoints),
+            "files_sha": files_digest(state_files(settings)),
+            "admins_sha": admins_digest(admins_of(settings)),
+            "journal": list(journal_mark(journal_bytes(journal_path(settings)))),
+            "journal_written": journal_written}
+
+
+def write_state_files(settings: ServerSettings, texts: dict[str, str]) -> None:
+    for name, text in texts.items():
         path = settings.state_dir / name
         if state_text(path) != text:
             atomic_write(path, text, mode=0o600)
             log.info("%s replaced by the active server's copy", name)
-    files.update_state(last_received=now, last_received_sent=message.sent)
-    return {"role": role, "registry_sha": registry_sha(settings.clients_file),
-            "registry_written": wrote, "endpoints": len(message.endpoints)}
+
+
+def files_digest(files: dict[str, str]) -> str:
+    return registry_digest(json.dumps(files, sort_keys=True))
+
+
+def admins_of(settings: ServerSettings) -> list[dict[str, str]]:
+    """The managed admins of this server's authorized_keys (name, key type, key)."""
+    try:
+        found = AdminKeys(settings.authorized_keys, []).list()
+    except FiovpnError as exc:
+        log.warning("%s", exc)
+        return []
+    return [{"name": a.name, "key_type": a.key_type, "public_key": a.key} for a in found]
+
+
+def journal_path(settings: ServerSettings) -> Path:
+    return settings.state_dir / JOURNAL_FILE
+
+
+def journal_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def take_journal(path: Path, update: dict[str, Any]) -> bool:
+    """The active's journal on the standby: its new lines appended (or all of it,
+    replacing ours); False when the update does not fit our copy."""
+    with locked(path):
+        current = journal_bytes(path)
+        new = apply_journal_update(current, update)
+        if new is None:
+            return False
+        if new != current:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, new, mode=0o600)
+    return True
 
 
 def registry_text(path: Path) -> str:
@@ -222,7 +289,9 @@ def snapshot(settings: ServerSettings) -> dict[str, Any]:
             endpoints = live_endpoints(wg.show_dump(settings.interface))
     text = registry_text(settings.clients_file)
     return {"role": role, "registry": text, "registry_sha": registry_digest(text),
-            "endpoints": endpoints, "at": time.time()}
+            "endpoints": endpoints, "at": time.time(), "files": state_files(settings),
+            "admins": admins_of(settings),
+            "journal": journal_update(journal_bytes(journal_path(settings)), None)}
 
 
 def live_endpoints(dump: WgDump) -> dict[str, str]:
@@ -275,32 +344,81 @@ def peer_link(settings: ServerSettings, runner: Runner | None = None) -> PeerLin
     return PeerLink(client, settings.ha_peer_command)
 
 
-def replicate_registry(settings: ServerSettings, *, runner: Runner | None = None
-                       ) -> dict[str, Any]:
-    """After a registry or grant change on the active: send the registry and the
-    replicated state files (grants) to the standby and
-    wait for its answer. ``{"replicated": bool, "peer": str|None, "warning": str|None}``;
+# Every copy to the peer is built and sent under this lock, so copies leave in the
+# order their state was read: a slower, older copy never lands after a newer one.
+_send_lock = threading.Lock()
+
+
+def state_message(settings: ServerSettings, *, endpoints: dict[str, str] | None = None,
+                  peer_journal: JournalMark | None = None, registry: bool = True,
+                  files: bool = True) -> SyncMessage:
+    """Everything the standby keeps identical: the registry and grants (``registry``
+    / ``files`` False: not resent), the managed admins, the journal beyond the
+    peer's copy (``peer_journal``), and the peers' endpoints when given."""
+    text = registry_text(settings.clients_file)
+    return SyncMessage(time.time(), current_role(settings), endpoints or {},
+                       text if registry else None, registry_digest(text),
+                       state_files(settings) if files else {}, admins_of(settings),
+                       journal_update(journal_bytes(journal_path(settings)), peer_journal))
+
+
+def _mark(value: Any) -> JournalMark | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        with contextlib.suppress(TypeError, ValueError):
+            return int(value[0]), str(value[1])
+    return None
+
+
+def send_state(link: PeerLink, settings: ServerSettings, message: SyncMessage
+               ) -> dict[str, Any]:
+    """Send ``message``; when the peer's journal did not fit the part sent (its copy
+    is not the prefix we thought), send the journal again from what it says it has."""
+    reply = link.send(message)
+    if reply.get("journal_written") is False:
+        data = journal_bytes(journal_path(settings))
+        retry = dataclasses.replace(message, journal=journal_update(data, _mark(
+            reply.get("journal"))), registry=None, files={}, endpoints={})
+        reply = {**reply, **link.send(retry)}
+    peer = _mark(reply.get("journal"))
+    with contextlib.suppress(OSError):
+        HaFiles(settings.state_dir).update_state(peer_journal=list(peer) if peer else None)
+    return reply
+
+
+def replicate(settings: ServerSettings, *, runner: Runner | None = None) -> dict[str, Any]:
+    """After a registry, grant or admin change on the active: send the registry,
+    the grants, the admins and the journal to the standby and wait until its copy
+    matches ours. ``{"replicated": bool, "peer": str|None, "warning": str|None}``;
     a peer that answers and refuses is an error, an unreachable one a warning (it
     catches up when it returns)."""
     link = peer_link(settings, runner)
     if link is None:
         return {"replicated": False, "peer": None, "warning": None}
-    text = registry_text(settings.clients_file)
-    message = SyncMessage(time.time(), current_role(settings), {}, text, registry_digest(text),
-                          state_files(settings))
-    try:
-        reply = link.send(message)
-    except TemporaryError as exc:
-        warning = (f"the HA peer {settings.ha_peer} is unreachable ({exc.message}): the "
-                   "change is saved here and reaches it when it returns")
-        log.warning("%s", warning)
-        return {"replicated": False, "peer": settings.ha_peer, "warning": warning}
-    if reply.get("registry_sha") != message.registry_sha:
-        raise PermanentError(f"the HA peer {settings.ha_peer} did not take the registry "
-                             "(its copy differs)", code="ha_replication_failed")
-    HaFiles(settings.state_dir).update_state(last_sent=time.time(), peer_registry_sha=text
-                                             and message.registry_sha)
+    files = HaFiles(settings.state_dir)
+    with _send_lock:
+        message = state_message(settings, peer_journal=_mark(files.state().get("peer_journal")))
+        try:
+            reply = send_state(link, settings, message)
+        except TemporaryError as exc:
+            warning = (f"the HA peer {settings.ha_peer} is unreachable ({exc.message}): the "
+                       "change is saved here and reaches it when it returns")
+            log.warning("%s", warning)
+            return {"replicated": False, "peer": settings.ha_peer, "warning": warning}
+        ours = journal_mark(journal_bytes(journal_path(settings)))
+    differs = [what for what, theirs, mine in (
+        ("registry", reply.get("registry_sha"), message.registry_sha),
+        ("grants", reply.get("files_sha"), files_digest(message.files)),
+        ("admins", reply.get("admins_sha"), admins_digest(message.admins or [])),
+        ("journal", _mark(reply.get("journal")), ours)) if theirs != mine]
+    if differs:
+        raise PermanentError(f"the HA peer {settings.ha_peer} did not take the "
+                             f"{', '.join(differs)} (its copy differs)",
+                             code="ha_replication_failed")
+    files.update_state(last_sent=time.time(), peer_registry_sha=message.registry_sha)
     return {"replicated": True, "peer": settings.ha_peer, "warning": None}
+
+
+replicate_registry = replicate  # the name callers used before admins and journal
 
 
 # --------------------------------------------------------------------------- the daemon's part
@@ -324,6 +442,8 @@ class HaNode:
     caught_up: str = "pending"  # pending | done | peer_unreachable | peer_not_active | off
     keepalive_off_at: float | None = None
     transitions: list[dict[str, Any]] = field(default_factory=list)
+    # this server's authorized_keys as `server admins` writes it (forced command)
+    admin_keys: AdminKeys | None = None
     _next_sync: float = 0.0
     _sync: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -365,6 +485,7 @@ class HaNode:
             if isinstance(text, str) and write_registry_text(self.settings.clients_file, text):
                 log.info("caught up: registry copied from the active server %s",
                          self.settings.ha_peer)
+            self._catch_up_state(snap)
             endpoints = snap.get("endpoints") or {}
             if isinstance(endpoints, dict):
                 with contextlib.suppress(FiovpnError):
@@ -380,6 +501,26 @@ class HaNode:
         self.last_sync_ok = self.clock()
         self._save()
         return self.caught_up
+
+    def _catch_up_state(self, snap: dict[str, Any]) -> None:
+        """The grants, admins and journal of the active's snapshot, taken as
+        ``ha-receive`` takes them."""
+        try:
+            message = SyncMessage.from_json({
+                "sent": snap.get("at", self.clock()), "sender_role": ACTIVE,
+                "endpoints": {}, "files": snap.get("files") or {},
+                "admins": snap.get("admins"), "journal": snap.get("journal")})
+        except FiovpnError as exc:
+            log.warning("catching up: the active's snapshot is not usable: %s", exc)
+            return
+        write_state_files(self.settings, message.files)
+        if message.journal is not None and take_journal(journal_path(self.settings),
+                                                        message.journal):
+            log.info("caught up: journal copied from the active server")
+        keys = self.admin_keys or AdminKeys(self.settings.authorized_keys, this_program())
+        if message.admins is not None and keys.replace_managed(
+                [Admin(a["name"], a["key_type"], a["public_key"]) for a in message.admins]):
+            log.info("caught up: admins copied from the active server")
 
     # --- every poll ---------------------------------------------------------------
 
@@ -500,14 +641,16 @@ class HaNode:
         iface = self.settings.interface
         try:
             endpoints = live_endpoints(self.wg.show_dump(iface))
-            text = registry_text(self.settings.clients_file)
-            sha = registry_digest(text)
-            files = state_files(self.settings)
-            files_sha = registry_digest(json.dumps(files, sort_keys=True))
-            message = SyncMessage(self.clock(), ACTIVE, endpoints,
-                                  text if sha != self.sent_registry_sha else None, sha,
-                                  files if files_sha != self.sent_files_sha else {})
-            reply = self.link.send(message)
+            with _send_lock:
+                sha = registry_sha(self.settings.clients_file)
+                files_sha = files_digest(state_files(self.settings))
+                message = state_message(
+                    self.settings, endpoints=endpoints,
+                    peer_journal=_mark(self.files.state().get("peer_journal")),
+                    registry=sha != self.sent_registry_sha,
+                    files=files_sha != self.sent_files_sha)
+                message = dataclasses.replace(message, sent=self.clock(), sender_role=ACTIVE)
+                reply = send_state(self.link, self.settings, message)
         except FiovpnError as exc:
             with self._lock:
                 if self.last_sync_error != str(exc):

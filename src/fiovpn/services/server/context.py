@@ -21,6 +21,7 @@ from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import DesiredPeers, Peer
 from fiovpn.errors import FiovpnError
 from fiovpn.services.access import AccessState
+from fiovpn.services.admins import AdminKeys
 from fiovpn.services.ha import HaNode
 from fiovpn.services.keys import read_private_key
 from fiovpn.services.server.debounce import RegistryGuard, Signature
@@ -86,6 +87,8 @@ class ServerContext:
     def trusted_registry(self, sig: Signature) -> None:
         self.registry_guard.trusted = sig
     ha: HaNode | None = None  # the daemon's HA role keeper (HA mode only)
+    # authorized_keys with this server's forced command (HA catch-up writes admins)
+    admin_keys: AdminKeys | None = None
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, runner: Runner | None = None,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fiovpn.adapters.fs import file_signature, loose_secret_file
 from fiovpn.core.keys import public_key
 from fiovpn.services import ha as ha_service
+from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.ha import HaNode
 from fiovpn.services.keys import ensure_key_file
 from fiovpn.services.server.context import ServerContext
@@ -114,7 +115,9 @@ class Daemon:
         ensure_interface(self.ctx, private)
         if s.vip is not None:
             node = HaNode(s, self.ctx.wg, link=ha_service.peer_link(s),
-                          apply_lock=self.ctx.apply_lock)
+                          apply_lock=self.ctx.apply_lock,
+                          admin_keys=self.ctx.admin_keys
+                          or AdminKeys(s.authorized_keys, this_program()))
             self.ctx.ha = node
             self.poll = min(self.poll, HA_POLL)
             # Catch up before the first reconcile: a returning server takes the

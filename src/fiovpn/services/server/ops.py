@@ -25,6 +25,8 @@ from typing import Any
 from fiovpn.adapters.fs import file_signature
 from fiovpn.errors import BadInput, PermanentError, TemporaryError
 from fiovpn.services.access import AccessGrants
+from fiovpn.services.admins import AdminKeys, this_program
+from fiovpn.services.ha import replicate_registry, standby_refusal
 from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlClient, NoDaemon, Request, Requester
@@ -42,6 +44,9 @@ Handler = Callable[[ServerContext, Request], dict[str, Any]]
 class Op:
     handler: Handler
     daemon_only: bool = False
+    # A registry / access / admin change: in HA mode only the active makes it, and
+    # it is confirmed only once the standby has it (SPEC 14).
+    change: bool = False
 
 
 def applied(ctx: ServerContext, report: ReconcileReport | None) -> dict[str, Any]:
@@ -91,7 +96,12 @@ def _clients_add(ctx: ServerContext, req: Request) -> dict[str, Any]:
                                expires=_str(req.params, "expires"))
     log.info("client %s %s%s added to the registry: %s", entry.public_key, entry.ip,
              f" ({entry.name})" if entry.name else "", req.requester.cause())
-    return {"entry": entry.to_json(), "applied": _apply_own_edit(ctx, req)}
+    data = entry.to_json()
+    ctx.access.journal.try_append(
+        actor=_actor(req), action="client_add", target=data.get("name") or data["public_key"],
+        detail={"ip": data["ip"], "public_key": data["public_key"],
+                "groups": data.get("groups"), "expires": data.get("expires")})
+    return {"entry": data, "applied": _apply_own_edit(ctx, req)}
 
 
 def _clients_remove(ctx: ServerContext, req: Request) -> dict[str, Any]:
@@ -101,6 +111,9 @@ def _clients_remove(ctx: ServerContext, req: Request) -> dict[str, Any]:
     for e in removed:
         log.info("client %s %s%s removed from the registry: %s", e.public_key, e.ip,
                  f" ({e.name})" if e.name else "", req.requester.cause())
+        ctx.access.journal.try_append(actor=_actor(req), action="client_remove",
+                                      target=e.name or str(e.public_key),
+                                      detail={"ip": str(e.ip), "public_key": str(e.public_key)})
     return {"removed": [e.to_json() for e in removed], "applied": _apply_own_edit(ctx, req)}
 
 
@@ -115,6 +128,9 @@ def _clients_renew(ctx: ServerContext, req: Request) -> dict[str, Any]:
     for d in data:
         log.info("client %s %s renewed until %s: %s", d["public_key"], d["ip"], d["expires"],
                  req.requester.cause())
+        ctx.access.journal.try_append(actor=_actor(req), action="renew",
+                                      target=d.get("name") or d["public_key"],
+                                      detail={"expires": d["expires"]})
     return {"renewed": data, "applied": _apply_own_edit(ctx, req)}
 
 
@@ -165,6 +181,45 @@ def _access_revoke(ctx: ServerContext, req: Request) -> dict[str, Any]:
     return {"grant": grant, "by": "daemon" if ctx.daemon else "cli"}
 
 
+def _admin_keys(ctx: ServerContext, req: Request) -> AdminKeys:
+    """The server SSH's authorized_keys; the forced command names the fiovpn and
+    the settings file the caller gave (the CLI's own), else this process's."""
+    program = req.params.get("program")
+    if program is None:
+        program = this_program()
+    elif not (isinstance(program, list) and program
+              and all(isinstance(w, str) and w for w in program)):
+        raise BadInput("program must be a list of strings", code="bad_request")
+    return AdminKeys(ctx.settings.authorized_keys, list(program), _str(req.params, "config"))
+
+
+def _admins_add(ctx: ServerContext, req: Request) -> dict[str, Any]:
+    name, key = _str(req.params, "name"), _str(req.params, "key")
+    if name is None or key is None:
+        raise BadInput("name and key (the OpenSSH public key line) are required",
+                       code="bad_request")
+    admin = _admin_keys(ctx, req).add(name, key)
+    log.info("admin %s (%s) added to %s: %s", name, admin.key_type,
+             ctx.settings.authorized_keys, req.requester.cause())
+    ctx.access.journal.try_append(
+        actor=_actor(req), action="admin_add", target=name,
+        detail={"key_type": admin.key_type,
+                "authorized_keys": str(ctx.settings.authorized_keys)})
+    return {"admin": admin.to_json()}
+
+
+def _admins_remove(ctx: ServerContext, req: Request) -> dict[str, Any]:
+    name = _str(req.params, "name")
+    if name is None:
+        raise BadInput("name is required", code="bad_request")
+    admin = _admin_keys(ctx, req).remove(name)
+    log.info("admin %s removed from %s: %s", name, ctx.settings.authorized_keys,
+             req.requester.cause())
+    ctx.access.journal.try_append(actor=_actor(req), action="admin_remove", target=name,
+                                  detail={})
+    return {"admin": admin.to_json()}
+
+
 def _hello(ctx: ServerContext, _req: Request) -> dict[str, Any]:
     return {"pid": os.getpid(), "settings": settings_record(ctx.settings)}
 
@@ -172,20 +227,38 @@ def _hello(ctx: ServerContext, _req: Request) -> dict[str, Any]:
 OPS: dict[str, Op] = {
     "hello": Op(_hello, daemon_only=True),
     "apply": Op(_apply),
-    "clients.add": Op(_clients_add),
-    "clients.remove": Op(_clients_remove),
-    "clients.renew": Op(_clients_renew),
-    "access.grant": Op(_access_grant),
-    "access.revoke": Op(_access_revoke),
+    "clients.add": Op(_clients_add, change=True),
+    "clients.remove": Op(_clients_remove, change=True),
+    "clients.renew": Op(_clients_renew, change=True),
+    "access.grant": Op(_access_grant, change=True),
+    "access.revoke": Op(_access_revoke, change=True),
+    "admins.add": Op(_admins_add, change=True),
+    "admins.remove": Op(_admins_remove, change=True),
 }
 
 
 def dispatch(ctx: ServerContext, req: Request) -> dict[str, Any]:
+    """Run one op. A change op is where HA's single writer is enforced, for every
+    caller of the socket (not only the CLI): refused on the standby with one line
+    naming the active; on the active, the change is sent to ``ha-peer`` and the
+    answer (``"ha"``) comes only after the peer took it."""
     op = OPS.get(req.op)
     if op is None:
         raise BadInput(f"unknown control op {req.op!r}", code="bad_request",
                        hint=f"known ops: {', '.join(sorted(OPS))}")
-    return op.handler(ctx, req)
+    if not op.change:
+        return op.handler(ctx, req)
+    refusal = standby_refusal(ctx.settings)
+    if refusal is not None:
+        log.info("refused %s on the HA standby: %s", req.op, req.requester.cause())
+        raise refusal
+    result = op.handler(ctx, req)
+    if ctx.settings.vip is not None and ctx.settings.ha_peer is not None:
+        done = replicate_registry(ctx.settings)
+        if done["replicated"]:
+            log.info("%s copied to the standby %s", req.op, ctx.settings.ha_peer)
+        result["ha"] = done
+    return result
 
 
 # --------------------------------------------------------------------------- caller

@@ -24,12 +24,14 @@ from fiovpn.core.firewall import (
     render_full,
     table_model,
 )
+from fiovpn.core.ha import STANDBY
 from fiovpn.core.keys import Key
 from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, SkippedPeer, desired_peers
 from fiovpn.core.plan import plan
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, TemporaryError
 from fiovpn.services.access import access_rules
+from fiovpn.services.ha import current_role
 from fiovpn.services.registry import read_registry
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.hostsfile import update_hosts_file
@@ -251,7 +253,9 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         # last status file is only read when something needs an older name.
         base = known.loaded if known.loaded is not None else {}
         ctx.known = {**base, **{p.public_key: p for p in peers}}
-    ctx.access.record(report.changes, expired)
+    # HA: the active journals what both servers do; the standby's journal is the
+    # active's copy (a line of its own would make the copies differ)
+    ctx.access.record(report.changes, expired, write=current_role(s) != STANDBY)
     listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
                             s.allow_device_to_device,
