@@ -107,6 +107,16 @@ def test_stale_seconds_prefers_device_list_age_and_is_inf_without_success() -> N
     assert math.isinf(got[("fiovpn_device_list_stale_seconds", ())])
 
 
+def test_a_standby_raises_no_online_without_vpn_alarm() -> None:
+    online = {"device1", "device2", "dev\"3"}
+    standby = doc(role="standby", expect_handshakes=False)
+    got = samples(DaemonMetrics(view(standby, online=online)).render().decode())
+    assert got[("fiovpn_devices_online_without_vpn", ())] == 0
+    active = doc(role="active", expect_handshakes=True)
+    got = samples(DaemonMetrics(view(active, online=online)).render().decode())
+    assert got[("fiovpn_devices_online_without_vpn", ())] == 2
+
+
 def test_online_without_vpn_is_absent_until_the_factory_answered() -> None:
     text = DaemonMetrics(view(doc(), online=None)).render().decode()
     assert "fiovpn_devices_online_without_vpn" not in text

@@ -116,11 +116,15 @@ class StateCollector(Collector):
             value=device_list_age(doc, now))
         online = self.view.online_devices()
         if online is not None:
+            # An HA standby holds no sessions by design (SPEC 14): 0, never an alarm
+            # there; the active counts for the pair.
+            expected = doc.get("expect_handshakes") is not False
             yield GaugeMetricFamily(
                 "fiovpn_devices_online_without_vpn",
                 "VPN-enabled devices the factory sees online with no WireGuard handshake "
-                "for 3 minutes.",
-                value=len(online_without_vpn(online, device_handshakes, now)))
+                "for 3 minutes (0 on an HA standby, which holds no sessions).",
+                value=len(online_without_vpn(online, device_handshakes, now))
+                if expected else 0)
 
 
 def device_list_age(doc: dict[str, Any], now: float) -> float:
