@@ -567,3 +567,15 @@ def test_the_standby_daemon_writes_no_journal_line_of_its_own(tmp_path: Path) ->
     assert state.journal.read() == []
     state.record([Change()], [])
     assert [ln["action"] for ln in state.journal.read()] == ["peer_add"]
+
+
+def test_a_copy_sent_with_a_change_keeps_the_endpoints_the_standby_knows(
+        settings: ServerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = standby_of(settings)
+    ha.receive(b, SyncMessage(1.0, "active", {str(K[0]): "198.18.0.10:7"}))
+    settings.clients_file.write_text(f"{K[2]} 10.42.42.200\n")
+    monkeypatch.setattr(ha, "peer_link", lambda *_a, **_k: ReceivingLink(b))
+    assert ha.replicate(settings)["replicated"]  # a registry change: no endpoints in it
+    assert ha.HaFiles(b.state_dir).endpoints()["endpoints"] == {str(K[0]): "198.18.0.10:7"}
+    ha.receive(b, SyncMessage(2.0, "active", {str(K[0]): "198.18.0.10:9"}))
+    assert ha.HaFiles(b.state_dir).endpoints()["endpoints"] == {str(K[0]): "198.18.0.10:9"}

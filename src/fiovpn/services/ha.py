@@ -171,7 +171,11 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
                              "the copy (two actives)", code="ha_two_actives")
     files = HaFiles(settings.state_dir)
     now = clock()
-    files.save_endpoints(message, now)
+    # merged: a copy sent with a change (no endpoints) or one taken while a peer
+    # was between sessions must not make us forget where that peer was
+    known = files.endpoints().get("endpoints")
+    files.save_endpoints(dataclasses.replace(message, endpoints={
+        **(known if isinstance(known, dict) else {}), **message.endpoints}), now)
     wrote = False
     if message.registry is not None:
         wrote = write_registry_text(settings.clients_file, message.registry)
@@ -377,7 +381,7 @@ def send_state(link: PeerLink, settings: ServerSettings, message: SyncMessage
     if reply.get("journal_written") is False:
         data = journal_bytes(journal_path(settings))
         retry = dataclasses.replace(message, journal=journal_update(data, _mark(
-            reply.get("journal"))), registry=None, files={}, endpoints={})
+            reply.get("journal"))), registry=None, files={})
         reply = {**reply, **link.send(retry)}
     peer = _mark(reply.get("journal"))
     with contextlib.suppress(OSError):
