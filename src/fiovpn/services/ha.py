@@ -54,7 +54,7 @@ from fiovpn.core.keys import Key
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, PermanentError, TemporaryError
 from fiovpn.services.admins import Admin, AdminKeys, this_program
-from fiovpn.services.journal import JOURNAL_FILE
+from fiovpn.services.journal import JOURNAL_FILE, Journal
 from fiovpn.settings import ServerSettings
 
 log = logging.getLogger("fiovpn.server")
@@ -238,8 +238,12 @@ def take_journal(path: Path, update: dict[str, Any]) -> bool:
         new = apply_journal_update(current, update)
         if new is None:
             return False
-        if new != current:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if new == current:
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if current and new.startswith(current):
+            Journal(path).write_raw(new[len(current):])  # appended, as the journal is
+        else:
             atomic_write(path, new, mode=0o600)
     return True
 

@@ -66,6 +66,10 @@ class Journal:
         except OSError as exc:
             log.warning("cannot write the journal %s: %s", self.path, exc)
 
+    def write_raw(self, data: bytes) -> None:
+        """Append lines as they are (HA: the active's lines, on the standby)."""
+        self._write(data)
+
     def _write(self, data: bytes) -> None:
         if not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)

@@ -26,7 +26,7 @@ from fiovpn.adapters.fs import file_signature
 from fiovpn.errors import BadInput, PermanentError, TemporaryError
 from fiovpn.services.access import AccessGrants
 from fiovpn.services.admins import AdminKeys, this_program
-from fiovpn.services.ha import replicate_registry, standby_refusal
+from fiovpn.services.ha import replicate, standby_refusal
 from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlClient, NoDaemon, Request, Requester
@@ -254,7 +254,7 @@ def dispatch(ctx: ServerContext, req: Request) -> dict[str, Any]:
         raise refusal
     result = op.handler(ctx, req)
     if ctx.settings.vip is not None and ctx.settings.ha_peer is not None:
-        done = replicate_registry(ctx.settings)
+        done = replicate(ctx.settings)
         if done["replicated"]:
             log.info("%s copied to the standby %s", req.op, ctx.settings.ha_peer)
         result["ha"] = done
