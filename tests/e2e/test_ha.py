@@ -161,6 +161,31 @@ def test_registry_changes_only_on_the_active_and_on_both_before_confirmed(pair: 
     no_ip_twice(registry(a))
 
 
+def test_admins_and_the_journal_are_on_both_before_confirmed(pair: Lab) -> None:
+    a, b = a_b(pair)
+    pair.ssh_keygen(a.home / "dora", comment="dora")
+    key_file = a.home / "dora.pub"
+    refused = b.fiovpn("server", "admins", "add", "--ssh-public-key", str(key_file),
+                       "--name", "dora", check=False)
+    assert refused.returncode == 1 and "standby" in refused.stderr
+    assert f"root@{a.underlay_ip}:5025" in refused.stderr
+    added = a.fiovpn_json("server", "admins", "add", "--ssh-public-key", str(key_file),
+                          "--name", "dora")
+    assert added["replicated"] is True
+    # on B when A answered: the key with B's own forced command, B's other lines kept
+    lines = Path(b.settings["authorized-keys"]).read_text().splitlines()
+    (dora,) = [ln for ln in lines if ln.endswith("fiovpn-admin:dora")]
+    assert f"--config {b.config_path} admin-command --name dora" in dora
+    assert (a.home / "ha_id_ed25519.pub").read_text().strip() in lines
+    # the journal: B's is A's (the admin_add line and every registry change before)
+    journal_a = (a.state_dir / "journal.jsonl").read_text()
+    journal_b = (b.state_dir / "journal.jsonl").read_text()
+    assert journal_a.startswith(journal_b) and '"action":"admin_add"' in journal_b
+    assert '"action":"client_add"' in journal_b
+    a.fiovpn_json("server", "admins", "remove", "--name", "dora")
+    assert "fiovpn-admin:dora" not in Path(b.settings["authorized-keys"]).read_text()
+
+
 # --- hard failover ---------------------------------------------------------------------
 
 

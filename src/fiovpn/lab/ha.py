@@ -48,6 +48,9 @@ def ha_settings(lab: Lab, *, peer_ip: str, home: Path) -> dict[str, Any]:
         "ha-identity-file": str(home / "ha_id_ed25519"),
         "ha-known-hosts": str(lab.known_hosts),
         "ssh-host-key": str(home / "sshd" / "ssh_host_ed25519_key"),
+        # the file this server's sshd reads (never the host's /root/.ssh): admins
+        # are replicated into it
+        "authorized-keys": str(home / "sshd" / "authorized_keys"),
     }
 
 
