@@ -579,3 +579,13 @@ def test_a_copy_sent_with_a_change_keeps_the_endpoints_the_standby_knows(
     assert ha.HaFiles(b.state_dir).endpoints()["endpoints"] == {str(K[0]): "198.18.0.10:7"}
     ha.receive(b, SyncMessage(2.0, "active", {str(K[0]): "198.18.0.10:9"}))
     assert ha.HaFiles(b.state_dir).endpoints()["endpoints"] == {str(K[0]): "198.18.0.10:9"}
+
+
+def test_the_daemons_own_status_says_a_standby_expects_no_handshakes(
+        settings: ServerSettings) -> None:
+    node = ha.HaNode(settings, WireGuard(FakeWg({}).runner))
+    assert node.tick(starting=True) == "active"
+    assert node.status_fields()["expect_handshakes"] is True
+    settings.local_addresses_file.write_text("")
+    assert node.tick() == "standby"
+    assert node.status_fields()["expect_handshakes"] is False

@@ -698,10 +698,13 @@ class HaNode:
 
     def status_fields(self) -> dict[str, Any]:
         age = self.peer_sync_age()
-        return {"role": self.role or current_role(self.settings),
+        role = self.role or current_role(self.settings)
+        return {"role": role,
                 "vip": self.settings.ha_vip, "ha_peer": self.settings.ha_peer,
                 "peer_sync_age_s": None if age is None else round(age, 1),
-                "ha_caught_up": self.caught_up, "ha_sync_error": self.last_sync_error}
+                "ha_caught_up": self.caught_up, "ha_sync_error": self.last_sync_error,
+                # a standby has no sessions by design: "no handshake" is no alarm there
+                "expect_handshakes": role != STANDBY}
 
 
 def status_fields(settings: ServerSettings, doc: dict[str, Any]) -> dict[str, Any]:

@@ -281,7 +281,10 @@ def _snapshot(ctx: ServerContext) -> dict[str, Any]:
     doc = ctx.last_status
     if doc is None:
         return status(ctx.settings)
-    return {**doc, "device_list_age_s": device_list_age_s(doc.get("last_success"))}
+    # the HA role as it is now, not at the last pass (a standby raises no
+    # "no handshake" alarm from the moment it is one)
+    return {**doc, **(ctx.ha.status_fields() if ctx.ha is not None else {}),
+            "device_list_age_s": device_list_age_s(doc.get("last_success"))}
 
 
 class _Pass:

@@ -98,7 +98,8 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
         "registry_problems": [p.to_json() for p in report.registry_problems],
         "last_changes": [c.to_json() for c in report.changes],
         **(ctx.ha.status_fields() if ctx.ha is not None
-           else {"role": "single", "vip": None, "ha_peer": None, "peer_sync_age_s": None}),
+           else {"role": "single", "vip": None, "ha_peer": None, "peer_sync_age_s": None,
+                 "expect_handshakes": True}),
     }
 
 
