@@ -12,20 +12,28 @@ from pathlib import Path
 
 from fiovpn.errors import TemporaryError
 
+WRITE_CHUNK = 1 << 20  # characters encoded at a time by atomic_write
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
+
+def atomic_write(path: Path, data: str | bytes | list[str], *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory + rename.
 
     Readers see either the old or the new file, never a half-written one. The
     new file gets ``mode`` before any data lands in it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                # encoded a piece at a time: a status file of 50,000 peers is ~10 MB,
+                # and a whole second copy of it would count in the daemon's peak memory
+                for text in [data] if isinstance(data, str) else data:
+                    for start in range(0, len(text), WRITE_CHUNK):
+                        fh.write(text[start:start + WRITE_CHUNK].encode())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -18,7 +18,6 @@ from fiovpn.core.keys import Key
 from fiovpn.core.registry import ClientEntry
 
 PeerKind = Literal["device", "client"]
-_ALLOWED: dict[int, str] = {}  # int(ip) -> "a.b.c.d/32"
 _TEXT: dict[int, str] = {}  # int(ip) -> "a.b.c.d"
 _MEMO_MAX = 1 << 17
 
@@ -59,13 +58,8 @@ class Peer:
     @property
     def allowed_ip(self) -> str:
         # str(IPv4Address) is slow pure Python; a pass asks for 50,000 of these
-        n = int(self.ip)
-        text = _ALLOWED.get(n)
-        if text is None:
-            if len(_ALLOWED) >= _MEMO_MAX:
-                _ALLOWED.clear()
-            text = _ALLOWED[n] = f"{ip_text(self.ip)}/32"
-        return text
+        # (the "/32" text is not kept: a memo of it would hold megabytes at 50,000)
+        return f"{ip_text(self.ip)}/32"
 
     @property
     def label(self) -> str:

@@ -194,7 +194,7 @@ class StateCache:
     def save_status(self, status: dict[str, Any]) -> None:
         self._ensure_dir()
         # compact: at 5,000 peers this file is rewritten on every poll
-        atomic_write(self.status_path, json.dumps(status, separators=(",", ":")) + "\n",
+        atomic_write(self.status_path, [json.dumps(status, separators=(",", ":")), "\n"],
                      mode=0o600)
 
     def load_status(self) -> dict[str, Any] | None:

@@ -60,10 +60,9 @@ def update_hosts_file(ctx: ServerContext, path: Path, factory: str, peers: Itera
             name = _host_name(p.name)
             if name is not None:
                 entries.append((p.ip, name))
-    memo = (factory, frozenset((int(ip), name) for ip, name in entries), file_id)
-    if memo == ctx.last_hosts:
-        ctx.last_hosts_peers = peers
-        return False  # same devices, file untouched since we last looked
+    # Other peers: the block is rendered and compared with the file (no memo of
+    # 50,000 (ip, name) pairs kept for the rare change that leaves them alone).
+    memo = (factory, None, file_id)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
