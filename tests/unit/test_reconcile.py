@@ -692,3 +692,30 @@ def test_a_peer_change_reaches_the_firewall_as_element_deltas(
     assert report.ok and report.firewall_applied
     assert fake.rulesets[-1].startswith("add table inet fiovpn\ndelete table inet fiovpn\n")
     assert "10.42.42.10" in fake.rulesets[-1]
+
+
+def test_status_follows_the_interface_while_an_unchanged_dump_is_reused(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """An idle interface gives the same dump text pass after pass (reused, not parsed
+    again); the first handshake or byte that moves shows in the next status."""
+    settings, fake, api = env
+    server = KeyPair.generate().public
+    plain = fake._dump
+
+    def steady(argv: Sequence[str], text: str | None) -> str:
+        # the fake's dump with one server key throughout: the same text while idle
+        return "\n".join([f"(none)\t{server}\t5555\toff", *plain(argv, text).split("\n")[1:]])
+    fake.runner.handlers.insert(0, (("wg", "show"), steady))
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    first = svc.reconcile_once(ctx).status
+    again = svc.reconcile_once(ctx).status
+    assert again["peers"] == first["peers"]
+    assert all(p["latest_handshake"] is None for p in again["peers"])
+    fake.peers[str(K[0])]["hs"] = "1700000123"
+    moved = svc.reconcile_once(ctx).status
+    by_name = {p["name"]: p for p in moved["peers"]}
+    assert by_name["dev-a"]["latest_handshake"] == 1700000123
+    assert by_name["dev-b"]["latest_handshake"] is None
+    on_disk = json.loads((settings.state_dir / "status.json").read_text())
+    assert {p["name"]: p["latest_handshake"] for p in on_disk["peers"]}["dev-a"] == 1700000123

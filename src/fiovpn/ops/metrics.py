@@ -60,15 +60,20 @@ class PeerExposition:
     """
 
     def render(self, peers: list[dict[str, Any]]) -> str:
+        return b"".join(self.render_parts(peers)).decode()
+
+    def render_parts(self, peers: list[dict[str, Any]]) -> list[bytes]:
+        """The text as encoded pieces, a family at a time (at 50,000 peers each
+        whole-text copy is 12 MB of the daemon's peak memory)."""
         labels = [_labels(p.get("kind"), p.get("name"), p.get("ip")) for p in peers]
-        parts: list[str] = []
+        parts: list[bytes] = []
         for (name, kind, text), field in zip(PEER_FAMILIES, ("latest_handshake", "rx", "tx"),
                                              strict=True):
-            parts.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
+            parts.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n".encode())
             # the hot loop at 50,000 peers: kept plain on purpose
             parts.append("".join([f"{name}{label}{_int(p.get(field))}\n"
-                                  for label, p in zip(labels, peers, strict=True)]))
-        return "".join(parts)
+                                  for label, p in zip(labels, peers, strict=True)]).encode())
+        return parts
 
 
 _NEEDS_ESCAPE = frozenset('\\"\n')
@@ -167,4 +172,4 @@ class DaemonMetrics:
         if self.view is None:
             return text
         peers = [p for p in self.view.snapshot().get("peers") or () if isinstance(p, dict)]
-        return text + self.peers.render(peers).encode()
+        return b"".join([text, *self.peers.render_parts(peers)])

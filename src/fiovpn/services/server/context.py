@@ -19,6 +19,7 @@ from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import TableModel
 from fiovpn.core.keys import Key, public_key
 from fiovpn.core.peers import DesiredPeers, Peer
+from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError
 from fiovpn.services.access import AccessState
 from fiovpn.services.admins import AdminKeys
@@ -59,6 +60,8 @@ class ServerContext:
     last_peers: list[Peer] | None = None  # the peers of the last pass
     last_hosts_peers: list[Peer] | None = None  # the peers the hosts memo was made from
     last_order: tuple[list[Peer], list[Peer]] | None = None  # peers, in status order
+    # (those peers in order, the dump, their status rows): reused while both are the same
+    last_peers_json: tuple[list[Peer], WgDump | None, list[dict[str, Any]]] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
     forwarding_on: bool = False  # switched on (or found on) after the firewall applied
     registry_guard: RegistryGuard = field(default_factory=RegistryGuard, repr=False,

@@ -40,18 +40,6 @@ FILE_POLL = 0.5  # seconds between clients-file checks: edits apply within ~1 s
 HA_POLL = 0.1  # seconds between VIP checks in HA mode (a file read, no process)
 
 
-# A pass at 50,000 peers allocates a few hundred thousand objects that mostly
-# die by reference count; with the default thresholds the cyclic collector
-# walks every long-lived object many times per pass (a third of a pass and more).
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def tune_gc() -> None:
-    """Fewer cyclic collections (garbage without cycles is freed at once anyway)."""
-    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-        gc.set_threshold(*GC_THRESHOLDS)
-
-
 def freeze_gc() -> None:
     """After the first pass: what lives on (device list, peers, memos) is kept out
     of every later collection's walk; it is still freed when no longer used."""
@@ -207,7 +195,6 @@ class Daemon:
                     "list %s%s", failures, code, stale, retry)
 
     def _loop(self, once: bool) -> int:
-        tune_gc()
         if once:
             report = reconcile_once(self.ctx)
             self.passes += 1

@@ -42,6 +42,15 @@ def _peers_json(ctx: ServerContext, dump: WgDump | None, peers: list[Peer]
     else:
         ordered = sorted(peers, key=_status_order)
         ctx.last_order = (peers, ordered)
+    memo = ctx.last_peers_json
+    if memo is not None and memo[0] is ordered and memo[1] is dump:
+        return memo[2]  # same peers, same dump object (an idle interface): same rows
+    rows = _rows(ordered, dump)
+    ctx.last_peers_json = (ordered, dump, rows)
+    return rows
+
+
+def _rows(ordered: list[Peer], dump: WgDump | None) -> list[dict[str, Any]]:
     live = {d.public_key.text: d for d in dump.peers} if dump else {}
     out: list[dict[str, Any]] = []
     add = out.append
