@@ -50,14 +50,19 @@ class WireGuard:
 
     runner: Runner
     wireguard_go: str = "wireguard-go"
-    # The last dump read, by a digest of its text: an idle interface (no handshake,
-    # no byte moved) gives the same text again, and the same WgDump object is
+    # The last dump read, by a digest of its lines: an idle interface (no handshake,
+    # no byte moved) gives the same lines again, and the same WgDump object is
     # returned without parsing 50,000 lines (nor keeping the text).
     _last: tuple[str, bytes, WgDump] | None = field(default=None, repr=False, compare=False)
 
     def show_dump(self, iface: str) -> WgDump:
         out = self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
-        digest = hashlib.blake2b(out.encode(), digest_size=20).digest()
+        # wireguard-go lists peers in a different order each time (a Go map): the
+        # digest is of the sorted lines
+        lines = out.split("\n")
+        lines.sort()
+        digest = hashlib.blake2b("\n".join(lines).encode(), digest_size=20).digest()
+        del lines
         last = self._last
         if last is not None and last[0] == iface and last[1] == digest:
             return last[2]

@@ -58,6 +58,7 @@ class ServerContext:
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None
     last_peers: list[Peer] | None = None  # the peers of the last pass
+    last_clean: WgDump | None = None  # its dump, when that pass had nothing to change
     last_hosts_peers: list[Peer] | None = None  # the peers the hosts memo was made from
     last_order: tuple[list[Peer], list[Peer]] | None = None  # peers, in status order
     # (those peers in order, the dump, their status rows): reused while both are the same

@@ -249,7 +249,10 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     peers = list(desired.peers)
     if not authoritative:
         peers += _protected(dump, desired, known, ctx.network)
-    changes = plan(peers, dump.peers, known)
+    # The same peers against the same dump object (an idle interface) as a pass that
+    # found nothing to change: nothing to change again.
+    idle = ctx.last_peers is not None and ctx.last_clean is dump and peers == ctx.last_peers
+    changes = [] if idle else plan(peers, dump.peers, known)
     try:
         ctx.wg.apply(s.interface, changes)
         report.changes = changes
@@ -305,6 +308,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
             report.errors.append(f"cannot update {s.hosts_file}: {exc}")
 
     ctx.last_peers = peers
+    ctx.last_clean = dump if not changes and not report.errors else None
     _finish(ctx, report, dump, peers)
     return report
 
