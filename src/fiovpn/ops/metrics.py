@@ -70,9 +70,11 @@ class PeerExposition:
         for (name, kind, text), field in zip(PEER_FAMILIES, ("latest_handshake", "rx", "tx"),
                                              strict=True):
             parts.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n".encode())
-            # the hot loop at 50,000 peers: kept plain on purpose
-            parts.append("".join([f"{name}{label}{_int(p.get(field))}\n"
-                                  for label, p in zip(labels, peers, strict=True)]).encode())
+            # the hot loop at 50,000 peers: kept plain on purpose (a positive int, the
+            # usual value, without a call)
+            parts.append("".join([
+                f"{name}{label}{v if type(v := p.get(field)) is int and v > 0 else _int(v)}\n"
+                for label, p in zip(labels, peers, strict=True)]).encode())
         return parts
 
 
@@ -85,8 +87,11 @@ def _label_value(value: Any) -> str:
 
 
 def _labels(kind: Any, name: Any, ip: Any) -> str:
-    return (f'{{kind="{"client" if kind == "client" else "device"}",'
-            f'name="{_label_value(name)}",ip="{_label_value(ip)}"}} ')
+    if type(name) is not str or '"' in name or "\\" in name or "\n" in name:
+        name = _label_value(name)
+    if type(ip) is not str or '"' in ip or "\\" in ip or "\n" in ip:
+        ip = _label_value(ip)
+    return f'{{kind="{"client" if kind == "client" else "device"}",name="{name}",ip="{ip}"}} '
 
 
 class StateCollector(Collector):
