@@ -61,7 +61,11 @@ class WireGuard:
         # digest is of the sorted lines
         lines = out.split("\n")
         lines.sort()
-        digest = hashlib.blake2b("\n".join(lines).encode(), digest_size=20).digest()
+        h = hashlib.blake2b(digest_size=20)
+        for line in lines:  # a line at a time: no second and third copy of 8 MB
+            h.update(line.encode())
+            h.update(b"\n")
+        digest = h.digest()
         del lines
         last = self._last
         if last is not None and last[0] == iface and last[1] == digest:
