@@ -142,18 +142,13 @@ def _check_device(row: DeviceRow, network: VpnNetwork, hosts: _Hosts) -> str | N
         return DISABLED
     if row.pubkey is None:
         return "device has not published a WireGuard public key"
-    ip = row.ip
-    if ip is None:
+    if row.ip is None:
         return "device has no VPN address"
-    n = int(ip)
-    if not hosts.low < n < hosts.high:
-        return f"address {ip} is outside the VPN subnet {network.subnet}"
-    if n == hosts.server:
-        return f"address {ip} is the server's own address"
-    return None
+    return _client_problem(row.ip, network, hosts)
 
 
 def _client_problem(ip: IPv4Address, network: VpnNetwork, hosts: _Hosts) -> str | None:
+    """A peer address (a client's, or a device's) the VPN cannot route, or None."""
     n = int(ip)
     if not hosts.low < n < hosts.high:
         return f"address {ip} is outside the VPN subnet {network.subnet}"
