@@ -110,31 +110,24 @@ def _ssh_args(argv: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
 
 def ssh_main(opts: dict[str, str], device: str, command: list[str]) -> int:
     """``fiovpn ssh`` as :func:`fiovpn.cli.client.ssh_cmd` runs it, on fewer imports."""
-    from fiovpn.errors import BadInput, FiovpnError, PermanentError
+    from fiovpn.errors import FiovpnError, from_os_error
 
     try:
-        timeout = float(opts["timeout"]) if "timeout" in opts else None
-        if timeout is not None and not timeout > 0:
-            raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
+        from fiovpn.core.timespec import check_timeout
+
+        timeout = check_timeout(float(opts["timeout"]) if "timeout" in opts else None)
         from fiovpn.adapters.runner import SubprocessRunner
         from fiovpn.services import device_access
-        from fiovpn.services.journal import record_device_call
         from fiovpn.settings import load_client
 
         settings = load_client({k: v for k, v in opts.items() if k != "timeout"})
-        # the program only: arguments may hold what does not belong in a log
-        record_device_call(settings.journal, action="ssh", device=device, via="cli",
-                           detail={"program": command[0] if command else None})
-        tty = not command and sys.stdin.isatty()
-        return device_access.ssh_session(settings, SubprocessRunner(), device, command,
-                                         tty=tty, timeout=timeout, cached=True)
+        return device_access.ssh_command(settings, SubprocessRunner(), device, command,
+                                         timeout=timeout)
     except FiovpnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        err = PermanentError(f"{exc.strerror or exc}{where}", code="os_error")
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {from_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -134,3 +134,10 @@ def api_error_code(exc: BaseException) -> str:
     if isinstance(exc, FiovpnError) and exc.code in ("auth_failed", "api_unreachable"):
         return exc.code
     return "api_error"
+
+
+def from_os_error(exc: OSError) -> PermanentError:
+    """An ``OSError`` no service expected (a file or device failing), as one clear
+    line naming the file: what the command line prints instead of a traceback."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return PermanentError(f"{exc.strerror or exc}{where}", code="os_error")

@@ -420,3 +420,19 @@ def test_a_device_that_is_down_at_its_current_ip_is_not_retried(tmp_path: Path) 
     with pytest.raises(Exception, match="cannot connect"):
         svc.ssh_session(s, runner, "dev-a", ["true"], tty=False, api=api(ROWS), cached=True)
     assert len(runner.calls) == 1, "same IP in the factory: one attempt, one clear error"
+
+
+def test_ssh_command_journals_the_program_only_and_bad_input_journals_nothing(
+        tmp_path: Path) -> None:
+    s = settings(tmp_path, journal=tmp_path / "journal.jsonl",
+                 device_cache=tmp_path / "devices.json")
+    runner = FakeRunner()
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(BadInput, match="--timeout must be positive"):
+            svc.ssh_command(s, runner, "10.42.42.2", ["true"], timeout=bad)
+    assert runner.calls == [] and not (tmp_path / "journal.jsonl").exists()
+    assert svc.ssh_command(s, runner, "10.42.42.2", ["cat", "/secret-arg"]) == 0
+    line = json.loads((tmp_path / "journal.jsonl").read_text())
+    assert (line["action"], line["target"], line["detail"]) == (
+        "ssh", "10.42.42.2", {"via": "cli", "program": "cat"})
+    assert "/secret-arg" not in (tmp_path / "journal.jsonl").read_text()

@@ -7,7 +7,6 @@ Every command takes ``--config P`` (the wg-quick client config) and ``--json``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from fiovpn.adapters.runner import SubprocessRunner
 from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command, json_mode, progress, warn
 from fiovpn.core.d2d import HOOK_NAME
+from fiovpn.core.timespec import check_timeout
 from fiovpn.errors import BadInput
 from fiovpn.services import client as service
 from fiovpn.services import device_access, remote
@@ -337,8 +337,7 @@ def check_registered_cmd(config: Path | None, public_key: str | None, timeout: f
                       f"\nNext: fiovpn register --public-key {data['public_key']} "
                       "--name NAME")
     else:
-        if timeout <= 0:
-            raise BadInput("--timeout must be positive")
+        check_timeout(timeout)
         progress("checking whether the server answers this key")
         data = service.check_registered_local(settings, runner(), timeout=timeout)
         human = data["message"] + (f"\nNext: {data['next_step']}" if data["next_step"] else "")
@@ -408,21 +407,19 @@ def ssh_cmd(config: Path | None, user: str | None, identity_file: Path | None,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)
     cmd = split_ssh_command(remote_command)
-    if timeout is not None and timeout <= 0:
-        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
-    # the program only: arguments may hold what does not belong in a log
-    record_device_call(settings.journal, action="ssh", device=device, via="cli",
-                       detail={"program": cmd[0] if cmd else None})
+    check_timeout(timeout)
     if json_mode():
         if not cmd:
             raise BadInput("--json needs a command: fiovpn ssh --json DEVICE -- CMD",
                            code="bad_usage")
+        # the program only: arguments may hold what does not belong in a log
+        record_device_call(settings.journal, action="ssh", device=device, via="cli",
+                           detail={"program": cmd[0]})
         res = device_access.run_on_device(settings, runner(), device, cmd, timeout=timeout,
                                           cached=True)
         return Result(res.to_json(), None, res.exit_code)
-    tty = not cmd and sys.stdin.isatty()
-    code = device_access.ssh_session(settings, runner(), device, cmd, tty=tty,
-                                     timeout=timeout, cached=True)
+    # the same call as the fast path's (fiovpn.entry)
+    code = device_access.ssh_command(settings, runner(), device, cmd, timeout=timeout)
     return Result({"exit_code": code}, None, code)
 
 

@@ -23,6 +23,7 @@ from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command, json_mode, progress
 from fiovpn.cli.output import stderr as err_console
 from fiovpn.core.names import validate_name
+from fiovpn.core.timespec import check_timeout
 from fiovpn.errors import BadInput, NotFound
 from fiovpn.services import devices as service
 from fiovpn.services import reachability
@@ -119,8 +120,7 @@ def enable_vpn_cmd(group: str | None, tag: str | None, wait: bool, timeout: floa
     if sum([bool(names), group is not None, tag is not None]) != 1:
         raise BadInput("choose the devices one way: NAME..., --group G or --tag T",
                        code="bad_usage")
-    if timeout <= 0:
-        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
+    check_timeout(timeout)
     for n in names:
         validate_name(n, what="device name")
     settings = load_settings(factory, api_url, api_token_file)

@@ -19,7 +19,7 @@ import click
 from rich.console import Console, RenderableType
 from rich.markup import escape
 
-from fiovpn.errors import FiovpnError, PermanentError
+from fiovpn.errors import FiovpnError, from_os_error
 
 P = ParamSpec("P")
 
@@ -87,9 +87,7 @@ def command(fn: Callable[P, Result]) -> Callable[P, None]:
         except OSError as exc:
             # A file or device the services did not expect to fail: one clear line,
             # never a traceback.
-            where = f" {exc.filename}" if exc.filename else ""
-            emit_error(PermanentError(f"{exc.strerror or exc}{':' if where else ''}{where}",
-                                      code="os_error"))
+            emit_error(from_os_error(exc))
             sys.exit(1)
         except KeyboardInterrupt:
             stderr.print("interrupted")

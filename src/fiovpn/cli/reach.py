@@ -19,6 +19,7 @@ from rich.table import Table
 from fiovpn.cli.client import config_option, device_ssh_options, runner, settings_from
 from fiovpn.cli.output import Result, command, json_mode, progress
 from fiovpn.cli.output import stderr as err_console
+from fiovpn.core.timespec import check_timeout
 from fiovpn.errors import BadInput, TemporaryError
 from fiovpn.services import client_config, fanout, ssh_config, transfer
 from fiovpn.services.journal import record_device_call
@@ -93,8 +94,7 @@ def cp_cmd(recursive: bool, timeout: float | None, config: Path | None, user: st
     if len(paths) < 2:
         raise BadInput("give at least one source and a destination: fiovpn cp SRC... DST",
                        code="bad_usage")
-    if timeout is not None and timeout <= 0:
-        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
+    check_timeout(timeout)
     settings = settings_from(config=config, user=user, identity_file=identity_file,
                              known_hosts=known_hosts, factory=factory, api_url=api_url,
                              api_token_file=api_token_file)

@@ -31,6 +31,14 @@ def parse_duration(text: str, *, what: str = "duration") -> int:
     return seconds
 
 
+def check_timeout(timeout: float | None, *, what: str = "--timeout") -> float | None:
+    """``timeout`` when it is a positive number of seconds (or None: no limit), else
+    one clear ``BadInput`` (0, negative and NaN included)."""
+    if timeout is not None and not timeout > 0:
+        raise BadInput(f"{what} must be positive, not {timeout:g}", code="bad_timeout")
+    return timeout
+
+
 def format_timestamp(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -7,6 +7,7 @@ A device is named by its factory name (looked up in the factory's
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -18,6 +19,7 @@ from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget
 from fiovpn.core.addresses import parse_subnet
 from fiovpn.core.hosts import lookup as hosts_lookup
 from fiovpn.core.names import validate_name
+from fiovpn.core.timespec import check_timeout
 from fiovpn.errors import (
     BadInput,
     FiovpnError,
@@ -25,6 +27,7 @@ from fiovpn.errors import (
 )
 from fiovpn.services import client_config, device_cache
 from fiovpn.services.client_config import ApiFactory
+from fiovpn.services.journal import record_device_call
 from fiovpn.services.remote import ssh_options
 from fiovpn.settings import ClientSettings
 
@@ -159,12 +162,26 @@ def ssh_session(settings: ClientSettings, runner: Runner, device: str, command: 
                 api: ApiFactory | None = None, cached: bool = False) -> int:
     """``fiovpn ssh``: OpenSSH's behaviour on our own stdio (stdin to the remote command,
     output streamed as bytes, a terminal when ``tty``); the remote exit code."""
-    if timeout is not None and timeout <= 0:
-        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
+    check_timeout(timeout)
     return _with_fresh_ip(
         settings, device, api, cached,
         lambda t: device_client(settings, runner, t).stream(command, tty=tty,
                                                             timeout=timeout))[1]
+
+
+def ssh_command(settings: ClientSettings, runner: Runner, device: str, command: list[str],
+                *, timeout: float | None = None, via: str = "cli") -> int:
+    """The whole of ``fiovpn ssh DEVICE [-- CMD]`` (the full command line and the fast
+    path in :mod:`fiovpn.entry` both run this): the engineer's journal line (the program
+    only: arguments may hold what does not belong in a log), then :func:`ssh_session`
+    with a terminal when no command is given and we are on one, the device's IP from
+    the device cache when the factory listed it lately."""
+    check_timeout(timeout)
+    record_device_call(settings.journal, action="ssh", device=device, via=via,
+                       detail={"program": command[0] if command else None})
+    tty = not command and sys.stdin.isatty()
+    return ssh_session(settings, runner, device, command, tty=tty, timeout=timeout,
+                       cached=True)
 
 
 T = TypeVar("T")

@@ -21,6 +21,7 @@ from fiovpn.adapters.factory_api import FactoryApi, WireguardIp
 from fiovpn.adapters.runner import Runner
 from fiovpn.adapters.ssh import SshOptions
 from fiovpn.core.names import validate_name
+from fiovpn.core.timespec import check_timeout
 from fiovpn.errors import BadInput, FiovpnError, NotFound
 from fiovpn.services.device_access import DeviceTarget, decode_output, device_client
 from fiovpn.services.remote import ssh_options
@@ -126,8 +127,7 @@ def check_limits(parallel: int, timeout: float) -> None:
     if not 1 <= parallel <= MAX_PARALLEL:
         raise BadInput(f"--parallel must be 1-{MAX_PARALLEL}, not {parallel}",
                        code="bad_parallel")
-    if timeout <= 0:
-        raise BadInput(f"--timeout must be positive, not {timeout:g}", code="bad_timeout")
+    check_timeout(timeout)
 
 
 def run_many(settings: ClientSettings, runner: Runner, targets: Sequence[DeviceTarget],
