@@ -29,6 +29,7 @@ from fiovpn.errors import BadInput
 DEFAULT_API_URL = "https://api.foundries.io"
 SERVER_CONFIG_ENV = "FIOVPN_SERVER_CONFIG"
 CLIENT_SETTINGS_ENV = "FIOVPN_CLIENT_SETTINGS"
+API_TOKEN_ENV = "FIOVPN_API_TOKEN"  # noqa: S105 (a variable name; read by adapters/factory.py)
 DEFAULT_SERVER_CONFIG = Path("/etc/fiovpn/server.toml")
 
 

@@ -436,3 +436,20 @@ def test_ssh_command_journals_the_program_only_and_bad_input_journals_nothing(
     assert (line["action"], line["target"], line["detail"]) == (
         "ssh", "10.42.42.2", {"via": "cli", "program": "cat"})
     assert "/secret-arg" not in (tmp_path / "journal.jsonl").read_text()
+
+
+def test_a_new_fioctl_login_is_a_new_cache(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    login = tmp_path / "fioctl.yaml"
+    login.write_text("factory: acme\n")
+    monkeypatch.setenv("FIOCTL_CONFIG", str(login))
+    s = settings(tmp_path, device_cache=tmp_path / "devices.json")
+    svc.resolve_device(s, "dev-a", api=api(ROWS), cached=True)
+    assert svc.resolve_device(s, "dev-a", api=api(AssertionError("no")),
+                              cached=True).source == "cache"
+    login.write_text("factory: other\n")  # `fioctl login` to another factory
+    st = login.stat()
+    os.utime(login, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert svc.resolve_device(s, "dev-a", api=api(ROWS), cached=True).source == "factory"

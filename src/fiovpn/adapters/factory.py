@@ -50,11 +50,11 @@ from fiovpn.errors import (
     BadResponse,
     FiovpnError,
 )
-from fiovpn.settings import DEFAULT_API_URL, ClientSettings, ServerSettings
+from fiovpn.settings import API_TOKEN_ENV, DEFAULT_API_URL, ClientSettings, ServerSettings
 
 log = logging.getLogger("fiovpn.factory")
 
-TOKEN_ENV = "FIOVPN_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
+TOKEN_ENV = API_TOKEN_ENV
 FACTORY_ENV = "FIOVPN_FACTORY"
 OK_STATUSES = frozenset({200, 201, 202, 204})
 DEFAULT_PAGE_LIMIT = 500

@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.errors import AuthError, BadInput
 
@@ -158,6 +156,8 @@ class FioctlConfig:
 
 def parse_text(text: str, source: str) -> dict[str, Any]:
     """fioctl's YAML as a mapping (an empty file is an empty mapping)."""
+    import yaml  # here: reading settings names (config_path, the env) needs no YAML
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -218,6 +218,8 @@ def _scalar(value: str | float) -> str:
     else double-quoted (a JSON string is a valid YAML double-quoted scalar)."""
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
+    import yaml
+
     if _PLAIN.match(value) and yaml.safe_load(value) == value:
         return value
     return json.dumps(value)
@@ -284,6 +286,8 @@ def _redump(data: dict[str, Any], login: OAuthLogin) -> str:
     block = dict(block) if isinstance(block, dict) else {}
     block.update(_values(login))
     data = {**data, "clientcredentials": block}
+    import yaml
+
     return str(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
 
 

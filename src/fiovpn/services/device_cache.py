@@ -22,11 +22,11 @@ import os
 import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fiovpn.adapters import fioctl
 from fiovpn.adapters.fs import atomic_write
-from fiovpn.settings import ClientSettings
+from fiovpn.settings import API_TOKEN_ENV, ClientSettings
 
 if TYPE_CHECKING:  # imported for its type only: `fiovpn ssh` starts without it
     from fiovpn.adapters.factory_api import WireguardIp
@@ -34,11 +34,12 @@ if TYPE_CHECKING:  # imported for its type only: `fiovpn ssh` starts without it
 VERSION = 1
 
 
-def _fioctl_file(env: dict[str, str] | os._Environ[str]) -> str:
-    path = env.get("FIOCTL_CONFIG") or str(
-        Path(env.get("HOME") or Path.home()) / ".config" / "fioctl.yaml")
+def _fioctl_file() -> str:
+    """fioctl's login file as it is now (path and mtime): a new `fioctl login` may
+    name another factory."""
+    path = fioctl.config_path()
     try:
-        mtime = os.stat(path).st_mtime_ns
+        mtime = path.stat().st_mtime_ns
     except OSError:
         mtime = 0
     return f"{path}@{mtime}"
@@ -49,8 +50,8 @@ def cache_key(settings: ClientSettings) -> str:
     environment the factory client reads (never the token itself, only whether one is set)."""
     env = os.environ
     parts = (settings.factory, settings.api_url, str(settings.api_token_file),
-             env.get("FIOCTL_FACTORY"), env.get("FIOVPN_API_TOKEN") is not None,
-             env.get("FIOCTL_TOKEN") is not None, _fioctl_file(env))
+             env.get(fioctl.FACTORY_ENV), env.get(API_TOKEN_ENV) is not None,
+             env.get(fioctl.TOKEN_ENV) is not None, _fioctl_file())
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
