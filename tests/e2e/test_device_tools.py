@@ -125,6 +125,29 @@ def test_ssh_timeout_stops_waiting(fleet: Lab, tmp_path: Path) -> None:
     assert code == 1 and "did not finish within 2s" in err.read_text()
 
 
+def test_ssh_by_name_again_needs_no_factory_call(fleet: Lab) -> None:
+    """A name the factory listed a moment ago is taken from the device cache: with the
+    factory API failing, `fiovpn ssh device1` still gets through; without the cache
+    it cannot know the name's IP and says why."""
+    eng = fleet.engineers[0]
+    cache = eng.home / ".cache" / "fiovpn" / "devices.json"
+    first = fiovpn_bytes(eng, "ssh", "device1", "--", "true")
+    assert first.returncode == 0, first.stderr
+    assert cache.stat().st_mode & 0o777 == 0o600
+    factory = fleet.factory
+    assert factory is not None
+    factory.fail(status=500, count=-1)
+    try:
+        again = fiovpn_bytes(eng, "ssh", "device1", "--", "echo", "cached")
+        assert (again.returncode, again.stdout) == (0, b"cached\n"), again.stderr
+        cache.unlink()
+        cold = fiovpn_bytes(eng, "ssh", "device1", "--", "true")
+        assert cold.returncode != 0
+        assert b"could not be asked" in cold.stderr, cold.stderr
+    finally:
+        factory.clear()
+
+
 def test_ssh_bad_input_runs_nothing(fleet: Lab) -> None:
     eng = fleet.engineers[0]
     # device4 exists but is not on the VPN (the factory lists no VPN address for it)
