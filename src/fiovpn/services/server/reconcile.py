@@ -249,9 +249,13 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     peers = list(desired.peers)
     if not authoritative:
         peers += _protected(dump, desired, known, ctx.network)
-    # The same peers against the same dump object (an idle interface) as a pass that
-    # found nothing to change: nothing to change again.
-    idle = ctx.last_peers is not None and ctx.last_clean is dump and peers == ctx.last_peers
+    # The same peers as the last pass (the usual idle poll: the same Peer objects,
+    # compared by identity first) need none of what is derived from them again;
+    # asked once here (at 50,000 peers an equal list of new objects is a slow compare).
+    same_peers = ctx.last_peers is not None and peers == ctx.last_peers
+    # ... and against the same dump object (an idle interface) as a pass that found
+    # nothing to change: nothing to change again.
+    idle = same_peers and ctx.last_clean is dump
     changes = [] if idle else plan(peers, dump.peers, known)
     try:
         ctx.wg.apply(s.interface, changes)
@@ -263,9 +267,6 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         with contextlib.suppress(FiovpnError):
             dump = ctx.wg.show_dump(s.interface)
     report.peers = peers
-    # The same peers as the last pass (the usual idle poll: the same Peer objects,
-    # compared by identity first) need none of what is derived from them again.
-    same_peers = ctx.last_peers is not None and peers == ctx.last_peers
     if not same_peers or ctx.known is None:
         # After an authoritative pass the interface holds exactly ``peers``: the
         # last status file is only read when something needs an older name.
