@@ -225,3 +225,33 @@ def test_status_is_cached_for_a_moment() -> None:
     t[0] = 1.5
     v.status()
     assert len(calls) == 2
+
+
+def test_a_scrape_reads_the_daemons_last_pass_not_a_fresh_status() -> None:
+    """At 50,000 peers a fresh status (a `wg show dump`) costs more than a scrape may:
+    with the daemon's last pass at hand, neither /metrics nor the source check asks
+    for one; loopback is decided without any document."""
+    from fiovpn.ops.app import allowed_source
+
+    fresh: list[int] = []
+
+    def status() -> dict[str, Any]:
+        fresh.append(1)
+        return doc(peers=[])
+
+    last = doc()
+    v = StatusView(status, Path("/nonexistent"), snapshot_fn=lambda: last, clock=lambda: NOW)
+    got = samples(DaemonMetrics(v).render().decode())
+    assert got[("fiovpn_peers", (("kind", "device"),))] == 3
+    assert got[("fiovpn_peer_receive_bytes_total", (("ip", "10.42.42.2"), ("kind", "device"),
+                                                     ("name", "device1")))] == 10
+    assert allowed_source("10.42.42.200", v.snapshot)  # a client of the last pass
+    assert not allowed_source("10.42.42.2", v.snapshot)  # a device
+    assert fresh == []
+
+    def unasked() -> dict[str, Any]:
+        raise AssertionError("loopback needs no status document")
+    assert allowed_source("127.0.0.1", unasked)
+    # no daemon (no snapshot): the status document as before
+    assert StatusView(status, Path("/nonexistent")).snapshot() == doc(peers=[])
+    assert fresh == [1]
