@@ -719,3 +719,30 @@ def test_status_follows_the_interface_while_an_unchanged_dump_is_reused(
     assert by_name["dev-b"]["latest_handshake"] is None
     on_disk = json.loads((settings.state_dir / "status.json").read_text())
     assert {p["name"]: p["latest_handshake"] for p in on_disk["peers"]}["dev-a"] == 1700000123
+
+
+def test_the_scrape_snapshot_is_the_last_pass_aged_to_now_with_the_current_role(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """What /metrics reads in the daemon: the last pass's document (no new `wg show
+    dump`), its device-list age counted to now, and the HA role as it is now (a
+    server that just became standby raises no "no handshake" alarm)."""
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    assert ctx.last_status is not None
+    ctx.last_status = {**ctx.last_status, "last_success": "2020-01-01T00:00:00Z",
+                       "device_list_age_s": 0}
+    dumps = sum(1 for c, _ in fake.runner.calls if c[:2] == ("wg", "show"))
+    snap = daemon_module._snapshot(ctx)
+    assert snap["peers"] == ctx.last_status["peers"]
+    assert snap["device_list_age_s"] > 365 * 86400  # counted to now, not the 0 stored
+    assert snap["role"] == "single"
+
+    class Standby:
+        def status_fields(self) -> dict[str, object]:
+            return {"role": "standby", "vip": "198.18.0.100", "ha_peer": None,
+                    "peer_sync_age_s": 1, "expect_handshakes": False}
+    ctx.ha = Standby()  # type: ignore[assignment]
+    snap = daemon_module._snapshot(ctx)
+    assert snap["role"] == "standby" and snap["expect_handshakes"] is False
+    assert sum(1 for c, _ in fake.runner.calls if c[:2] == ("wg", "show")) == dumps
