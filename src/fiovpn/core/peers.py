@@ -144,10 +144,10 @@ def _check_device(row: DeviceRow, network: VpnNetwork, hosts: _Hosts) -> str | N
         return "device has not published a WireGuard public key"
     if row.ip is None:
         return "device has no VPN address"
-    return _client_problem(row.ip, network, hosts)
+    return _address_problem(row.ip, network, hosts)
 
 
-def _client_problem(ip: IPv4Address, network: VpnNetwork, hosts: _Hosts) -> str | None:
+def _address_problem(ip: IPv4Address, network: VpnNetwork, hosts: _Hosts) -> str | None:
     """A peer address (a client's, or a device's) the VPN cannot route, or None."""
     n = int(ip)
     if not hosts.low < n < hosts.high:
@@ -175,7 +175,7 @@ def desired_peers(devices: Iterable[DeviceRow], clients: Iterable[ClientEntry],
         assert row.pubkey is not None and row.ip is not None
         candidates.append(Peer("device", row.name, row.pubkey, row.ip))
     for entry in clients:
-        reason = _client_problem(entry.ip, network, hosts)
+        reason = _address_problem(entry.ip, network, hosts)
         if reason is not None:
             skipped.append(SkippedPeer("client", entry.name, reason))
             continue
