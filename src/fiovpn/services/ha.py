@@ -179,6 +179,22 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
     wrote = False
     if message.registry is not None:
         wrote = write_registry_text(settings.clients_file, message.registry)
+    journal_written = take_state(settings, message, admins)
+    files.update_state(last_received=now, last_received_sent=message.sent)
+    return {"role": role, "registry_sha": registry_sha(settings.clients_file),
+            "registry_written": wrote, "endpoints": len(message.endpoints),
+            "files_sha": files_digest(state_files(settings)),
+            "admins_sha": admins_digest(admins_of(settings)),
+            "journal": list(journal_mark(journal_bytes(journal_path(settings)))),
+            "journal_written": journal_written}
+
+
+def take_state(settings: ServerSettings, message: SyncMessage,
+               admins: AdminKeys | None = None) -> bool:
+    """The grants, the journal and the managed admins of the active's ``message``
+    written here (what ``ha-receive`` and a returning server's catch-up both take);
+    ``admins``: this server's authorized_keys, each line with its own forced
+    command. False when the journal part did not fit our copy."""
     write_state_files(settings, message.files)
     journal_written = True
     if message.journal is not None:
@@ -188,13 +204,7 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
             [Admin(a["name"], a["key_type"], a["public_key"]) for a in message.admins]):
         log.info("admins in %s replaced by the active server's (%d)",
                  settings.authorized_keys, len(message.admins))
-    files.update_state(last_received=now, last_received_sent=message.sent)
-    return {"role": role, "registry_sha": registry_sha(settings.clients_file),
-            "registry_written": wrote, "endpoints": len(message.endpoints),
-            "files_sha": files_digest(state_files(settings)),
-            "admins_sha": admins_digest(admins_of(settings)),
-            "journal": list(journal_mark(journal_bytes(journal_path(settings)))),
-            "journal_written": journal_written}
+    return journal_written
 
 
 def write_state_files(settings: ServerSettings, texts: dict[str, str]) -> None:
@@ -429,6 +439,7 @@ def replicate(settings: ServerSettings, *, runner: Runner | None = None) -> dict
 replicate_registry = replicate  # the name callers used before admins and journal
 
 
+
 # --------------------------------------------------------------------------- the daemon's part
 
 
@@ -521,14 +532,7 @@ class HaNode:
         except FiovpnError as exc:
             log.warning("catching up: the active's snapshot is not usable: %s", exc)
             return
-        write_state_files(self.settings, message.files)
-        if message.journal is not None and take_journal(journal_path(self.settings),
-                                                        message.journal):
-            log.info("caught up: journal copied from the active server")
-        keys = self.admin_keys or AdminKeys(self.settings.authorized_keys, this_program())
-        if message.admins is not None and keys.replace_managed(
-                [Admin(a["name"], a["key_type"], a["public_key"]) for a in message.admins]):
-            log.info("caught up: admins copied from the active server")
+        take_state(self.settings, message, self.admin_keys)  # the journal: all of it
 
     # --- every poll ---------------------------------------------------------------
 
