@@ -436,8 +436,6 @@ def replicate(settings: ServerSettings, *, runner: Runner | None = None) -> dict
     return {"replicated": True, "peer": settings.ha_peer, "warning": None}
 
 
-replicate_registry = replicate  # the name callers used before admins and journal
-
 
 
 # --------------------------------------------------------------------------- the daemon's part
