@@ -589,3 +589,38 @@ def test_the_daemons_own_status_says_a_standby_expects_no_handshakes(
     settings.local_addresses_file.write_text("")
     assert node.tick() == "standby"
     assert node.status_fields()["expect_handshakes"] is False
+
+
+def test_a_sync_message_with_a_bad_admin_or_journal_part_is_refused(tmp_path: Path) -> None:
+    # the receiver writes admins into authorized_keys: a name or key that could break
+    # out of the line (or its forced command) is refused with one code, before any write
+    good = {"name": "alice", "key_type": "ssh-ed25519", "public_key": ED25519_BLOB}
+    base = {"sent": 1, "sender_role": "active", "endpoints": {}}
+    assert SyncMessage.from_json({**base, "admins": [good]}).admins == [good]
+    for admins in ([{**good, "name": "al ice"}], [{**good, "name": ""}],
+                   [{**good, "public_key": ED25519_BLOB + '" ,command="sh'}],
+                   [{**good, "key_type": "ssh-ed25519,command=sh"}],
+                   [{**good, "public_key": ""}], ["alice"], {"alice": good}):
+        with pytest.raises(BadInput) as refused:
+            SyncMessage.from_json({**base, "admins": admins})
+        assert refused.value.code == "bad_ha_message", admins
+    for journal in ({"offset": -1, "data": ""}, {"offset": 0, "data": 5},
+                    {"data": "x\n"}, "x\n"):
+        with pytest.raises(BadInput) as refused:
+            SyncMessage.from_json({**base, "journal": journal})
+        assert refused.value.code == "bad_ha_message", journal
+    # through `fiovpn server ha-receive`: refused, authorized_keys and journal untouched
+    fib = tmp_path / "fib"
+    fib.write_text("")
+    config = tmp_path / "server.toml"
+    config.write_text(f'ha-vip = "198.18.0.3"\nlocal-addresses-file = "{fib}"\n'
+                      f'state-dir = "{tmp_path / "state"}"\n'
+                      f'authorized-keys = "{tmp_path / "authorized_keys"}"\n'
+                      f'clients-file = "{tmp_path / "clients.conf"}"\n')
+    wire = json.dumps({**base, "admins": [{**good, "name": "x y"}],
+                       "journal": {"offset": 0, "prefix_sha": "", "data": "{}\n"}})
+    out = CliRunner().invoke(cli, ["server", "--config", str(config), "ha-receive"],
+                             input=wire)
+    assert out.exit_code == 2 and "malformed HA sync message: admin name" in out.output
+    assert not (tmp_path / "authorized_keys").exists()
+    assert not (tmp_path / "state" / "journal.jsonl").exists()
