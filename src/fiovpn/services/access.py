@@ -249,6 +249,11 @@ class AccessGrants:
         client = self._client(name, public_key)
         if (group is None) == (device is None):
             raise BadInput("give exactly one of --group G or --device D", code="usage")
+        # checked as a grant checks them: the name goes into the error and the journal
+        if group is not None:
+            validate_name(group, what="device group")
+        else:
+            validate_name(str(device), what="device name")
         now = self.clock()
         gone: list[Grant] = []
 
@@ -257,12 +262,15 @@ class AccessGrants:
                 if g.client == client.public_key and g.target == (
                         ("group", group) if group is not None else ("device", device)):
                     gone.append(g)
+            if not gone:
+                # raised under the lock, before the store saves: a refused revoke
+                # neither creates grants.json nor rewrites it
+                what = f"group {group}" if group is not None else f"device {device}"
+                raise NotFound(f"{client.name or client.public_key} has no live grant to "
+                               f"{what}", code="no_grant",
+                               hint="see `fiovpn server access list`")
             return [g for g in grants if g not in gone]
         self.store.update(drop, now=now)
-        if not gone:
-            what = f"group {group}" if group is not None else f"device {device}"
-            raise NotFound(f"{client.name or client.public_key} has no live grant to {what}",
-                           code="no_grant", hint="see `fiovpn server access list`")
         device_ip = None
         if device is not None:
             row = next((r for r in self.devices() or [] if r.name == device), None)
