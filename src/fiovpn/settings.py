@@ -282,15 +282,21 @@ def load(cls: type[S], *, toml_path: Path | None, toml_required: bool,
     return cls(**values).validate()
 
 
+def server_config_file(config: Path | None = None,
+                       env: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file a server command was pointed at (``--config``, else
+    ``$FIOVPN_SERVER_CONFIG``); None when it reads the default (which may not exist)."""
+    env = os.environ if env is None else env
+    if config is not None:
+        return config
+    return Path(env[SERVER_CONFIG_ENV]) if env.get(SERVER_CONFIG_ENV) else None
+
+
 def load_server(flags: Mapping[str, Any], config: Path | None = None,
                 env: Mapping[str, str] | None = None) -> ServerSettings:
     env = os.environ if env is None else env
-    if config is not None:
-        path, required = config, True
-    elif env.get(SERVER_CONFIG_ENV):
-        path, required = Path(env[SERVER_CONFIG_ENV]), True
-    else:
-        path, required = DEFAULT_SERVER_CONFIG, False
+    given = server_config_file(config, env)
+    path, required = (given, True) if given is not None else (DEFAULT_SERVER_CONFIG, False)
     return load(ServerSettings, toml_path=path, toml_required=required, flags=flags, env=env)
 
 

@@ -105,3 +105,48 @@ def test_bad_input_exit_2_nothing_changed(config: Path, tmp_path: Path,
     assert isinstance(data, dict) and data["error"]["message"]
     assert (tmp_path / "clients.conf").read_bytes() == registry
     assert (tmp_path / "state" / "grants.json").read_bytes() == grants
+
+
+ED25519_BLOB = "AAAAC3NzaC1lZDI1NTE5AAAAIEgRWolI133SI96HChqDtP0gHavaQEIcuX/9yqLpBsHh"
+
+
+@pytest.mark.parametrize("how", ["flag", "group-flag", "env"])
+def test_an_admins_forced_command_names_the_settings_file_this_command_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    # sshd runs the forced command from elsewhere: a relative --config (or
+    # $FIOVPN_SERVER_CONFIG) must be written as the absolute path of that file,
+    # the same by `server admins add` and by `server ha-receive` (AdminKeys.of_server)
+    monkeypatch.chdir(tmp_path)
+    fib = tmp_path / "fib"
+    fib.write_text("")  # the VIP is not here: a standby, as ha-receive runs on
+    Path("server.toml").write_text(
+        f'clients-file = "{tmp_path}/clients.conf"\ninterface = "fvnoexist0"\n'
+        f'state-dir = "{tmp_path}/state"\nprivate-key = "{tmp_path}/server.key"\n'
+        f'authorized-keys = "{tmp_path}/authorized_keys"\n')
+    Path("alice.pub").write_text(f"ssh-ed25519 {ED25519_BLOB} alice\n")
+    env: dict[str, str] = {}
+    if how == "env":
+        env["FIOVPN_SERVER_CONFIG"] = "server.toml"
+
+    def server(command: tuple[str, ...], *args: str) -> list[str]:
+        flag = ["--config", "server.toml"]
+        if how == "group-flag":
+            return ["server", *flag, *command, *args]
+        return ["server", *command, *(flag if how == "flag" else []), *args]
+
+    out = CliRunner(env=env).invoke(cli, server(("admins", "add"), "--ssh-public-key",
+                                                "alice.pub", "--name", "alice"))
+    assert out.exit_code == 0, out.output
+    wanted = f"--config {tmp_path / 'server.toml'} admin-command --name alice\""
+    assert wanted in (tmp_path / "authorized_keys").read_text()
+    # the same line as the standby's `ha-receive` writes it from the active's copy
+    Path("server.toml").write_text(Path("server.toml").read_text().replace(
+        "authorized-keys", f'ha-vip = "198.18.0.3"\nlocal-addresses-file = "{fib}"\n'
+        "authorized-keys").replace("authorized_keys", "authorized_keys.b"))
+    wire = json.dumps({"sent": 1, "sender_role": "active", "endpoints": {},
+                       "admins": [{"name": "alice", "key_type": "ssh-ed25519",
+                                   "public_key": ED25519_BLOB}]})
+    out = CliRunner(env=env).invoke(cli, server(("ha-receive",), "--json"), input=wire)
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "authorized_keys.b").read_text() == \
+        (tmp_path / "authorized_keys").read_text()

@@ -19,10 +19,9 @@ from fiovpn.core.forced import parse_forced_command
 from fiovpn.core.timespec import parse_duration
 from fiovpn.errors import BadInput, FiovpnError
 from fiovpn.services.access import AccessGrants
-from fiovpn.services.admins import AdminKeys, this_program
-from fiovpn.services.journal import ADMIN_ENV, Journal, actor_from_env
-from fiovpn.services.registry import read_registry
-from fiovpn.settings import SERVER_CONFIG_ENV, ServerSettings
+from fiovpn.services.admins import AdminKeys
+from fiovpn.services.journal import ADMIN_ENV, Journal, server_actor
+from fiovpn.settings import ServerSettings
 
 
 def register(server: click.Group) -> None:
@@ -49,25 +48,10 @@ def _replicated(answer: dict[str, Any], data: dict[str, Any]) -> str:
     return f"\nCopied to the standby {done['peer']}."
 
 
-def _config_path(config: Path | None) -> Path | None:
-    from fiovpn.cli.server import _config
+def _config_file(config: Path | None) -> Path | None:
+    from fiovpn.cli.server import _config_file as config_file
 
-    found = _config(config)
-    if found is None and os.environ.get(SERVER_CONFIG_ENV):
-        found = Path(os.environ[SERVER_CONFIG_ENV])
-    return found.absolute() if found is not None else None
-
-
-def server_actor(settings: ServerSettings) -> str:
-    """Who runs this server command (journal ``actor``): the admin of the forced
-    command, else the registry name of the VPN address of the SSH session."""
-    names: dict[str, str | None] = {}
-    if os.environ.get("SSH_CONNECTION") and not os.environ.get(ADMIN_ENV):
-        try:
-            names = {str(e.ip): e.name for e in read_registry(settings.clients_file).entries}
-        except FiovpnError:
-            names = {}
-    return actor_from_env(os.environ, names)
+    return config_file(config)
 
 
 def config_opt(fn: Any) -> Any:
@@ -84,7 +68,8 @@ def grants_service(settings: ServerSettings) -> AccessGrants:
     from fiovpn.services import server as service
     from fiovpn.services.server.ops import access_grants
 
-    return access_grants(service.ServerContext.from_settings(settings), server_actor(settings))
+    return access_grants(service.ServerContext.from_settings(settings),
+                         server_actor(settings.clients_file))
 
 
 def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
@@ -93,7 +78,7 @@ def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
     socket) applies it, else this process with the daemon's recorded settings."""
     from fiovpn.services import server as service
 
-    answer = service.ask(settings, op, {**params, "actor": server_actor(settings)},
+    answer = service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file)},
                          requester=service.Requester.of_this_process(command))
     grant = answer.get("grant")
     if not isinstance(grant, dict):
@@ -181,11 +166,6 @@ def access_list_cmd(config: Path | None) -> Result:
 # --------------------------------------------------------------------------- admins
 
 
-def admin_keys(settings: ServerSettings, config: Path | None) -> AdminKeys:
-    path = _config_path(config)
-    return AdminKeys(settings.authorized_keys, this_program(), str(path) if path else None)
-
-
 def _ask_admins(settings: ServerSettings, config: Path | None, op: str,
                 params: dict[str, Any], command: str) -> dict[str, Any]:
     """An admin change where live state is owned (the daemon, else here): the op
@@ -193,8 +173,8 @@ def _ask_admins(settings: ServerSettings, config: Path | None, op: str,
     command names this fiovpn and this settings file, as sshd will run them."""
     from fiovpn.services import server as service
 
-    keys = admin_keys(settings, config)
-    return service.ask(settings, op, {**params, "actor": server_actor(settings),
+    keys = AdminKeys.of_server(settings, _config_file(config))
+    return service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file),
                                       "program": keys.program, "config": keys.config},
                        requester=service.Requester.of_this_process(command))
 
@@ -254,7 +234,7 @@ def admins_remove(config: Path | None, name: str) -> Result:
 def admins_list(config: Path | None) -> Result:
     """Admins (keys with fiovpn's forced command)."""
     settings = _server_settings(config)
-    found = admin_keys(settings, config).list()
+    found = AdminKeys.of_server(settings, _config_file(config)).list()
     table = Table(title=f"{len(found)} admins", title_justify="left")
     for col in ("name", "key type", "key"):
         table.add_column(col, overflow="fold")
@@ -278,9 +258,9 @@ def admin_command(config: Path | None, name: str) -> Result:
         journal.try_append(actor=name, action="refused", target=name,
                            detail={"command": (original or "")[:200]})
         raise
-    path = _config_path(config)
+    path = _config_file(config)
     argv = [sys.executable, "-m", "fiovpn", args[0],
-            *(["--config", str(path)] if path else []), *args[1:]]
+            *(["--config", str(path.absolute())] if path else []), *args[1:]]
     env = {**os.environ, ADMIN_ENV: name}
     sys.stdout.flush()
     # never a shell: the checked words, as they are

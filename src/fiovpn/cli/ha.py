@@ -18,6 +18,7 @@ from fiovpn.core.ha import SyncMessage
 from fiovpn.core.keepalived import KeepalivedTemplate, render_keepalived
 from fiovpn.errors import BadInput, PermanentError
 from fiovpn.services import ha as ha_service
+from fiovpn.services.admins import AdminKeys
 from fiovpn.services.health import health
 
 log = logging.getLogger("fiovpn.server")
@@ -171,9 +172,10 @@ def ha_receive_cmd(config: Path | None) -> Result:
     except ValueError:
         raise BadInput("ha-receive reads one JSON sync message on stdin",
                        code="bad_ha_message") from None
-    from fiovpn.cli.access import admin_keys
+    from fiovpn.cli.server import _config_file
 
-    data = ha_service.receive(settings, message, admins=admin_keys(settings, config))
+    admins = AdminKeys.of_server(settings, _config_file(config))
+    data = ha_service.receive(settings, message, admins=admins)
     return Result(data, f"took {data['endpoints']} endpoint(s)"
                   + ("; registry replaced" if data["registry_written"] else ""))
 

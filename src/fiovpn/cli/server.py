@@ -21,8 +21,10 @@ from fiovpn.cli.options import api_options
 from fiovpn.cli.output import Result, command
 from fiovpn.core.peers import DISABLED
 from fiovpn.services import server as service
+from fiovpn.services.admins import AdminKeys
+from fiovpn.services.journal import server_actor
 from fiovpn.services.registry import ClientRegistry
-from fiovpn.settings import ServerSettings, load, load_server
+from fiovpn.settings import ServerSettings, load, load_server, server_config_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("fiovpn.server")
@@ -65,6 +67,12 @@ def _config(config: Path | None) -> Path | None:
             return Path(found)
         ctx = ctx.parent
     return None
+
+
+def _config_file(config: Path | None) -> Path | None:
+    """The settings file this command reads (flag, group flag, else env); None: the
+    default."""
+    return server_config_file(_config(config))
 
 
 def _settings(config: Path | None, **flags: Any) -> ServerSettings:
@@ -198,9 +206,8 @@ def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     settings = _settings(config, **flags)
     api = service.build_api(settings)
     ctx = service.ServerContext.from_settings(settings, api=api)
-    from fiovpn.cli.access import admin_keys
-
-    ctx.admin_keys = admin_keys(settings, config)  # HA: admins caught up from the active
+    # HA: admins caught up from the active, each with this server's forced command
+    ctx.admin_keys = AdminKeys.of_server(settings, _config_file(config))
     code = service.Daemon(ctx).run(once=once)
     doc = ctx.state.load_status() or {}
     human = None
@@ -366,11 +373,9 @@ def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
     its control socket), else here with the settings the daemon recorded. In HA
     mode the op itself refuses on the standby and copies to the peer before it
     answers (``ops.dispatch``); ``answer["ha"]`` says what it copied."""
-    from fiovpn.cli.access import server_actor
-
     # the op journals the change, as this admin (the forced command's name, or the
     # registry name of the VPN address the SSH session came from)
-    answer = service.ask(settings, op, {**params, "actor": server_actor(settings)},
+    answer = service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file)},
                          requester=service.Requester.of_this_process(command))
     done = answer.get("ha")
     if isinstance(done, dict) and done.get("replicated"):

@@ -26,6 +26,7 @@ from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.core.forced import forced_command_line
 from fiovpn.core.names import validate_name
 from fiovpn.errors import BadInput, Conflict, NotFound, PermanentError
+from fiovpn.settings import ServerSettings
 
 MARK = "fiovpn-admin:"
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
@@ -109,6 +110,15 @@ class AdminKeys:
         except OSError as exc:
             raise PermanentError(f"cannot write {self.path}: {exc.strerror}",
                                  code="authorized_keys_unwritable") from None
+
+    @classmethod
+    def of_server(cls, settings: ServerSettings, config_file: Path | None) -> AdminKeys:
+        """This server's authorized_keys as `server admins`, the daemon (HA catch-up)
+        and `ha-receive` all write it: each forced command starts this fiovpn with the
+        settings file this command read (``config_file``; absolute, as sshd runs it
+        from elsewhere; None: the default one)."""
+        return cls(settings.authorized_keys, this_program(),
+                   str(config_file.absolute()) if config_file is not None else None)
 
     def list(self) -> list[Admin]:
         return [a for a in map(_managed, self._read()) if a is not None]

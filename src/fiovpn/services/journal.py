@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from fiovpn.core.timespec import format_timestamp, parse_timestamp
-from fiovpn.errors import BadInput
+from fiovpn.errors import BadInput, FiovpnError
+from fiovpn.services.registry import read_registry
 
 log = logging.getLogger("fiovpn")
 
@@ -130,6 +131,19 @@ def actor_from_env(env: Mapping[str, str], names_by_ip: Mapping[str, str | None]
         name = names_by_ip.get(conn[0])
         return name or f"ssh:{conn[0]}"
     return f"local:{local_user()}"
+
+
+def server_actor(clients_file: Path, env: Mapping[str, str] | None = None) -> str:
+    """Who runs this server command (the journal's ``actor``): the admin of the
+    forced command, else the registry name of the VPN address of the SSH session."""
+    env = os.environ if env is None else env
+    names: dict[str, str | None] = {}
+    if env.get("SSH_CONNECTION") and not env.get(ADMIN_ENV):
+        try:
+            names = {str(e.ip): e.name for e in read_registry(clients_file).entries}
+        except FiovpnError:
+            names = {}
+    return actor_from_env(env, names)
 
 
 def record_device_call(journal_path: Path, *, action: str, device: str, via: str,
