@@ -232,3 +232,22 @@ def test_access_rules_resolve_names_to_addresses() -> None:
     assert rules.device_grants == ((A("10.42.42.201"), A("10.42.42.2"), NOW + 5),)
     assert rules.group_grants == ()
     assert earliest_end(reg.entries, NOW) == parse_timestamp("2030-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("kind", [("ed25519",), ("rsa", "-b", "2048"), ("ecdsa", "-b", "256"),
+                                  ("ecdsa", "-b", "384"), ("ecdsa", "-b", "521")])
+def test_every_key_ssh_keygen_makes_is_taken_and_its_truncation_refused(
+        tmp_path: Path, kind: tuple[str, ...]) -> None:
+    from fiovpn.core.sshkeys import check_public_key, parse_public_key
+
+    path = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", *kind, "-N", "", "-C", "c", "-f", str(path)],
+                   check=True, capture_output=True)
+    text = (tmp_path / "k.pub").read_text()
+    key_type, blob = parse_public_key(text)
+    assert f"{key_type} {blob} c\n" == text
+    # a blob cut short by a copy and paste (kept valid base64) is no key
+    cut = blob[:len(blob) // 2 // 4 * 4]
+    with pytest.raises(BadInput) as refused:
+        check_public_key(key_type, cut)
+    assert refused.value.code == "bad_ssh_key"

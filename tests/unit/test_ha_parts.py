@@ -624,3 +624,63 @@ def test_a_sync_message_with_a_bad_admin_or_journal_part_is_refused(tmp_path: Pa
     assert out.exit_code == 2 and "malformed HA sync message: admin name" in out.output
     assert not (tmp_path / "authorized_keys").exists()
     assert not (tmp_path / "state" / "journal.jsonl").exists()
+
+
+RSA_BLOB = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"  # an ssh-rsa blob (its type name first)
+BAD_ADMIN_KEYS = [
+    ("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5"),  # truncated: the type name and no key
+    ("ssh-ed25519", RSA_BLOB),  # the blob of another type
+    ("ssh-dss", ED25519_BLOB),  # a type sshd no longer takes
+    ("ssh-ed25519", ED25519_BLOB[:-1]),  # not base64 (length)
+    ("ssh-ed25519", "AAAAC3Nza"),
+    ("ssh-ed25519", ED25519_BLOB + "\nssh-ed25519"),
+    ("ssh-ed25519", ED25519_BLOB + '"'),
+    ("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIEgRWolI133SI96HChqDtP0gHavaQEIcuX/9yqLp"),
+    ("ssh-ed25519", ""),
+]
+
+
+@pytest.mark.parametrize(("key_type", "blob"), BAD_ADMIN_KEYS)
+def test_an_admin_key_the_cli_refuses_is_refused_in_a_sync_message(
+        tmp_path: Path, key_type: str, blob: str) -> None:
+    # one check for every writer of an authorized_keys line: what `server admins add`
+    # refuses, the standby refuses from the active (bad_ha_message) before any write
+    with pytest.raises(BadInput) as cli_refused:
+        AdminKeys(tmp_path / "ak", ["/usr/bin/fiovpn"]).add("alice", f"{key_type} {blob}\n")
+    assert cli_refused.value.code == "bad_ssh_key"
+    admin = {"name": "alice", "key_type": key_type, "public_key": blob}
+    with pytest.raises(BadInput) as refused:
+        SyncMessage.from_json({"sent": 1, "sender_role": "active", "endpoints": {},
+                               "admins": [admin]})
+    assert refused.value.code == "bad_ha_message"
+    assert "admin 'alice' key" in refused.value.message
+
+
+@pytest.mark.parametrize(("key_type", "blob"), BAD_ADMIN_KEYS[:3])
+def test_ha_receive_writes_nothing_from_a_message_with_a_bad_admin_key(
+        tmp_path: Path, key_type: str, blob: str) -> None:
+    fib = tmp_path / "fib"
+    fib.write_text("")  # standby
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "server.toml"
+    config.write_text(f'ha-vip = "198.18.0.3"\nlocal-addresses-file = "{fib}"\n'
+                      f'state-dir = "{state}"\n'
+                      f'authorized-keys = "{tmp_path / "authorized_keys"}"\n'
+                      f'clients-file = "{tmp_path / "clients.conf"}"\n')
+    (tmp_path / "authorized_keys").write_text(f"ssh-ed25519 {ED25519_BLOB} root@b\n")
+    (tmp_path / "clients.conf").write_text("# B's copy\n")
+    (state / "journal.jsonl").write_text('{"action":"x"}\n')
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    wire = json.dumps({"sent": 1, "sender_role": "active",
+                       "endpoints": {str(K[0]): "198.18.0.9:5555"},
+                       "registry": f"{K[1]} 10.42.42.200\n",
+                       "admins": [{"name": "alice", "key_type": key_type,
+                                   "public_key": blob}],
+                       "journal": {"offset": 0, "prefix_sha": "", "data": "{}\n"}})
+    out = CliRunner().invoke(cli, ["server", "--config", str(config), "ha-receive",
+                                   "--json"], input=wire)
+    assert out.exit_code == 2, out.output
+    assert json.loads(out.stdout)["error"]["code"] == "bad_ha_message"
+    # no endpoints, registry, journal or authorized_keys line taken, no file made
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from fiovpn.core.addresses import VpnNetwork, parse_ip
 from fiovpn.core.names import validate_name
+from fiovpn.core.sshkeys import check_public_key
 from fiovpn.errors import BadInput
 
 Role = Literal["active", "standby", "single"]
@@ -169,8 +170,8 @@ class SyncMessage:
 
 
 def _admins(value: Any) -> list[dict[str, str]] | None:
-    """The admins of a message, checked as `server admins add` checks them (the
-    receiver writes them into authorized_keys)."""
+    """The admins of a message, checked as `server admins add` checks them (one
+    check: ``core/sshkeys``; the receiver writes them into authorized_keys)."""
     if value is None:
         return None
     if not isinstance(value, list):
@@ -185,9 +186,10 @@ def _admins(value: Any) -> list[dict[str, str]] | None:
             validate_name(name, what="admin name")
         except BadInput as exc:
             raise ValueError(f"admin name {name!r}") from exc
-        if not key_type.replace("-", "").replace("@", "").replace(".", "").isalnum() \
-                or not key or not all(c.isalnum() or c in "+/=" for c in key):
-            raise ValueError(f"admin {name!r} key")
+        try:
+            check_public_key(key_type, key, what=f"admin {name!r} key")
+        except BadInput as exc:
+            raise ValueError(f"admin {name!r} key: {exc.message}") from exc
         out.append({"name": name, "key_type": key_type, "public_key": key})
     return out
 

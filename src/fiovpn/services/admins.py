@@ -7,14 +7,14 @@ A managed line is ``command="<fiovpn> server admin-command --name N",restrict
 byte. Written atomically (0600) under an exclusive lock.
 
 API (for the CLI and replication):
+- ``AdminKeys.of_server(settings, config_file)``: this server's, its forced command;
 - ``AdminKeys(path, program, config).add(name, key_text) -> Admin``;
+  the key is checked by ``core/sshkeys`` (the one check the HA standby uses too);
 - ``.remove(name) -> Admin``; ``.list() -> list[Admin]``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import sys
 from collections.abc import Sequence
@@ -25,13 +25,11 @@ from typing import Any
 from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.core.forced import forced_command_line
 from fiovpn.core.names import validate_name
-from fiovpn.errors import BadInput, Conflict, NotFound, PermanentError
+from fiovpn.core.sshkeys import parse_public_key
+from fiovpn.errors import Conflict, NotFound, PermanentError
 from fiovpn.settings import ServerSettings
 
 MARK = "fiovpn-admin:"
-KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-             "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-             "sk-ecdsa-sha2-nistp256@openssh.com")
 _MANAGED = re.compile(r"(?:^|\s)(?P<type>\S+) (?P<blob>[A-Za-z0-9+/=]+) "
                       + re.escape(MARK) + r"(?P<name>\S+)\s*$")
 
@@ -53,29 +51,6 @@ class Admin:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "key_type": self.key_type, "public_key": self.key}
-
-
-def parse_public_key(text: str, *, what: str = "SSH public key") -> tuple[str, str]:
-    """``(type, base64 blob)`` of one OpenSSH public key line (comment ignored)."""
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if len(lines) != 1:
-        raise BadInput(f"the {what} file must hold exactly one key line, found "
-                       f"{len(lines)}", code="bad_ssh_key")
-    parts = lines[0].split()
-    if len(parts) < 2 or parts[0] not in KEY_TYPES:
-        raise BadInput(f"not an OpenSSH public key (expected '<type> <base64> [comment]' "
-                       f"with a type of {', '.join(KEY_TYPES[:3])}, …; options are not "
-                       "allowed)", code="bad_ssh_key",
-                       hint="give the .pub file from ssh-keygen")
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput(f"the {what} is not valid base64", code="bad_ssh_key") from None
-    # the blob starts with its own type name (RFC 4253): a pasted mismatch is refused
-    if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != parts[0].encode():
-        raise BadInput(f"the {what} blob does not match its type {parts[0]}",
-                       code="bad_ssh_key")
-    return parts[0], parts[1]
 
 
 def _managed(line: str) -> Admin | None:
