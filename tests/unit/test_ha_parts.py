@@ -20,7 +20,7 @@ from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.cli.main import cli
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import FirewallPolicy, render_ruleset
-from fiovpn.core.ha import SyncMessage, local_ipv4, parse_vip, role_for
+from fiovpn.core.ha import SyncMessage, journal_mark, local_ipv4, parse_vip, role_for
 from fiovpn.core.keepalived import KeepalivedTemplate, render_keepalived
 from fiovpn.core.keys import KeyPair
 from fiovpn.entry import _health_args
@@ -684,3 +684,129 @@ def test_ha_receive_writes_nothing_from_a_message_with_a_bad_admin_key(
     assert json.loads(out.stdout)["error"]["code"] == "bad_ha_message"
     # no endpoints, registry, journal or authorized_keys line taken, no file made
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+# --------------------------------------------------------------------------- journal copy cost
+
+
+class HashSpy:
+    """Counts the bytes the standby's side hashes (``journal_mark``) and reads of
+    its journal file."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from fiovpn.services import ha_journal
+
+        self.hashed = 0
+
+        def spy(data: bytes) -> tuple[int, str]:
+            self.hashed += len(data)
+            return journal_mark(data)
+        monkeypatch.setattr(ha_journal, "journal_mark", spy)
+
+
+def _lines(n: int, start: int = 0) -> bytes:
+    return b"".join(json.dumps({"at": "2026-01-01T00:00:00Z", "actor": "alice",
+                                "action": "grant", "target": f"c{i}", "detail": {}}
+                               ).encode() + b"\n" for i in range(start, start + n))
+
+
+def test_a_copy_with_nothing_new_hashes_no_journal_byte_on_either_side(
+        settings: ServerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fiovpn.services.ha_journal import journal_digest
+
+    a, b = settings, standby_of(settings)
+    a.state_dir.mkdir()
+    (a.state_dir / "journal.jsonl").write_bytes(_lines(5000))  # ~500 kB
+    size = (a.state_dir / "journal.jsonl").stat().st_size
+    link = ReceivingLink(b)
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    digest = journal_digest(a.state_dir / "journal.jsonl")
+    assert node.sync_once()  # the first copy: all of it
+    assert link.sent[-1].journal is not None and link.sent[-1].journal["offset"] == 0
+    spy = HashSpy(monkeypatch)
+    hashed = digest.bytes_hashed
+    assert hashed == size
+    for _ in range(3):
+        assert node.sync_once()
+        assert link.sent[-1].journal == {"offset": size, "prefix_sha": journal_mark(
+            (a.state_dir / "journal.jsonl").read_bytes())[1], "data": "",
+            "sha": link.sent[-1].journal["prefix_sha"]}
+    assert digest.bytes_hashed == hashed and spy.hashed == 0
+    # one new line: the active hashes that line, the standby nothing (the active says
+    # what its copy's digest is now), and both copies are the same bytes
+    line = _lines(1, 9999)
+    Journal(a.state_dir / "journal.jsonl").write_raw(line)
+    assert node.sync_once()
+    assert digest.bytes_hashed == hashed + len(line) and spy.hashed == 0
+    assert link.sent[-1].journal is not None and link.sent[-1].journal["offset"] == size
+    assert (b.state_dir / "journal.jsonl").read_bytes() == \
+        (a.state_dir / "journal.jsonl").read_bytes()
+    assert ha.HaFiles(a.state_dir).state()["peer_journal"] == list(
+        journal_mark((a.state_dir / "journal.jsonl").read_bytes()))
+
+
+def test_a_standby_copy_changed_by_another_hand_gets_the_whole_journal_once(
+        settings: ServerSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = settings, standby_of(settings)
+    a.state_dir.mkdir()
+    (a.state_dir / "journal.jsonl").write_bytes(_lines(100))
+    link = ReceivingLink(b)
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    assert node.sync_once()
+    for change in ("same size", "restored", "cut"):
+        copy = b.state_dir / "journal.jsonl"
+        if change == "same size":  # edited in place: same inode, same size
+            with copy.open("r+b") as fh:
+                fh.seek(10)
+                fh.write(b"X")
+        elif change == "restored":  # another file put there (another inode)
+            data = copy.read_bytes()
+            copy.unlink()
+            copy.write_bytes(data[: len(data) // 2] + b"\n")
+        else:
+            with copy.open("r+b") as fh:
+                fh.truncate(100)
+        sent = len(link.sent)
+        assert node.sync_once(), change
+        # refused as it did not fit, then all of it once (offset 0); a copy cut short
+        # is still a prefix of ours: only what it lacks
+        parts = [m.journal for m in link.sent[sent:]]
+        assert [p["offset"] for p in parts if p is not None][1:] == \
+            ([100] if change == "cut" else [0]), change
+        assert copy.read_bytes() == (a.state_dir / "journal.jsonl").read_bytes(), change
+        sent = len(link.sent)
+        assert node.sync_once()  # and the next copy is a quiet one again
+        assert [m.journal["data"] for m in link.sent[sent:] if m.journal] == [""], change
+
+
+def test_the_actives_journal_replaced_is_hashed_again(tmp_path: Path) -> None:
+    from fiovpn.services.ha_journal import JournalDigest
+
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(_lines(10))
+    digest = JournalDigest(path)
+    assert digest.mark() == journal_mark(path.read_bytes())
+    # same size, other lines, another file (as a whole copy writes it)
+    other = _lines(10).replace(b"alice", b"bobby")
+    assert len(other) == path.stat().st_size
+    tmp = tmp_path / "new"
+    tmp.write_bytes(other)
+    tmp.replace(path)
+    assert digest.mark() == journal_mark(other)
+    path.write_bytes(_lines(3))  # cut shorter in place
+    assert digest.mark() == journal_mark(_lines(3))
+    path.unlink()
+    assert digest.mark() == journal_mark(b"")
+
+
+def test_a_journal_part_without_its_digest_is_still_taken(tmp_path: Path) -> None:
+    # an active of the version before sends no "sha": the standby reads its copy
+    from fiovpn.services.ha_journal import StandbyJournal
+
+    copy = StandbyJournal(tmp_path / "journal.jsonl")
+    assert copy.take({"offset": 0, "prefix_sha": "", "data": _lines(2).decode()})
+    mark = copy.mark()
+    assert copy.take({"offset": mark[0], "prefix_sha": mark[1],
+                      "data": _lines(1, 7).decode(), "sha": None})
+    assert (tmp_path / "journal.jsonl").read_bytes() == _lines(2) + _lines(1, 7)
+    assert copy.mark() == journal_mark(_lines(2) + _lines(1, 7))

@@ -90,6 +90,18 @@ def journal_mark(data: bytes) -> JournalMark:
     return len(data), hashlib.sha256(data).hexdigest()[:16]
 
 
+EMPTY_MARK: JournalMark = (0, hashlib.sha256(b"").hexdigest()[:16])
+
+
+def journal_part(offset: int, prefix_sha: str, data: bytes, sha: str) -> dict[str, Any]:
+    """A journal update: ``data`` goes after the standby's first ``offset`` bytes
+    (their digest ``prefix_sha``; ``offset`` 0: it replaces the standby's copy), and
+    ``sha`` is the digest of the result (the active's journal up to there), so the
+    standby need not read its copy back to know it."""
+    return {"offset": offset, "prefix_sha": prefix_sha,
+            "data": data.decode("utf-8", "surrogateescape"), "sha": sha}
+
+
 def journal_update(data: bytes, peer: JournalMark | None) -> dict[str, Any]:
     """What the standby needs of the active's journal ``data``: the bytes after its
     copy when its copy is a prefix of ours (``peer``: its size and digest), else all
@@ -97,21 +109,8 @@ def journal_update(data: bytes, peer: JournalMark | None) -> dict[str, Any]:
     if peer is not None and 0 < peer[0] <= len(data) and journal_mark(data[:peer[0]]) == peer:
         offset, prefix = peer
     else:
-        offset, prefix = journal_mark(b"")
-    return {"offset": offset, "prefix_sha": prefix,
-            "data": data[offset:].decode("utf-8", "surrogateescape")}
-
-
-def apply_journal_update(current: bytes, update: dict[str, Any]) -> bytes | None:
-    """The standby's journal after ``update``; None when the update does not fit
-    its copy (the active then sends all of it)."""
-    data = str(update["data"]).encode("utf-8", "surrogateescape")
-    offset = int(update["offset"])
-    if offset == 0:
-        return data
-    if journal_mark(current) != (offset, str(update["prefix_sha"])):
-        return None
-    return current + data
+        offset, prefix = EMPTY_MARK
+    return journal_part(offset, prefix, data[offset:], journal_mark(data)[1])
 
 
 @dataclass(frozen=True)
@@ -202,8 +201,11 @@ def _journal(value: Any) -> dict[str, Any] | None:
     offset = int(value["offset"])
     if offset < 0:
         raise ValueError("journal offset")
+    sha = value.get("sha")  # None from an active that does not send it yet
+    if sha is not None and not (isinstance(sha, str) and sha.isalnum()):
+        raise ValueError("journal sha")
     return {"offset": offset, "prefix_sha": str(value.get("prefix_sha") or ""),
-            "data": value["data"]}
+            "data": value["data"], "sha": sha}
 
 
 def _endpoint(text: str) -> str:

@@ -43,8 +43,6 @@ from fiovpn.core.ha import (
     Role,
     SyncMessage,
     admins_digest,
-    apply_journal_update,
-    journal_mark,
     journal_update,
     local_ipv4,
     registry_digest,
@@ -54,7 +52,8 @@ from fiovpn.core.keys import Key
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, PermanentError, TemporaryError
 from fiovpn.services.admins import Admin, AdminKeys, this_program
-from fiovpn.services.journal import JOURNAL_FILE, Journal
+from fiovpn.services.ha_journal import StandbyJournal, journal_digest
+from fiovpn.services.journal import JOURNAL_FILE
 from fiovpn.settings import ServerSettings
 
 log = logging.getLogger("fiovpn.server")
@@ -185,7 +184,7 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
             "registry_written": wrote, "endpoints": len(message.endpoints),
             "files_sha": files_digest(state_files(settings)),
             "admins_sha": admins_digest(admins_of(settings)),
-            "journal": list(journal_mark(journal_bytes(journal_path(settings)))),
+            "journal": list(StandbyJournal(journal_path(settings)).mark()),
             "journal_written": journal_written}
 
 
@@ -198,7 +197,7 @@ def take_state(settings: ServerSettings, message: SyncMessage,
     write_state_files(settings, message.files)
     journal_written = True
     if message.journal is not None:
-        journal_written = take_journal(journal_path(settings), message.journal)
+        journal_written = StandbyJournal(journal_path(settings)).take(message.journal)
     keys = admins or AdminKeys(settings.authorized_keys, this_program())
     if message.admins is not None and keys.replace_managed(
             [Admin(a["name"], a["key_type"], a["public_key"]) for a in message.admins]):
@@ -238,24 +237,6 @@ def journal_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         return b""
-
-
-def take_journal(path: Path, update: dict[str, Any]) -> bool:
-    """The active's journal on the standby: its new lines appended (or all of it,
-    replacing ours); False when the update does not fit our copy."""
-    with locked(path):
-        current = journal_bytes(path)
-        new = apply_journal_update(current, update)
-        if new is None:
-            return False
-        if new == current:
-            return True
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if current and new.startswith(current):
-            Journal(path).write_raw(new[len(current):])  # appended, as the journal is
-        else:
-            atomic_write(path, new, mode=0o600)
-    return True
 
 
 def registry_text(path: Path) -> str:
@@ -377,7 +358,7 @@ def state_message(settings: ServerSettings, *, endpoints: dict[str, str] | None 
     return SyncMessage(time.time(), current_role(settings), endpoints or {},
                        text if registry else None, registry_digest(text),
                        state_files(settings) if files else {}, admins_of(settings),
-                       journal_update(journal_bytes(journal_path(settings)), peer_journal))
+                       journal_digest(journal_path(settings)).update_for(peer_journal))
 
 
 def _mark(value: Any) -> JournalMark | None:
@@ -393,9 +374,8 @@ def send_state(link: PeerLink, settings: ServerSettings, message: SyncMessage
     is not the prefix we thought), send the journal again from what it says it has."""
     reply = link.send(message)
     if reply.get("journal_written") is False:
-        data = journal_bytes(journal_path(settings))
-        retry = dataclasses.replace(message, journal=journal_update(data, _mark(
-            reply.get("journal"))), registry=None, files={})
+        part = journal_digest(journal_path(settings)).update_for(_mark(reply.get("journal")))
+        retry = dataclasses.replace(message, journal=part, registry=None, files={})
         reply = {**reply, **link.send(retry)}
     peer = _mark(reply.get("journal"))
     with contextlib.suppress(OSError):
@@ -422,7 +402,7 @@ def replicate(settings: ServerSettings, *, runner: Runner | None = None) -> dict
                        "change is saved here and reaches it when it returns")
             log.warning("%s", warning)
             return {"replicated": False, "peer": settings.ha_peer, "warning": warning}
-        ours = journal_mark(journal_bytes(journal_path(settings)))
+        ours = journal_digest(journal_path(settings)).mark()
     differs = [what for what, theirs, mine in (
         ("registry", reply.get("registry_sha"), message.registry_sha),
         ("grants", reply.get("files_sha"), files_digest(message.files)),
