@@ -10,9 +10,9 @@ The server reads ``/etc/fiovpn/server.toml`` (``--config`` or env
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -190,9 +190,15 @@ _ENV: dict[str, str] = {
 }
 
 
+@functools.cache
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    """The fields' types, resolved once per settings class (each resolution evaluates
+    every annotation of the class: once per setting given cost milliseconds a call)."""
+    return typing.get_type_hints(cls)
+
+
 def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    hint = hints[name]
+    hint = _field_types(cls)[name]
     args = typing.get_args(hint)
     base = hint
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -248,6 +254,8 @@ def load_toml(path: Path, *, required: bool) -> dict[str, Any]:
             raise BadInput(f"cannot read settings file {path}: permission denied",
                            code="bad_setting") from None
         return {}
+    import tomllib  # here: only when there is a file (`fiovpn ssh` starts without it)
+
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

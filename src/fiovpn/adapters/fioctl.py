@@ -31,25 +31,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fiovpn.adapters.fioctl_env import CONFIG_ENV as CONFIG_ENV
+from fiovpn.adapters.fioctl_env import FACTORY_ENV as FACTORY_ENV
+from fiovpn.adapters.fioctl_env import TOKEN_ENV as TOKEN_ENV
+from fiovpn.adapters.fioctl_env import config_path as config_path
 from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.errors import AuthError, BadInput
 
 log = logging.getLogger("fiovpn.fioctl")
 
-CONFIG_ENV = "FIOCTL_CONFIG"
-TOKEN_ENV = "FIOCTL_TOKEN"  # noqa: S105 (a variable name, not a secret)
-FACTORY_ENV = "FIOCTL_FACTORY"
 OAUTH_URL = "https://app.foundries.io/oauth"  # fioctl's default clientcredentials.url
 REFRESH_MARGIN = 30.0  # refresh this many seconds before expiry (at most a tenth of it)
 LOGIN_HINT = "run `fioctl login` again (it writes a fresh login to {path})"
-
-
-def config_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$FIOCTL_CONFIG``, else ``~/.config/fioctl.yaml``."""
-    env = os.environ if env is None else env
-    if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV]).expanduser()
-    return Path(env.get("HOME") or Path.home()) / ".config" / "fioctl.yaml"
 
 
 def _text(value: Any) -> str:

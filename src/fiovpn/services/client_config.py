@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from fiovpn.adapters.fs import read_text
 from fiovpn.adapters.ssh import SshTarget
-from fiovpn.core import wgquick
 from fiovpn.core.addresses import parse_subnet
 from fiovpn.errors import BadInput, NotFound
 from fiovpn.settings import ClientSettings
 
-if TYPE_CHECKING:  # `fiovpn ssh` by IP or cached name starts without the factory client
+if TYPE_CHECKING:  # `fiovpn ssh` by a cached name starts without these
     from fiovpn.adapters.factory_api import FactoryApi
+    from fiovpn.core import wgquick
 
 ApiFactory = Callable[[], "FactoryApi"]
 
@@ -32,6 +32,8 @@ def default_api(settings: ClientSettings) -> ApiFactory:
 
 
 def interface_name(settings: ClientSettings) -> str:
+    from fiovpn.core import wgquick
+
     return wgquick.interface_name(settings.config.name)
 
 
@@ -40,6 +42,8 @@ def load_config(path: Path) -> wgquick.WgQuickConfig:
     if text is None:
         raise NotFound(f"client config {path} does not exist", code="no_config",
                        hint="run `fiovpn client init` first")
+    from fiovpn.core import wgquick
+
     return wgquick.parse(text, source=str(path))
 
 

@@ -17,7 +17,6 @@ from fiovpn.adapters.fs import read_text
 from fiovpn.adapters.runner import Runner
 from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget
 from fiovpn.core.addresses import parse_subnet
-from fiovpn.core.hosts import lookup as hosts_lookup
 from fiovpn.core.names import validate_name
 from fiovpn.core.timespec import check_timeout
 from fiovpn.errors import (
@@ -87,6 +86,8 @@ def resolve_device(settings: ClientSettings, device: str, *,
                     raise BadInput(f"VPN is not enabled on device {name}", code="vpn_disabled",
                                    hint=f"run `fiovpn devices enable-vpn {name}`")
                 return DeviceTarget(name, row.ip, "factory")
+    from fiovpn.core.hosts import lookup as hosts_lookup  # here: rarely needed
+
     hosts = read_text(settings.hosts_file)
     found = hosts_lookup(hosts, name) if hosts else None
     if found is not None:

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
-from fiovpn.adapters import fioctl
+from fiovpn.adapters import fioctl_env as fioctl
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.settings import API_TOKEN_ENV, ClientSettings
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import pwd
 import time
@@ -30,11 +29,15 @@ from fiovpn.core.timespec import format_timestamp, parse_timestamp
 from fiovpn.errors import BadInput, FiovpnError
 from fiovpn.services.registry import read_registry
 
-log = logging.getLogger("fiovpn")
-
 JOURNAL_FILE = "journal.jsonl"
 ADMIN_ENV = "FIOVPN_ADMIN"  # set by the admins' forced command (services/admins.py)
 DAEMON = "daemon"
+
+
+def _warn(message: str, *args: object) -> None:
+    import logging  # here: most commands never warn, and `fiovpn ssh` starts without it
+
+    logging.getLogger("fiovpn").warning(message, *args)
 
 
 @dataclass
@@ -65,7 +68,7 @@ class Journal:
         try:
             self._write(data)
         except OSError as exc:
-            log.warning("cannot write the journal %s: %s", self.path, exc)
+            _warn("cannot write the journal %s: %s", self.path, exc)
 
     def write_raw(self, data: bytes) -> None:
         """Append lines as they are (HA: the active's lines, on the standby)."""
@@ -87,7 +90,7 @@ class Journal:
         try:
             self.append(**kwargs)
         except OSError as exc:
-            log.warning("cannot write the journal %s: %s", self.path, exc)
+            _warn("cannot write the journal %s: %s", self.path, exc)
 
     def read(self, *, since: float | None = None, action: str | None = None
              ) -> list[dict[str, Any]]:

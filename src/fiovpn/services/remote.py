@@ -12,12 +12,11 @@ import json
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fiovpn.adapters.runner import Completed, Runner
 from fiovpn.adapters.ssh import SshClient, SshOptions, SshTarget, runtime_dir, sudoers_line
 from fiovpn.core.addresses import parse_ip
-from fiovpn.core.keys import Key
 from fiovpn.core.names import validate_name
 from fiovpn.errors import (
     BadInput,
@@ -28,6 +27,9 @@ from fiovpn.errors import (
     RemoteCommandError,
 )
 from fiovpn.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from fiovpn.core.keys import Key
 
 DEFAULT_SERVER_SSH_PORT = 5025
 
@@ -128,6 +130,12 @@ def run_server_clients(settings: ClientSettings, runner: Runner, args: list[str]
             hint="is --server-command a fiovpn that has `server clients`?") from None
 
 
+def _public_key(text: str) -> Key:
+    from fiovpn.core.keys import Key  # here: `fiovpn ssh` starts without it
+
+    return Key.parse_public(text)
+
+
 def _check_ip(ip: str | None) -> str:
     if ip is None or ip == "auto":
         return "auto"
@@ -149,7 +157,7 @@ def register(settings: ClientSettings, runner: Runner, *, public_key: str,
              options: SshOptions | None = None) -> dict[str, Any]:
     """Add a client to the server's registry; ``{"public_key","ip","name"}`` (and
     ``groups``/``expires`` when given)."""
-    key = Key.parse_public(public_key)
+    key = _public_key(public_key)
     ip_arg = _check_ip(ip)
     args = ["add", "--public-key", str(key), "--ip", ip_arg]
     if name is not None:
@@ -179,7 +187,7 @@ def unregister(settings: ClientSettings, runner: Runner, *, public_key: str | No
         raise BadInput("give exactly one of the public key (--public-key) or the name "
                            "(--name)", code="bad_usage")
     if public_key is not None:
-        args = ["remove", "--public-key", str(Key.parse_public(public_key))]
+        args = ["remove", "--public-key", str(_public_key(public_key))]
     else:
         assert name is not None
         args = ["remove", "--name", validate_name(name, what="client name")]
@@ -191,7 +199,7 @@ def unregister(settings: ClientSettings, runner: Runner, *, public_key: str | No
 def check_registered_remote(settings: ClientSettings, runner: Runner, *, public_key: str,
                             options: SshOptions | None = None) -> dict[str, Any]:
     """Ask the server: ``{"registered","in_registry","on_interface","ip"}``."""
-    key = Key.parse_public(public_key)
+    key = _public_key(public_key)
     answer = run_server_clients(settings, runner, ["check", "--public-key", str(key)],
                                 options=options)
     if not isinstance(answer, dict) or "registered" not in answer:
