@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -167,3 +172,73 @@ def test_the_ssh_fast_path_loads_no_command_line_library(tmp_path: Path) -> None
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0"], out.stdout
+
+
+def _fast_path_home(tmp_path: Path, ssh_script: str,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], Path]:
+    """A HOME with a client config, the device cache knowing device1 (10.42.42.7) and
+    a stand-in ``ssh`` on PATH running ``ssh_script``; the environment to run in."""
+    from fiovpn.adapters.factory_api import WireguardIp
+    from fiovpn.core.keys import KeyPair
+    from fiovpn.services import device_cache
+    from fiovpn.settings import load_client
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ssh = bindir / "ssh"
+    ssh.write_text(f"#!/bin/sh\n{ssh_script}\n")
+    ssh.chmod(0o755)
+    conf = tmp_path / "wg0.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {KeyPair.generate().private}\n"
+                    "Address = 10.42.42.5/32\n\n[Peer]\n"
+                    f"PublicKey = {KeyPair.generate().public}\n"
+                    "Endpoint = 198.18.0.1:5555\nAllowedIPs = 10.42.42.0/24\n")
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "FIOVPN_JOURNAL": str(tmp_path / "journal.jsonl"),
+           "FIOVPN_FACTORY": "lab", "FIOVPN_API_URL": "http://127.0.0.1:9/"}
+    for name in list(os.environ):  # the cache is keyed on the environment it is made in
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    device_cache.store(load_client({"config": str(conf)}),
+                       [WireguardIp("device1", IPv4Address("10.42.42.7"), True, None)])
+    return env, conf
+
+
+def test_the_ssh_fast_path_by_cached_name_loads_only_what_it_uses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fiovpn ssh NAME` with the name in the device cache: no factory client, no fioctl
+    parser, no hosts-file or WireGuard-config parser, no TOML reader (no settings file
+    here), no logging. Each of these cost milliseconds of every call."""
+    env, conf = _fast_path_home(tmp_path, 'echo "$@" > "$HOME/argv"', monkeypatch)
+    code = textwrap.dedent("""
+        import sys
+        from fiovpn import entry
+        code = entry.ssh_main(*entry._ssh_args(sys.argv[1:]))
+        loaded = {m for m in sys.modules if sys.modules[m] is not None}
+        unwanted = {"click", "rich", "httpx", "cryptography", "yaml", "logging", "tomllib",
+                    "fiovpn.adapters.fioctl", "fiovpn.adapters.factory", "fiovpn.core.hosts",
+                    "fiovpn.core.wgquick", "fiovpn.core.registry", "fiovpn.core.keys"}
+        print(code, " ".join(sorted(loaded & unwanted)))
+    """)
+    out = subprocess.run([sys.executable, "-c", code, "ssh", "--config", str(conf),
+                          "device1", "--", "true"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"], out.stdout
+    assert "10.42.42.7 true" in (tmp_path / "argv").read_text()  # the cached IP was used
+
+
+def test_the_ssh_fast_path_exits_with_ssh_code_and_flushed_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the installed entry point (it leaves without interpreter clean-up): the
+    remote command's exit code is fiovpn's, and what fiovpn itself printed arrives."""
+    env, conf = _fast_path_home(tmp_path, 'printf out; printf err >&2; exit 7', monkeypatch)
+    entry = [sys.executable, "-c", "from fiovpn.entry import main; main()"]
+    out = subprocess.run([*entry, "ssh", "--config", str(conf), "device1", "--", "true"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (7, "out", "err")
+    bad = subprocess.run([*entry, "ssh", "--config", str(conf), "nosuch", "--", "true"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad  # bad input, as the full command says it
+    assert bad.stderr.startswith("error: unknown device 'nosuch'"), bad.stderr
