@@ -10,7 +10,6 @@ The server reads ``/etc/fiovpn/server.toml`` (``--config`` or env
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import types
@@ -190,11 +189,15 @@ _ENV: dict[str, str] = {
 }
 
 
-@functools.cache
+_FIELD_TYPES: dict[type[Any], dict[str, Any]] = {}
+
+
 def _field_types(cls: type[Any]) -> dict[str, Any]:
     """The fields' types, resolved once per settings class (each resolution evaluates
     every annotation of the class: once per setting given cost milliseconds a call)."""
-    return typing.get_type_hints(cls)
+    if cls not in _FIELD_TYPES:
+        _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+    return _FIELD_TYPES[cls]
 
 
 def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
