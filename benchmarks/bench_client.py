@@ -157,6 +157,10 @@ def main() -> None:
             "fiovpn ssh DEVICE, name not cached": by_name_cold,
             "fiovpn ssh IP -- true": lambda: admin.fiovpn("ssh", ip, "--", "true"),
             "plain ssh, fiovpn's options (baseline)": lambda: admin.run(plain),
+            # What any Python program pays before its first line (this machine's
+            # site-packages .pth files included): the part of the gap that is not fiovpn's.
+            "python -c pass (interpreter start)": lambda: admin.run([sys.executable, "-c",
+                                                                     "pass"]),
         }
         print("\nfirst call (new connection) / repeated (shared connection), "
               "the variants taking turns (a load spike hits them alike):")
@@ -176,10 +180,12 @@ def main() -> None:
             print(f"  {label:<40} first {ms(figures[label][0])}   "
                   f"repeated {ms(figures[label][1])}")
         base = figures["plain ssh, fiovpn's options (baseline)"]
+        interpreter = figures["python -c pass (interpreter start)"][1]
         for label in list(pairs)[:3]:
             f, r = figures[label]
             print(f"  {label:<40} ratio to baseline: first {f / base[0]:.2f}x, "
-                  f"repeated {r / base[1]:.2f}x")
+                  f"repeated {r / base[1]:.2f}x; fiovpn's own part of the repeated "
+                  f"call beyond ssh and the interpreter: {ms(r - base[1] - interpreter)}")
 
         # exec over every device vs the same command sequentially with plain ssh.
         n = len(lab.devices)
