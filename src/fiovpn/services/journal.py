@@ -27,7 +27,6 @@ from typing import Any
 
 from fiovpn.core.timespec import format_timestamp, parse_timestamp
 from fiovpn.errors import BadInput, FiovpnError
-from fiovpn.services.registry import read_registry
 
 JOURNAL_FILE = "journal.jsonl"
 ADMIN_ENV = "FIOVPN_ADMIN"  # set by the admins' forced command (services/admins.py)
@@ -142,6 +141,9 @@ def server_actor(clients_file: Path, env: Mapping[str, str] | None = None) -> st
     env = os.environ if env is None else env
     names: dict[str, str | None] = {}
     if env.get("SSH_CONNECTION") and not env.get(ADMIN_ENV):
+        # here: the engineer's `fiovpn ssh` journals through this module without it
+        from fiovpn.services.registry import read_registry
+
         try:
             names = {str(e.ip): e.name for e in read_registry(clients_file).entries}
         except FiovpnError:
