@@ -810,3 +810,121 @@ def test_a_journal_part_without_its_digest_is_still_taken(tmp_path: Path) -> Non
                       "data": _lines(1, 7).decode(), "sha": None})
     assert (tmp_path / "journal.jsonl").read_bytes() == _lines(2) + _lines(1, 7)
     assert copy.mark() == journal_mark(_lines(2) + _lines(1, 7))
+
+
+# ------------------------------------------------------------------ the standby's own lines
+
+
+def _config_of(server: ServerSettings, tmp_path: Path) -> Path:
+    config = tmp_path / f"{server.state_dir.parent.name}.toml"
+    config.write_text(f'ha-vip = "198.18.0.3"\n'
+                      f'local-addresses-file = "{server.local_addresses_file}"\n'
+                      f'state-dir = "{server.state_dir}"\n'
+                      f'clients-file = "{server.clients_file}"\n')
+    return config
+
+
+def _refuse_on(server: ServerSettings, tmp_path: Path, command: str) -> None:
+    """An admin's forced command on ``server`` meets a command it refuses (as sshd
+    runs it: `server admin-command` with SSH_ORIGINAL_COMMAND)."""
+    config = _config_of(server, tmp_path)
+    out = CliRunner(env={"SSH_ORIGINAL_COMMAND": command}).invoke(
+        cli, ["server", "--config", str(config), "admin-command", "--name", "mallory"])
+    assert out.exit_code == 2, out.output
+
+
+def _journal_cli(server: ServerSettings, tmp_path: Path) -> list[dict[str, Any]]:
+    config = _config_of(server, tmp_path)
+    out = CliRunner().invoke(cli, ["server", "--config", str(config), "journal", "--json"])
+    assert out.exit_code == 0, out.output
+    lines = json.loads(out.stdout)
+    assert isinstance(lines, list)
+    return lines
+
+
+def test_a_line_the_standby_journals_is_never_lost_to_a_copy(
+        settings: ServerSettings, tmp_path: Path) -> None:
+    import dataclasses
+
+    a = dataclasses.replace(settings, ha_peer="root@198.18.0.4:5025")
+    b = standby_of(a)
+    Journal.in_state_dir(a.state_dir).append(actor="alice", action="client_add", target="c1")
+    link = ReceivingLink(b)
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    assert node.sync_once()
+    # an admin's command refused on B: journaled there, apart from A's copy
+    _refuse_on(b, tmp_path, "bash -c id")
+    assert (b.state_dir / "journal.jsonl").read_bytes() == \
+        (a.state_dir / "journal.jsonl").read_bytes()  # the copy did not drift
+    refused = [ln for ln in _journal_cli(b, tmp_path) if ln["action"] == "refused"]
+    assert [(ln["actor"], ln["detail"]["command"]) for ln in refused] == [
+        ("mallory", "bash -c id")]
+    # a whole copy (A's journal replaced on B as after a split brain) keeps it
+    (b.state_dir / "journal.jsonl").write_text("")
+    Journal.in_state_dir(a.state_dir).append(actor="alice", action="revoke", target="c1")
+    assert node.sync_once()
+    # the active took it into the journal (saying where it happened), once
+    (on_a,) = Journal.in_state_dir(a.state_dir).read(action="refused")
+    assert on_a["actor"] == "mallory" and on_a["detail"] == {
+        "command": "bash -c id", "server": "standby root@198.18.0.4:5025"}
+    # the next copy brings it back to B in the journal, and B stops sending it: it is
+    # in either's `server journal` exactly once, and each copy adds it no more
+    for _ in range(3):
+        assert node.sync_once()
+    assert (b.state_dir / "journal.jsonl").read_bytes() == \
+        (a.state_dir / "journal.jsonl").read_bytes()
+    for server in (a, b):
+        assert sorted(ln["action"] for ln in _journal_cli(server, tmp_path)) == [
+            "client_add", "refused", "revoke"], server.state_dir
+    assert link.sent[-1].journal is not None and link.sent[-1].journal["data"] == ""
+
+
+def test_the_standbys_lines_sent_again_after_a_lost_answer_are_taken_once(
+        settings: ServerSettings, tmp_path: Path) -> None:
+    a, b = settings, standby_of(settings)
+    _refuse_on(b, tmp_path, "sh")
+    lines = ha.StandbyLines(b.state_dir)
+    part = lines.pending()
+    assert part is not None and part["offset"] == 0
+    # the answer reached A, A's next copy (with the acknowledgement) did not reach B
+    assert ha.take_standby_lines(a, {"standby_lines": part}) == 1
+    _refuse_on(b, tmp_path, "id")
+    again = lines.pending()
+    assert again is not None and again["offset"] == 0  # both lines: none acknowledged
+    assert ha.take_standby_lines(a, {"standby_lines": again}) == 1  # only the new one
+    assert [ln["detail"]["command"] for ln in
+            Journal.in_state_dir(a.state_dir).read(action="refused")] == ["sh", "id"]
+    state = ha.HaFiles(a.state_dir).state()
+    ha.receive(b, SyncMessage(1.0, "active", {}, standby_taken=tuple(state["standby_taken"])))
+    assert lines.pending() is None
+    # a new file there (removed by hand) starts again from its first byte
+    lines.path.unlink()
+    _refuse_on(b, tmp_path, "w")
+    fresh = lines.pending()
+    assert fresh is not None and fresh["offset"] == 0
+    assert ha.take_standby_lines(a, {"standby_lines": fresh}) == 1
+
+
+def test_a_standby_that_becomes_active_puts_its_own_lines_in_its_journal(
+        settings: ServerSettings, tmp_path: Path) -> None:
+    b = standby_of(settings)
+    node = ha.HaNode(b, WireGuard(FakeWg({}).runner))
+    assert node.tick(starting=True) == "standby"
+    _refuse_on(b, tmp_path, "cat /etc/shadow")
+    assert not (b.state_dir / "journal.jsonl").exists()
+    b.local_addresses_file.write_text(FIB_TRIE)  # keepalived gave B the VIP
+    assert node.tick() == "active"
+    (line,) = Journal.in_state_dir(b.state_dir).read()
+    assert line["action"] == "refused" and line["detail"]["command"] == "cat /etc/shadow"
+    assert ha.StandbyLines(b.state_dir).pending() is None
+    assert [ln["action"] for ln in _journal_cli(b, tmp_path)] == ["refused"]  # once
+
+
+def test_a_malformed_standby_part_or_acknowledgement_is_refused() -> None:
+    base = {"sent": 1, "sender_role": "active", "endpoints": {}}
+    for taken in (["f", -1], ["f", "3"], [1, 2], "f:3", ["f", True]):
+        with pytest.raises(BadInput) as refused:
+            SyncMessage.from_json({**base, "standby_taken": taken})
+        assert refused.value.code == "bad_ha_message", taken
+    assert SyncMessage.from_json({**base, "standby_taken": ["1:2", 3]}).standby_taken == \
+        ("1:2", 3)

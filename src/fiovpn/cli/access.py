@@ -20,7 +20,8 @@ from fiovpn.core.timespec import parse_duration
 from fiovpn.errors import BadInput, FiovpnError
 from fiovpn.services.access import AccessGrants
 from fiovpn.services.admins import AdminKeys
-from fiovpn.services.journal import ADMIN_ENV, Journal, server_actor
+from fiovpn.services.ha_journal import read_server_journal
+from fiovpn.services.journal import ADMIN_ENV, server_actor
 from fiovpn.settings import ServerSettings
 
 
@@ -249,8 +250,10 @@ def admins_list(config: Path | None) -> Result:
 @click.option("--name", required=True)
 def admin_command(config: Path | None, name: str) -> Result:
     """The forced command of an admin's key: runs the checked SSH_ORIGINAL_COMMAND."""
+    from fiovpn.services.ha import own_journal
+
     settings = _server_settings(config)
-    journal = Journal.in_state_dir(settings.state_dir)
+    journal = own_journal(settings)  # on the HA standby: its own lines, kept apart
     original = os.environ.get("SSH_ORIGINAL_COMMAND")
     try:
         args = parse_forced_command(original)
@@ -281,7 +284,8 @@ def journal_cmd(config: Path | None, since: str | None, action: str | None) -> R
     """Every change an admin or the daemon made: when, who, what, to whom."""
     settings = _server_settings(config)
     cutoff = time.time() - parse_duration(since, what="--since") if since else None
-    lines = Journal.in_state_dir(settings.state_dir).read(since=cutoff, action=action)
+    # with the lines an HA standby wrote itself that the journal does not have yet
+    lines = read_server_journal(settings.state_dir, since=cutoff, action=action)
     table = Table(title=f"{len(lines)} journal lines", title_justify="left")
     for col in ("at", "actor", "action", "target", "detail"):
         table.add_column(col, overflow="fold")

@@ -113,6 +113,41 @@ def journal_update(data: bytes, peer: JournalMark | None) -> dict[str, Any]:
     return journal_part(offset, prefix, data[offset:], journal_mark(data)[1])
 
 
+def standby_part(value: Any) -> dict[str, Any] | None:
+    """The standby's own journal lines in its answer to a copy, checked:
+    ``{"file", "offset", "data"}`` (``file``: which file, so a new one is never
+    taken for the old; ``data``: whole lines from byte ``offset``); each line kept
+    only if it is one JSON object (it goes into the active's journal)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("data"), str) \
+            or not isinstance(value.get("file"), str):
+        raise ValueError("standby_lines")
+    offset = int(value["offset"])
+    if offset < 0:
+        raise ValueError("standby_lines offset")
+    return {"file": value["file"], "offset": offset, "data": value["data"]}
+
+
+def untaken_standby_lines(part: dict[str, Any], taken: tuple[str, int] | None
+                          ) -> tuple[list[dict[str, Any]], int]:
+    """Of the standby's ``part``, the lines the active has not put in its journal
+    yet (``taken``: the file and how far into it the active took lines before; a
+    copy whose answer was lost sends them again) and how far it has taken then."""
+    data = str(part["data"]).encode("utf-8", "surrogateescape")
+    offset, end = int(part["offset"]), int(part["offset"]) + len(data)
+    skip = 0
+    if taken is not None and taken[0] == part["file"] and offset <= taken[1] <= end:
+        skip = taken[1] - offset
+    lines: list[dict[str, Any]] = []
+    for text in data[skip:].splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(text)
+            if isinstance(item, dict):
+                lines.append(item)
+    return lines, end
+
+
 @dataclass(frozen=True)
 class SyncMessage:
     """What the active sends the standby every few seconds (and before it confirms
@@ -129,12 +164,16 @@ class SyncMessage:
     # part (``journal_update``; None: not sent)
     admins: list[dict[str, str]] | None = None
     journal: dict[str, Any] | None = None
+    # how far the active took the standby's own journal lines (StandbyLines):
+    # ``(file, bytes)``; None: none taken
+    standby_taken: tuple[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"sent": self.sent, "sender_role": self.sender_role,
                 "endpoints": dict(sorted(self.endpoints.items())),
                 "registry": self.registry, "registry_sha": self.registry_sha,
-                "files": dict(self.files), "admins": self.admins, "journal": self.journal}
+                "files": dict(self.files), "admins": self.admins, "journal": self.journal,
+                "standby_taken": list(self.standby_taken) if self.standby_taken else None}
 
     @classmethod
     def from_json(cls, data: Any) -> SyncMessage:
@@ -162,10 +201,21 @@ class SyncMessage:
                 raise ValueError("files")
             admins = _admins(data.get("admins"))
             journal = _journal(data.get("journal"))
+            taken = taken_mark(data.get("standby_taken"))
+            if data.get("standby_taken") is not None and taken is None:
+                raise ValueError("standby_taken")
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"malformed HA sync message: {exc}", code="bad_ha_message") from None
         return cls(sent, role, clean, registry, str(sha) if sha else None,
-                   {str(k): str(v) for k, v in files.items()}, admins, journal)
+                   {str(k): str(v) for k, v in files.items()}, admins, journal, taken)
+
+
+def taken_mark(value: Any) -> tuple[str, int] | None:
+    """``(file, bytes)`` from its JSON form (a list), None when it is not one."""
+    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str) \
+            and isinstance(value[1], int) and not isinstance(value[1], bool) and value[1] >= 0:
+        return value[0], value[1]
+    return None
 
 
 def _admins(value: Any) -> list[dict[str, str]] | None:

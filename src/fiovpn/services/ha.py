@@ -47,13 +47,16 @@ from fiovpn.core.ha import (
     local_ipv4,
     registry_digest,
     role_for,
+    standby_part,
+    taken_mark,
+    untaken_standby_lines,
 )
 from fiovpn.core.keys import Key
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, PermanentError, TemporaryError
 from fiovpn.services.admins import Admin, AdminKeys, this_program
-from fiovpn.services.ha_journal import StandbyJournal, journal_digest
-from fiovpn.services.journal import JOURNAL_FILE
+from fiovpn.services.ha_journal import StandbyJournal, StandbyLines, journal_digest
+from fiovpn.services.journal import JOURNAL_FILE, Journal
 from fiovpn.settings import ServerSettings
 
 log = logging.getLogger("fiovpn.server")
@@ -179,13 +182,19 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
     if message.registry is not None:
         wrote = write_registry_text(settings.clients_file, message.registry)
     journal_written = take_state(settings, message, admins)
+    own = StandbyLines(settings.state_dir)
+    if message.standby_taken is not None:
+        own.acknowledge(message.standby_taken)  # they are in the journal part just taken
     files.update_state(last_received=now, last_received_sent=message.sent)
     return {"role": role, "registry_sha": registry_sha(settings.clients_file),
             "registry_written": wrote, "endpoints": len(message.endpoints),
             "files_sha": files_digest(state_files(settings)),
             "admins_sha": admins_digest(admins_of(settings)),
             "journal": list(StandbyJournal(journal_path(settings)).mark()),
-            "journal_written": journal_written}
+            "journal_written": journal_written,
+            # lines this standby journaled itself (a refused admin command): the active
+            # puts them in the journal, which comes back here with its next copy
+            "standby_lines": own.pending()}
 
 
 def take_state(settings: ServerSettings, message: SyncMessage,
@@ -355,10 +364,12 @@ def state_message(settings: ServerSettings, *, endpoints: dict[str, str] | None 
     / ``files`` False: not resent), the managed admins, the journal beyond the
     peer's copy (``peer_journal``), and the peers' endpoints when given."""
     text = registry_text(settings.clients_file)
+    taken = taken_mark(HaFiles(settings.state_dir).state().get("standby_taken"))
     return SyncMessage(time.time(), current_role(settings), endpoints or {},
                        text if registry else None, registry_digest(text),
                        state_files(settings) if files else {}, admins_of(settings),
-                       journal_digest(journal_path(settings)).update_for(peer_journal))
+                       journal_digest(journal_path(settings)).update_for(peer_journal),
+                       taken)
 
 
 def _mark(value: Any) -> JournalMark | None:
@@ -383,6 +394,43 @@ def send_state(link: PeerLink, settings: ServerSettings, message: SyncMessage
     return reply
 
 
+def take_standby_lines(settings: ServerSettings, reply: dict[str, Any]) -> int:
+    """The standby's own journal lines from its ``reply``, appended to our journal
+    (each saying which server wrote it) once: how far we took them is kept, and
+    sent with the next copy so the standby stops sending them. How many lines."""
+    try:
+        part = standby_part(reply.get("standby_lines"))
+    except (TypeError, ValueError) as exc:
+        log.warning("HA peer %s sent unusable journal lines of its own: %s",
+                    settings.ha_peer, exc)
+        return 0
+    if part is None:
+        return 0
+    files = HaFiles(settings.state_dir)
+    lines, end = untaken_standby_lines(part, taken_mark(files.state().get("standby_taken")))
+    if lines:
+        server = f"standby {settings.ha_peer}" if settings.ha_peer else "standby"
+        for line in lines:
+            detail = line.get("detail")
+            line["detail"] = {**(detail if isinstance(detail, dict) else {}), "server": server}
+        Journal(journal_path(settings)).write_raw("".join(
+            json.dumps(line, separators=(",", ":"), default=str) + "\n"
+            for line in lines).encode())
+        log.info("%d journal line(s) of the standby %s added to the journal", len(lines),
+                 settings.ha_peer)
+    files.update_state(standby_taken=[part["file"], end])
+    return len(lines)
+
+
+def own_journal(settings: ServerSettings) -> Journal:
+    """Where this server journals a line of its own (a refused admin command): the
+    journal, or on the HA standby its ``StandbyLines`` (the journal there is the
+    active's copy, which a whole copy replaces)."""
+    if current_role(settings) == STANDBY:
+        return StandbyLines(settings.state_dir).journal()
+    return Journal(journal_path(settings))
+
+
 def replicate(settings: ServerSettings, *, runner: Runner | None = None) -> dict[str, Any]:
     """After a registry, grant or admin change on the active: send the registry,
     the grants, the admins and the journal to the standby and wait until its copy
@@ -403,6 +451,7 @@ def replicate(settings: ServerSettings, *, runner: Runner | None = None) -> dict
             log.warning("%s", warning)
             return {"replicated": False, "peer": settings.ha_peer, "warning": warning}
         ours = journal_digest(journal_path(settings)).mark()
+        take_standby_lines(settings, reply)  # after `ours`: they go with the next copy
     differs = [what for what, theirs, mine in (
         ("registry", reply.get("registry_sha"), message.registry_sha),
         ("grants", reply.get("files_sha"), files_digest(message.files)),
@@ -537,6 +586,13 @@ class HaNode:
         log.info("HA role: %s -> %s (VIP %s)", previous or "start", role, self.settings.ha_vip)
         self.transitions.append({"at": self.clock(), "from": previous, "to": role})
         del self.transitions[:-20]
+        if role == ACTIVE:
+            with contextlib.suppress(OSError):
+                n = StandbyLines(self.settings.state_dir).fold_into(
+                    Journal(journal_path(self.settings)))
+                if n:
+                    log.info("active: %d journal line(s) written as the standby added to "
+                             "the journal", n)
         try:
             with self.apply_lock:
                 if role == STANDBY:
@@ -641,6 +697,7 @@ class HaNode:
                     files=files_sha != self.sent_files_sha)
                 message = dataclasses.replace(message, sent=self.clock(), sender_role=ACTIVE)
                 reply = send_state(self.link, self.settings, message)
+                take_standby_lines(self.settings, reply)
         except FiovpnError as exc:
             with self._lock:
                 if self.last_sync_error != str(exc):

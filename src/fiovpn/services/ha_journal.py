@@ -15,12 +15,17 @@ neither reads the whole file for it:
 Drift stays detected: a standby copy changed any other way (a split brain, a
 restore, a hand edit) no longer matches its identity, is hashed once, its mark no
 longer fits the active's journal, and the active sends all of it once.
+
+So the standby never writes a line of its own into its copy (a whole copy would
+drop it, and it would make the copy drift): ``StandbyLines`` keeps them apart
+until the active has them in the journal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import json
 import os
 import threading
@@ -30,9 +35,12 @@ from typing import Any
 
 from fiovpn.adapters.fs import atomic_write, locked
 from fiovpn.core.ha import EMPTY_MARK, JournalMark, journal_mark, journal_part
-from fiovpn.services.journal import Journal
+from fiovpn.services.journal import JOURNAL_FILE, Journal
 
 MARK_FILE = "ha-journal.json"
+STANDBY_LINES_FILE = "journal.standby.jsonl"
+STANDBY_SENT_FILE = "journal.standby.sent"
+_STANDBY_PART_MAX = 256 * 1024  # bytes of the standby's own lines in one answer
 _CHUNK = 1 << 20
 _MARKS_KEPT = 32  # recent (size, digest) pairs: a standby a few copies behind still fits
 
@@ -205,3 +213,107 @@ class StandbyJournal:
     def _append(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         Journal(self.path).write_raw(data)
+
+
+@dataclass
+class StandbyLines:
+    """The journal lines this server writes while it is the HA standby (a refused
+    admin command): ``journal.standby.jsonl``, append-only like the journal.
+
+    Each copy from the active carries them back in the standby's answer
+    (``pending``); the active appends them to the journal, which comes back here
+    with its next copy, and that copy says how far the active took this file
+    (``acknowledge``). Lines not taken yet are read with the journal
+    (``read_server_journal``), so none is lost while the active is away; a standby
+    that becomes active puts them into its own journal (``fold_into``)."""
+
+    directory: Path
+
+    @property
+    def path(self) -> Path:
+        return self.directory / STANDBY_LINES_FILE
+
+    @property
+    def sent_path(self) -> Path:
+        return self.directory / STANDBY_SENT_FILE
+
+    def journal(self) -> Journal:
+        return Journal(self.path)
+
+    def file_id(self) -> str | None:
+        """Which file this is: device, inode and its first line's digest (a file
+        removed and written anew may get the old inode back); a new one starts from
+        its byte 0."""
+        try:
+            with self.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                first = fh.readline(4096)
+        except FileNotFoundError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}:{hashlib.sha256(first).hexdigest()[:16]}"
+
+    def sent(self) -> int:
+        """Bytes of this file the journal has (0 for another file than the one
+        recorded)."""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            saved = json.loads(self.sent_path.read_text())
+            if saved["file"] == self.file_id():
+                return max(0, min(int(saved["bytes"]), self.path.stat().st_size))
+        return 0
+
+    def pending(self) -> dict[str, Any] | None:
+        """``{"file", "offset", "data"}``: the whole lines after ``sent`` (at most
+        256 KiB, the rest with the next copy); None when there are none."""
+        file = self.file_id()
+        if file is None:
+            return None
+        offset = self.sent()
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read(_STANDBY_PART_MAX)
+        except FileNotFoundError:
+            return None
+        data = data[:data.rfind(b"\n") + 1]  # a line being written goes next time
+        if not data:
+            return None
+        return {"file": file, "offset": offset,
+                "data": data.decode("utf-8", "surrogateescape")}
+
+    def acknowledge(self, taken: tuple[str, int]) -> None:
+        """The journal has this file up to ``taken`` (the active said so)."""
+        file, upto = taken
+        if file != self.file_id() or upto <= self.sent():
+            return
+        with contextlib.suppress(OSError):
+            upto = min(upto, self.path.stat().st_size)
+            atomic_write(self.sent_path, json.dumps({"file": file, "bytes": upto}) + "\n",
+                         mode=0o600)
+
+    def unsent(self, *, since: float | None = None, action: str | None = None
+               ) -> list[dict[str, Any]]:
+        return self.journal().read(since=since, action=action, start=self.sent())
+
+    def fold_into(self, journal: Journal) -> int:
+        """This server became active: its standby lines go into its own journal (they
+        reach the new standby with the next copy). How many lines."""
+        n = 0
+        while (part := self.pending()) is not None:
+            data = part["data"].encode("utf-8", "surrogateescape")
+            journal.write_raw(data)
+            n += data.count(b"\n")
+            self.acknowledge((part["file"], part["offset"] + len(data)))
+            if self.sent() != part["offset"] + len(data):
+                break  # could not record it: the rest next time, never twice now
+        return n
+
+
+def read_server_journal(state_dir: Path, *, since: float | None = None,
+                        action: str | None = None) -> list[dict[str, Any]]:
+    """`server journal`: the journal and the standby lines it does not have yet, in
+    time order."""
+    main = Journal(state_dir / JOURNAL_FILE).read(since=since, action=action)
+    own = StandbyLines(state_dir).unsent(since=since, action=action)
+    if not own:
+        return main
+    return list(heapq.merge(main, own, key=lambda line: str(line.get("at"))))

@@ -91,10 +91,13 @@ class Journal:
         except OSError as exc:
             _warn("cannot write the journal %s: %s", self.path, exc)
 
-    def read(self, *, since: float | None = None, action: str | None = None
-             ) -> list[dict[str, Any]]:
+    def read(self, *, since: float | None = None, action: str | None = None,
+             start: int = 0) -> list[dict[str, Any]]:
+        """The well-formed lines (from byte ``start`` on), oldest first."""
         try:
-            raw = self.path.read_text(errors="replace")
+            with self.path.open("rb") as fh:
+                fh.seek(start)
+                raw = fh.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return []
         out: list[dict[str, Any]] = []
