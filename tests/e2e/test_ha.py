@@ -186,6 +186,37 @@ def test_admins_and_the_journal_are_on_both_before_confirmed(pair: Lab) -> None:
     assert "fiovpn-admin:dora" not in Path(b.settings["authorized-keys"]).read_text()
 
 
+def test_a_line_journaled_on_the_standby_reaches_the_actives_journal(pair: Lab) -> None:
+    import json
+
+    from fiovpn.lab.proc import wait_for
+
+    a, b = a_b(pair)
+    # an admin's forced command on B (as B's sshd runs it) refuses a shell
+    refused = b.fiovpn("server", "--config", str(b.config_path), "admin-command", "--name",
+                       "mallory", env={"SSH_ORIGINAL_COMMAND": "sh -c id"}, check=False)
+    assert refused.returncode == 2 and "admins may run only" in refused.stderr
+
+    def refused_in(server: Server) -> list[Any]:
+        text = (server.state_dir / "journal.jsonl").read_text()
+        return [ln for ln in map(json.loads, text.splitlines())
+                if ln["action"] == "refused" and ln["actor"] == "mallory"]
+
+    # the next copies take it to A's journal (saying which server) and back to B's copy
+    (on_a,) = wait_for(lambda: refused_in(a) or None, timeout=30,
+                       what="B's refused line on A")
+    assert on_a["detail"]["command"] == "sh -c id"
+    assert on_a["detail"]["server"].startswith("standby ")
+    wait_for(lambda: refused_in(b) or None, timeout=30, what="the refused line back on B")
+    time.sleep(5)  # a few more copies: taken once, never again
+    assert len(refused_in(a)) == 1 and len(refused_in(b)) == 1
+    journal_a = (a.state_dir / "journal.jsonl").read_bytes()
+    assert journal_a.startswith((b.state_dir / "journal.jsonl").read_bytes())
+    shown = b.fiovpn_json("server", "--config", str(b.config_path), "journal",
+                          "--action", "refused")
+    assert [ln["actor"] for ln in shown].count("mallory") == 1
+
+
 # --- hard failover ---------------------------------------------------------------------
 
 
