@@ -928,3 +928,23 @@ def test_a_malformed_standby_part_or_acknowledgement_is_refused() -> None:
         assert refused.value.code == "bad_ha_message", taken
     assert SyncMessage.from_json({**base, "standby_taken": ["1:2", 3]}).standby_taken == \
         ("1:2", 3)
+
+
+def test_a_managed_line_the_standby_would_refuse_is_left_out_not_every_copy(
+        settings: ServerSettings, caplog: pytest.LogCaptureFixture) -> None:
+    # a line an older fiovpn or a hand edit left in A's authorized_keys, with a key
+    # the check refuses: the copies go on (endpoints, journal, the good admins)
+    a, b = settings, standby_of(settings)
+    AdminKeys(a.authorized_keys, ["/usr/bin/fiovpn"]).add(
+        "alice", f"ssh-ed25519 {ED25519_BLOB} alice\n")
+    with a.authorized_keys.open("a") as fh:
+        fh.write('command="/usr/bin/fiovpn server admin-command --name old",restrict '
+                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 fiovpn-admin:old\n")
+    link = ReceivingLink(b)
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="fiovpn.server"):
+        assert node.sync_once() and node.sync_once()
+    assert [x["name"] for x in link.sent[-1].admins or []] == ["alice"]
+    assert [x.name for x in AdminKeys(b.authorized_keys, []).list()] == ["alice"]
+    warned = [r.getMessage() for r in caplog.records if "not copied" in r.getMessage()]
+    assert len(warned) == 1 and "admin 'old' key" in warned[0]

@@ -219,28 +219,30 @@ def taken_mark(value: Any) -> tuple[str, int] | None:
 
 
 def _admins(value: Any) -> list[dict[str, str]] | None:
-    """The admins of a message, checked as `server admins add` checks them (one
-    check: ``core/sshkeys``; the receiver writes them into authorized_keys)."""
     if value is None:
         return None
     if not isinstance(value, list):
         raise ValueError("admins")
-    out: list[dict[str, str]] = []
-    for item in value:
-        if not isinstance(item, dict):
-            raise ValueError("admins")
-        name, key_type, key = (str(item.get(k) or "") for k in
-                               ("name", "key_type", "public_key"))
-        try:
-            validate_name(name, what="admin name")
-        except BadInput as exc:
-            raise ValueError(f"admin name {name!r}") from exc
-        try:
-            check_public_key(key_type, key, what=f"admin {name!r} key")
-        except BadInput as exc:
-            raise ValueError(f"admin {name!r} key: {exc.message}") from exc
-        out.append({"name": name, "key_type": key_type, "public_key": key})
-    return out
+    return [checked_admin(item) for item in value]
+
+
+def checked_admin(item: Any) -> dict[str, str]:
+    """One admin of a sync message (``name``, ``key_type``, ``public_key``), checked
+    as `server admins add` checks them (one check: ``core/sshkeys``; the receiver
+    writes them into authorized_keys); ValueError otherwise. The sender leaves out
+    a line that fails it (one bad line must not stop every copy)."""
+    if not isinstance(item, dict):
+        raise ValueError("admins")
+    name, key_type, key = (str(item.get(k) or "") for k in ("name", "key_type", "public_key"))
+    try:
+        validate_name(name, what="admin name")
+    except BadInput as exc:
+        raise ValueError(f"admin name {name!r}") from exc
+    try:
+        check_public_key(key_type, key, what=f"admin {name!r} key")
+    except BadInput as exc:
+        raise ValueError(f"admin {name!r} key: {exc.message}") from exc
+    return {"name": name, "key_type": key_type, "public_key": key}
 
 
 def _journal(value: Any) -> dict[str, Any] | None:

@@ -43,6 +43,7 @@ from fiovpn.core.ha import (
     Role,
     SyncMessage,
     admins_digest,
+    checked_admin,
     journal_update,
     local_ipv4,
     registry_digest,
@@ -227,14 +228,30 @@ def files_digest(files: dict[str, str]) -> str:
     return registry_digest(json.dumps(files, sort_keys=True))
 
 
+_warned_admins: set[str] = set()
+
+
 def admins_of(settings: ServerSettings) -> list[dict[str, str]]:
-    """The managed admins of this server's authorized_keys (name, key type, key)."""
+    """The managed admins of this server's authorized_keys (name, key type, key)
+    that the peer would take: a line that fails the check (edited by hand, or
+    written before the check was this strict) is left out, with a warning once,
+    rather than stop every copy to the peer."""
     try:
         found = AdminKeys(settings.authorized_keys, []).list()
     except FiovpnError as exc:
         log.warning("%s", exc)
         return []
-    return [{"name": a.name, "key_type": a.key_type, "public_key": a.key} for a in found]
+    out: list[dict[str, str]] = []
+    for a in found:
+        try:
+            out.append(checked_admin(a.to_json()))
+        except ValueError as exc:
+            if repr(a) not in _warned_admins:
+                _warned_admins.add(repr(a))
+                log.warning("%s: %s: not copied to the HA peer (remove it with `fiovpn server "
+                            "admins remove --name %s`, then add it again)",
+                            settings.authorized_keys, exc, a.name)
+    return out
 
 
 def journal_path(settings: ServerSettings) -> Path:
