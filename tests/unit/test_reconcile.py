@@ -4,15 +4,18 @@ keeps the cached devices, one log line per change."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
 import stat
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address as A
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +28,7 @@ from fiovpn.errors import ApiError, ApiTemporaryError, AuthError, PermanentError
 from fiovpn.services import server as svc
 from fiovpn.services.keys import ensure_key_file
 from fiovpn.services.server import daemon as daemon_module
+from fiovpn.services.server import reconcile as reconcile_module
 from fiovpn.services.server.status import device_list_age_s
 from fiovpn.settings import ServerSettings
 
@@ -746,3 +750,80 @@ def test_the_scrape_snapshot_is_the_last_pass_aged_to_now_with_the_current_role(
     snap = daemon_module._snapshot(ctx)
     assert snap["role"] == "standby" and snap["expect_handshakes"] is False
     assert sum(1 for c, _ in fake.runner.calls if c[:2] == ("wg", "show")) == dumps
+
+
+def test_the_interface_is_read_while_the_desired_peers_are_worked_out(
+        env: tuple[ServerSettings, FakeWg, FakeApi], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wg show dump` at 50,000 peers is wireguard-go's work on the other core: the
+    reconcile works out the desired peers meanwhile, not after it."""
+    settings, fake, api = env
+    planning = threading.Event()
+    real_desired = reconcile_module.desired_peers
+
+    def desired(*args: Any, **kw: Any) -> Any:
+        planning.set()
+        return real_desired(*args, **kw)
+
+    monkeypatch.setattr(reconcile_module, "desired_peers", desired)
+    seen: list[bool] = []
+    dump = fake._dump
+
+    def slow_dump(argv: Sequence[str], text: str | None) -> str:
+        seen.append(planning.wait(timeout=5.0))  # the dump still running
+        return dump(argv, text)
+
+    fake.runner.handlers.insert(0, (("wg", "show"), slow_dump))
+    report = svc.reconcile_once(ctx_for(settings, fake, api))
+    assert report.ok and len(report.changes) == 2
+    assert seen == [True]
+
+
+def many_devices(n: int) -> list[WireguardIp]:
+    return [WireguardIp(f"dev-{i:04d}", A(int(A("10.42.1.0")) + i), True,
+                        KeyPair.generate().public) for i in range(n)]
+
+
+def test_a_large_first_sync_puts_the_firewall_in_place_while_the_peers_are_set(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    settings = dataclasses.replace(settings, subnet="10.42.0.0/16")
+    api.rows = many_devices(reconcile_module.BACKGROUND_APPLY + 1)
+    firewall = threading.Event()
+    nft = fake._nft
+
+    def nft_reply(argv: Sequence[str], text: str | None) -> str:
+        firewall.set()
+        return nft(argv, text)
+
+    seen: list[bool] = []
+    wg_set = fake._set
+
+    def set_reply(argv: Sequence[str], text: str | None) -> str:
+        seen.append(firewall.wait(timeout=5.0))
+        return wg_set(argv, text)
+
+    fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft_reply))
+    fake.runner.handlers.insert(0, (("wg", "set"), set_reply))
+    ctx = ctx_for(settings, fake, api)
+    report = svc.reconcile_once(ctx)
+    assert report.ok and len(report.changes) == len(api.rows)
+    assert seen and seen[0] is True  # the table came while the first `wg set` ran
+    assert len(fake.peers) == len(api.rows)
+    journal = (settings.state_dir / "journal.jsonl").read_text().splitlines()
+    assert sum('"peer_add"' in line for line in journal) == len(api.rows)
+
+
+def test_a_large_sync_whose_wg_set_fails_reports_it_and_journals_nothing(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    settings = dataclasses.replace(settings, subnet="10.42.0.0/16")
+    api.rows = many_devices(reconcile_module.BACKGROUND_APPLY + 1)
+    fake.runner.handlers.insert(0, (("wg", "set"), lambda a, i: (1, "Unable to modify")))
+    report = svc.reconcile_once(ctx_for(settings, fake, api))
+    assert not report.ok and report.changes == []
+    assert any("peer change(s) failed" in e for e in report.errors)
+    assert fake.rulesets  # the firewall still follows the desired peers
+    journal = settings.state_dir / "journal.jsonl"
+    assert not journal.exists() or '"peer_add"' not in journal.read_text()
+    status = json.loads((settings.state_dir / "status.json").read_text())
+    assert status["last_changes"] == []

@@ -56,7 +56,16 @@ class WireGuard:
     _last: tuple[str, bytes, WgDump] | None = field(default=None, repr=False, compare=False)
 
     def show_dump(self, iface: str) -> WgDump:
-        out = self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
+        return self.parse_dump(iface, self.dump_text(iface))
+
+    def dump_text(self, iface: str) -> str:
+        """The text of ``wg show IFACE dump`` (only the process: ``parse_dump``
+        turns it into a ``WgDump``, so a caller may read it in another thread)."""
+        return self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
+
+    def parse_dump(self, iface: str, out: str) -> WgDump:
+        """``out`` (from ``dump_text``) parsed; the last dump's object when the
+        interface has not changed since."""
         # wireguard-go lists peers in a different order each time (a Go map): the
         # digest is of the sorted lines
         lines = out.split("\n")

@@ -12,8 +12,10 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, TypeVar, cast
 
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import file_signature
@@ -28,7 +30,7 @@ from fiovpn.core.firewall import (
 from fiovpn.core.ha import STANDBY
 from fiovpn.core.keys import Key
 from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, SkippedPeer, desired_peers
-from fiovpn.core.plan import plan
+from fiovpn.core.plan import PeerChange, plan
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, TemporaryError
 from fiovpn.services.access import access_rules
@@ -40,6 +42,38 @@ from fiovpn.services.server.report import ReconcileReport, iso
 from fiovpn.services.server.status import status_document
 
 log = logging.getLogger("fiovpn.server")
+
+T = TypeVar("T")
+# Above this many peer changes (more than one `wg set` process) the peers are set
+# while the firewall and the hosts file are brought up to date.
+BACKGROUND_APPLY = 1000
+
+
+class _Background(Generic[T]):
+    """``fn()`` in a worker thread, its result (or exception) taken by ``result()``.
+
+    For the ``wg`` processes of a pass: wireguard-go answers on one core while this
+    thread does the Python part of the pass on the other (the waiting thread holds
+    no GIL)."""
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._fn = fn
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)
 
 
 def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[WireguardIp] | None:
@@ -206,6 +240,10 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
                      rows: list[WireguardIp] | None) -> ReconcileReport:
     s = ctx.settings
     authoritative = report.api_ok
+    # The interface is read (a `wg show dump` of 50,000 peers: wireguard-go's work
+    # on the other core) while the desired peers are worked out here.
+    # Only the process runs in the worker: what Python allocates stays in this thread.
+    reading = _Background(lambda: ctx.wg.dump_text(s.interface), "fiovpn-wg-dump")
 
     try:
         sig = file_signature(s.clients_file)
@@ -216,7 +254,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         held = ctx.known if ctx.known is not None else ctx.state.known_peers()
         dump_now = None
         with contextlib.suppress(FiovpnError):
-            dump_now = ctx.wg.show_dump(s.interface)
+            dump_now = ctx.wg.parse_dump(s.interface, reading.result())
         _finish(ctx, report, dump_now, list(held.values()))
         return report
     entries, report.registry_held = ctx.registry_guard.entries(registry, sig)
@@ -240,7 +278,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
 
     known = _Known(ctx)
     try:
-        dump = ctx.wg.show_dump(s.interface)
+        dump = ctx.wg.parse_dump(s.interface, reading.result())
     except FiovpnError as exc:
         report.errors.append(f"cannot read interface {s.interface}: {exc}")
         _finish(ctx, report, None, list(desired.peers))
@@ -257,24 +295,19 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     # nothing to change: nothing to change again.
     idle = same_peers and ctx.last_clean is dump
     changes = [] if idle else plan(peers, dump.peers, known)
-    try:
-        ctx.wg.apply(s.interface, changes)
-        report.changes = changes
-        for change in changes:
-            log.info("%s%s", change.describe(), f" ({report.cause})" if report.cause else "")
-    except FiovpnError as exc:
-        report.errors.append(f"applying {len(changes)} peer change(s) failed: {exc}")
-        with contextlib.suppress(FiovpnError):
-            dump = ctx.wg.show_dump(s.interface)
+    applying: _Background[None] | None = None
+    if len(changes) > BACKGROUND_APPLY:
+        # many `wg set` processes (a first sync): the firewall and the hosts file
+        # are brought up to date meanwhile
+        applying = _Background(lambda: ctx.wg.apply(s.interface, changes), "fiovpn-wg-set")
+    else:
+        dump = _apply_peers(ctx, report, changes, dump, None)
     report.peers = peers
     if not same_peers or ctx.known is None:
         # After an authoritative pass the interface holds exactly ``peers``: the
         # last status file is only read when something needs an older name.
         base = known.loaded if known.loaded is not None else {}
         ctx.known = {**base, **{p.public_key: p for p in peers}}
-    # HA: the active journals what both servers do; the standby's journal is the
-    # active's copy (a line of its own would make the copies differ)
-    ctx.access.record(report.changes, expired, write=current_role(s) != STANDBY)
     listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
                             s.allow_device_to_device,
@@ -308,11 +341,36 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         except OSError as exc:
             report.errors.append(f"cannot update {s.hosts_file}: {exc}")
 
+    if applying is not None:
+        dump = _apply_peers(ctx, report, changes, dump, applying)
+    # HA: the active journals what both servers do; the standby's journal is the
+    # active's copy (a line of its own would make the copies differ)
+    ctx.access.record(report.changes, expired, write=current_role(s) != STANDBY)
     ctx.last_peers = peers
     ctx.last_clean = dump if not changes and not report.errors else None
     _finish(ctx, report, dump, peers)
     return report
 
+
+
+def _apply_peers(ctx: ServerContext, report: ReconcileReport, changes: list[PeerChange],
+                 dump: WgDump, applying: _Background[None] | None) -> WgDump:
+    """Apply ``changes`` (or wait for ``applying``, which does): the report gets
+    them when they all went through, else the error and a fresh dump."""
+    try:
+        if applying is None:
+            ctx.wg.apply(ctx.settings.interface, changes)
+        else:
+            applying.result()
+    except FiovpnError as exc:
+        report.errors.append(f"applying {len(changes)} peer change(s) failed: {exc}")
+        with contextlib.suppress(FiovpnError):
+            return ctx.wg.show_dump(ctx.settings.interface)
+        return dump
+    report.changes = changes
+    for change in changes:
+        log.info("%s%s", change.describe(), f" ({report.cause})" if report.cause else "")
+    return dump
 
 
 def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
