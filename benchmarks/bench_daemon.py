@@ -173,6 +173,7 @@ def run_child(iface: str, work: Path, n: int, passes: int) -> None:
     rows = [WireguardIp(r["name"], IPv4Address(r["ip"]), True, Key.parse_public(r["pubkey"]))
             for r in json.loads((work / "rows.json").read_text())]
     assert len(rows) == n
+    daemon_module.tune_process()  # what `Daemon.run` does first
     settings = dataclasses.replace(settings_for(iface, work, 0), http=f"127.0.0.1:{HTTP_PORT}")
     ctx = svc.ServerContext.from_settings(settings, runner=SubprocessRunner(),
                                           api=FakeApi(rows))
@@ -376,6 +377,9 @@ def main() -> None:
         run_child(args.child[0], Path(args.child[1]), int(args.child[2]), passes=22)
         return
     become_subreaper()
+    # this process plays the running daemon (its passes are measured): the same
+    # process settings as `Daemon.run` makes
+    daemon_module.tune_process()
     prefix = f"fvb{os.getpid() % 10000}"
     srv_ns, live_ns = f"{prefix}srv", f"{prefix}live"
     live_if = f"{prefix}l"

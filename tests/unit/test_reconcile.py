@@ -827,3 +827,28 @@ def test_a_large_sync_whose_wg_set_fails_reports_it_and_journals_nothing(
     assert not journal.exists() or '"peer_add"' not in journal.read_text()
     status = json.loads((settings.state_dir / "status.json").read_text())
     assert status["last_changes"] == []
+
+
+@pytest.fixture
+def gc_thresholds() -> Any:
+    import gc
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield gc
+    gc.set_threshold(*before)
+
+
+def test_a_reconcile_leaves_the_process_gc_settings_alone(
+        env: tuple[ServerSettings, FakeWg, FakeApi], gc_thresholds: Any) -> None:
+    """The CLI, the MCP server and tests reconcile too: only the daemon's entry
+    point tunes its process."""
+    settings, fake, api = env
+    assert svc.reconcile_once(ctx_for(settings, fake, api)).ok
+    assert gc_thresholds.get_threshold() == (700, 10, 10)
+
+
+def test_the_daemon_tunes_its_process_at_start(
+        env: tuple[ServerSettings, FakeWg, FakeApi], gc_thresholds: Any) -> None:
+    settings, fake, api = env
+    assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0
+    assert gc_thresholds.get_threshold() == daemon_module.GC_THRESHOLDS

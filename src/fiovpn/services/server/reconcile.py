@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import logging
 import threading
 import time
@@ -103,19 +102,6 @@ def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[Wireguar
 
 
 
-# A pass at 50,000 peers allocates a few hundred thousand objects that mostly
-# die by reference count; with the default thresholds the cyclic collector
-# walks every long-lived object many times per pass (a third of a pass and more).
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def tune_gc() -> None:
-    """Fewer cyclic collections in a process that reconciles (garbage without
-    cycles is freed at once anyway)."""
-    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-        gc.set_threshold(*GC_THRESHOLDS)
-
-
 class _Known(Mapping[Key, Peer]):
     """The peers earlier passes wanted (names for removal logs, devices kept while
     the API fails): this process's memo, else read from the last status file only
@@ -171,7 +157,6 @@ def reconcile_once(ctx: ServerContext, *, use_api: bool = True,
     from the state cache only (used to apply a registry edit at once). ``cause``
     (who asked, why) goes into the log line of every change.
     """
-    tune_gc()
     started = time.perf_counter()
     report = ReconcileReport(at=iso(ctx.clock()), cause=cause)
     if use_api:
