@@ -209,7 +209,8 @@ def test_the_ssh_fast_path_by_cached_name_loads_only_what_it_uses(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`fiovpn ssh NAME` with the name in the device cache: no factory client, no fioctl
     parser, no hosts-file or WireGuard-config parser, no TOML reader (no settings file
-    here), no logging. Each of these cost milliseconds of every call."""
+    here), no logging, no OpenSSL (hashlib), no datetime. Each of these cost
+    milliseconds of every call."""
     env, conf = _fast_path_home(tmp_path, 'echo "$@" > "$HOME/argv"', monkeypatch)
     code = textwrap.dedent("""
         import sys
@@ -217,6 +218,7 @@ def test_the_ssh_fast_path_by_cached_name_loads_only_what_it_uses(
         code = entry.ssh_main(*entry._ssh_args(sys.argv[1:]))
         loaded = {m for m in sys.modules if sys.modules[m] is not None}
         unwanted = {"click", "rich", "httpx", "cryptography", "yaml", "logging", "tomllib",
+                    "hashlib", "datetime",
                     "fiovpn.adapters.fioctl", "fiovpn.adapters.factory", "fiovpn.core.hosts",
                     "fiovpn.core.wgquick", "fiovpn.core.registry", "fiovpn.core.keys"}
         print(code, " ".join(sorted(loaded & unwanted)))

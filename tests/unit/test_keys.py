@@ -47,3 +47,15 @@ def test_bad_keys_are_refused_with_a_clear_message(bad: str) -> None:
 def test_any_32_bytes_round_trip(raw: bytes) -> None:
     text = base64.b64encode(raw).decode()
     assert Key.parse(f"  {text}\n").raw == raw
+
+
+def test_the_lean_sha256_is_sha256() -> None:
+    """core.digest names control sockets and cache keys with the interpreter's built-in
+    SHA-256 when there is one: the digests are hashlib's, byte for byte."""
+    import hashlib
+
+    from fiovpn.core.digest import sha256_hex
+
+    for text in ("", "abc", "(PosixPath('/k'), None, '/dev/null')", "é" * 1000):
+        assert sha256_hex(text) == hashlib.sha256(text.encode()).hexdigest()
+        assert sha256_hex(text, 8) == hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fiovpn.adapters.runner import Completed, Runner, Stdio
+from fiovpn.core.digest import sha256_hex
 from fiovpn.errors import BadInput, PermanentError, RemoteCommandError, TemporaryError
 
 SSH_EXIT_ERROR = 255
@@ -144,7 +144,7 @@ class SshOptions:
     def trust_id(self) -> str:
         """8 hex digits naming the options that decide whom ssh trusts."""
         parts = (self.identity_file, self.known_hosts, self.config_file, *self.extra)
-        return hashlib.sha256(repr(parts).encode()).hexdigest()[:8]
+        return sha256_hex(repr(parts), 8)
 
     def __post_init__(self) -> None:
         for opt in self.extra:

@@ -7,7 +7,7 @@ Pure: the caller passes ``now`` (seconds since the epoch).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import time
 
 from fiovpn.errors import BadInput
 
@@ -40,7 +40,8 @@ def check_timeout(timeout: float | None, *, what: str = "--timeout") -> float | 
 
 
 def format_timestamp(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # time, not datetime: the journal line of every `fiovpn ssh` is written with it
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
 
 
 def parse_timestamp(text: str, *, what: str = "timestamp") -> int:
@@ -48,6 +49,8 @@ def parse_timestamp(text: str, *, what: str = "timestamp") -> int:
     if not _STAMP.fullmatch(text):
         raise BadInput(f"invalid {what} {text!r}: expected YYYY-MM-DDTHH:MM:SSZ (UTC)",
                        code="bad_timestamp")
+    from datetime import UTC, datetime
+
     try:
         stamp = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:

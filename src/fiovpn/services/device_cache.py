@@ -16,7 +16,6 @@ failure to a cached IP makes ``fiovpn ssh`` ask the factory again (``forget``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from fiovpn.adapters import fioctl_env as fioctl
 from fiovpn.adapters.fs import atomic_write
+from fiovpn.core.digest import sha256_hex
 from fiovpn.settings import API_TOKEN_ENV, ClientSettings
 
 if TYPE_CHECKING:  # imported for its type only: `fiovpn ssh` starts without it
@@ -52,7 +52,7 @@ def cache_key(settings: ClientSettings) -> str:
     parts = (settings.factory, settings.api_url, str(settings.api_token_file),
              env.get(fioctl.FACTORY_ENV), env.get(API_TOKEN_ENV) is not None,
              env.get(fioctl.TOKEN_ENV) is not None, _fioctl_file())
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+    return sha256_hex(repr(parts), 16)
 
 
 def lookup(settings: ClientSettings, name: str, *, now: float | None = None
