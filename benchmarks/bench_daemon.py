@@ -100,6 +100,7 @@ def settings_for(iface: str, work: Path, port: int) -> ServerSettings:
         factory="bench", interface=iface, private_key=work / "server.key", subnet=SUBNET,
         address=SERVER, client_pool=POOL, port=port, clients_file=work / "clients.conf",
         hosts_file=work / "hosts", state_dir=work / "state", unit_dir=work / "units",
+        run_dir=work / "run",
         ip_forward_file=work / "ip_forward", interval=0.25)
 
 

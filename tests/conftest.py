@@ -36,6 +36,9 @@ def _private_journal(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     """Device-touching commands journal to ~/.local/state/fiovpn and cache device IPs in
     ~/.cache/fiovpn: never the real home in unit and adapter tests (the lab's roles have
     homes of their own)."""
+    # where daemons announce themselves (default /run/fiovpn): settings read from a
+    # file or the env point there; settings built in a test name their own
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(tmp_path_factory.mktemp("run")))
     monkeypatch.setenv("FIOVPN_DEVICE_CACHE", str(tmp_path_factory.mktemp("cache")
                                                   / "devices.json"))
     if "e2e" not in request.keywords:
@@ -61,3 +64,22 @@ def _no_unit_written_to_the_host() -> object:
     new = sorted(_host_units() - before)
     assert not new, (f"a test wrote {', '.join(new)} to {_HOST_UNIT_DIR}: "
                      "point its unit-dir at tmp_path")
+
+
+_HOST_RUN_DIR = "/run/fiovpn"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon_announced_on_the_host() -> object:
+    """A daemon built in a test without its own run-dir would announce itself in the
+    host's /run/fiovpn (and be found by a real fiovpn there): that fails the run."""
+    from pathlib import Path
+
+    def entries() -> set[str]:
+        return {p.name for p in Path(_HOST_RUN_DIR).glob("daemon-*.json")}
+
+    before = entries()
+    yield None
+    new = sorted(entries() - before)
+    assert not new, (f"a test announced a daemon in {_HOST_RUN_DIR} ({', '.join(new)}): "
+                     "give its settings run_dir=tmp_path / 'run'")

@@ -52,6 +52,10 @@ class ServerSettings:
     clients_file: Path = Path("/etc/wireguard/factory-clients.conf")
     hosts_file: Path = Path("/etc/hosts")
     state_dir: Path = Path("/var/lib/fiovpn")
+    # where a running daemon says so (``services/server/announce.py``): read from the
+    # settings file or $FIOVPN_RUN_DIR only (no flag), so the daemon and every CLI
+    # agree on it even when the daemon has other settings on its command line
+    run_dir: Path = Path("/run/fiovpn")
     allow_device_to_device: bool = False
     unit_dir: Path = Path("/etc/systemd/system")
     ssh_port: int = 5025
@@ -186,6 +190,7 @@ _ENV: dict[str, str] = {
     "user": "FIOVPN_DEVICE_USER",
     "journal": "FIOVPN_JOURNAL",
     "device_cache": "FIOVPN_DEVICE_CACHE",
+    "run_dir": "FIOVPN_RUN_DIR",
 }
 
 

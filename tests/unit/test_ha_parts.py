@@ -169,7 +169,8 @@ def settings(tmp_path: Path) -> ServerSettings:
     fib = tmp_path / "fib_trie"
     fib.write_text(FIB_TRIE)
     return ServerSettings(interface="fvtest0", clients_file=tmp_path / "clients.conf",
-                          state_dir=tmp_path / "state", ha_vip="198.18.0.3",
+                          state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                          ha_vip="198.18.0.3",
                           local_addresses_file=fib,
                           authorized_keys=tmp_path / "authorized_keys")
 

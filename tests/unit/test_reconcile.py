@@ -133,7 +133,7 @@ def env(tmp_path: Path) -> tuple[ServerSettings, FakeWg, FakeApi]:
     settings = ServerSettings(
         factory="acme", interface="fvtest0", private_key=tmp_path / "server.key",
         clients_file=tmp_path / "clients.conf", hosts_file=tmp_path / "hosts",
-        state_dir=tmp_path / "state", unit_dir=tmp_path / "units",
+        state_dir=tmp_path / "state", unit_dir=tmp_path / "units", run_dir=tmp_path / "run",
         ip_forward_file=tmp_path / "ip_forward", interval=60.0)
     (tmp_path / "ip_forward").write_text("0\n")
     api = FakeApi(rows=[row("dev-a", 2, K[0]), row("dev-b", 3, K[1]),

@@ -338,7 +338,7 @@ def status_view(data: dict[str, Any]) -> Group:
               show_default=True, help="Seconds between redraws with --watch.")
 def status_cmd(config: Path | None, watch: bool, every: float) -> Result:
     """Peers (kind, name, IP, key, handshake, traffic), conflicts, last sync and error."""
-    settings = _settings(config)
+    settings = service.live_settings(_settings(config))
     if watch:
         from fiovpn.cli.output import json_mode, stdout
         from fiovpn.cli.watch import watch as live
@@ -361,7 +361,7 @@ def _registry(config: Path | None) -> ClientRegistry:
     """The registry to read (``list``, ``check``); changes go through ``_ask``."""
     from fiovpn.services.access import DeviceGroups
 
-    settings = _settings(config)
+    settings = service.live_settings(_settings(config))
     registry = service.registry(service.ServerContext.from_settings(settings))
     registry.device_groups = DeviceGroups.in_state_dir(settings.state_dir)
     return registry

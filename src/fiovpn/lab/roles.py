@@ -420,6 +420,7 @@ class Server(Role):
             "clients-file": str(self.clients_file),
             "hosts-file": str(self.hosts_file),
             "state-dir": str(self.state_dir),
+            "run-dir": str(self.home / "run"),
             "unit-dir": str(self.home / "systemd"),
             "ssh-port": self.ssh_port,
         }

@@ -9,6 +9,7 @@
 - ``interface``: daemon start-up (interface, factory server file check);
 - ``daemon``: the loop around ``reconcile_once``;
 - ``control``: the daemon's control socket (newline-delimited JSON, root only);
+- ``announce``: where a running daemon says so (``run-dir``), so every CLI finds it;
 - ``ops``: the operations callers ask for (``ask``), run by the daemon when it
   runs, else by the caller with the daemon's recorded settings;
 - ``debounce``: a registry read that looks cut short waits to be seen twice;
@@ -23,7 +24,14 @@ from fiovpn.services.server.context import ServerContext, build_api
 from fiovpn.services.server.control import ControlClient, ControlServer, Request, Requester
 from fiovpn.services.server.daemon import BACKOFF_START, FILE_POLL, Daemon
 from fiovpn.services.server.interface import check_server_file, ensure_interface
-from fiovpn.services.server.ops import OPS, Op, ask, dispatch, effective_settings
+from fiovpn.services.server.ops import (
+    OPS,
+    Op,
+    ask,
+    dispatch,
+    effective_settings,
+    live_settings,
+)
 from fiovpn.services.server.reconcile import apply_local, reconcile_once
 from fiovpn.services.server.report import ReconcileReport
 from fiovpn.services.server.setup import (
@@ -63,6 +71,7 @@ __all__ = [
     "enable",
     "ensure_interface",
     "fiovpn_command",
+    "live_settings",
     "reconcile_once",
     "registry",
     "render_server_toml",

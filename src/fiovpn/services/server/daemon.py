@@ -21,6 +21,7 @@ from fiovpn.services import ha as ha_service
 from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.ha import HaNode
 from fiovpn.services.keys import ensure_key_file
+from fiovpn.services.server.announce import Announced, RunDir
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlServer
 from fiovpn.services.server.interface import check_server_file, ensure_interface
@@ -169,6 +170,13 @@ class Daemon:
         server.start()
         return server
 
+    def _announce(self) -> contextlib.AbstractContextManager[Announced]:
+        """Say in ``run-dir`` that this daemon runs, before it writes anything: a CLI
+        reading other settings (no ``--state-dir`` of ours) still finds it, and a
+        second daemon owning the same interface, table or registry is refused."""
+        s = self.ctx.settings
+        return RunDir(s.run_dir).announce(s, started_at=iso(self.ctx.clock()))
+
     def _grants_signature(self) -> tuple[int, int, int, int] | None:
         return file_signature(self.ctx.access.grants.path)
 
@@ -188,7 +196,7 @@ class Daemon:
                 signal.signal(signal.SIGINT, self.stop)
                 installed = True
         try:
-            with self.ctx.state.daemon_lock():
+            with self.ctx.state.daemon_lock(), self._announce():
                 control = self._serve_control()
                 try:
                     self.start()

@@ -1,8 +1,9 @@
 """The operations a caller may ask of the server, in one table used two ways:
 
 - while a daemon runs, the CLI sends ``{"op", "params"}`` over the control
-  socket (``control.py``) and the daemon runs the op in its own process, with
-  its own settings and memos: the only writer of interface, firewall and hosts;
+  socket (``control.py``) of the daemon it finds in ``run-dir`` (``announce.py``),
+  and the daemon runs the op in its own process, with its own settings and
+  memos: the only writer of interface, firewall and hosts;
 - with no daemon, ``ask`` runs the same op in the CLI process, holding the
   daemon lock, with the settings the daemon last recorded (``effective.json``),
   never a partial view from ``server.toml``.
@@ -23,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fiovpn.adapters.fs import file_signature
-from fiovpn.errors import BadInput, PermanentError, TemporaryError
+from fiovpn.errors import BadInput, FiovpnError, PermanentError, TemporaryError
 from fiovpn.services.access import AccessGrants
 from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.ha import replicate, standby_refusal
 from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
+from fiovpn.services.server.announce import Announced, RunDir
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlClient, NoDaemon, Request, Requester
 from fiovpn.services.server.reconcile import apply_local
@@ -279,35 +281,75 @@ def effective_settings(settings: ServerSettings) -> ServerSettings:
     return recorded if recorded.state_dir == settings.state_dir else settings
 
 
+def _daemon_settings(settings: ServerSettings, found: Announced) -> ServerSettings:
+    """The running daemon's settings, said once when they are not ``settings``'."""
+    if os.path.realpath(found.settings.state_dir) != os.path.realpath(settings.state_dir):
+        log.warning("the running fiovpn server daemon (pid %s) uses state directory %s, "
+                    "not %s from the settings file (it was given on its command line): "
+                    "using it; put its settings into the settings file",
+                    found.pid, found.settings.state_dir, settings.state_dir)
+    return found.settings
+
+
+def live_settings(settings: ServerSettings) -> ServerSettings:
+    """For a command that reads live state (``status``, ``clients list``): the
+    settings of the running daemon that owns any of ``settings``' live state, said
+    when they differ, else ``settings``."""
+    run = RunDir(settings.run_dir)
+    if not run.path.exists():
+        return settings
+    try:
+        with run.no_daemon_starts():
+            found, _last = run.find(settings)
+    except FiovpnError as exc:  # not root: read what this user may read
+        log.debug("not looking for a daemon in %s: %s", run.path, exc)
+        return settings
+    return settings if found is None else _daemon_settings(settings, found)
+
+
 def ask(settings: ServerSettings, op: str, params: Mapping[str, Any] | None = None, *,
         requester: Requester | None = None, wait: float = 5.0,
         build: Callable[[ServerSettings], ServerContext] | None = None) -> dict[str, Any]:
-    """Run ``op`` where live state is owned: by the daemon when one runs on
-    ``settings.state_dir``, else here, with the daemon's recorded settings."""
+    """Run ``op`` where live state is owned: by the daemon that owns any of the live
+    state ``settings`` name (found in ``run-dir``, whatever its command line said,
+    else the one of ``settings.state_dir``), else here, with the daemon's recorded
+    settings, holding the run directory so that no daemon starts meanwhile."""
     requester = requester or Requester.of_this_process()
-    client = ControlClient(settings.state_dir)
-    state = StateCache(settings.state_dir)
+    run = RunDir(settings.run_dir)
     deadline = time.monotonic() + wait
     entry = OPS.get(op)
     if entry is None:
         raise BadInput(f"unknown control op {op!r}", code="bad_request")
+    told = False
     while True:
+        with run.no_daemon_starts():
+            found, _last = run.find(settings)
+        target = settings
+        if found is not None:
+            target = found.settings if told else _daemon_settings(settings, found)
+            told = True
+        client = ControlClient(target.state_dir)
         try:
             return client.request(op, params, requester=requester)
         except NoDaemon:
             pass
-        if entry.daemon_only:
+        if entry.daemon_only and found is None:
             raise PermanentError("no fiovpn server daemon is running", code="no_daemon",
                                  hint="start it: systemctl start fiovpn-<factory>")
-        with state.cli_lock() as mine:
-            if mine:
-                eff = effective_settings(settings)
-                ctx = (build or ServerContext.from_settings)(eff)
-                return dispatch(ctx, Request(op, dict(params or {}), requester))
+        with run.no_daemon_starts():
+            found, last = run.find(settings)
+            if found is None:
+                # the last daemon's settings: it may have had another state dir
+                base = settings if last is None else last.settings
+                with StateCache(base.state_dir).cli_lock() as mine:
+                    if mine:
+                        eff = effective_settings(base)
+                        ctx = (build or ServerContext.from_settings)(eff)
+                        return dispatch(ctx, Request(op, dict(params or {}), requester))
         # A daemon holds the lock but its socket does not answer yet: it is starting.
         if time.monotonic() >= deadline:
             raise TemporaryError(
-                f"a fiovpn server daemon holds {settings.state_dir} but does not answer on "
+                f"a fiovpn server daemon holds {target.state_dir} but does not answer on "
                 f"{client.path}", code="daemon_not_answering",
                 hint="is it an older fiovpn, or still starting? check its log "
                      "(journalctl -u fiovpn-<factory>), then retry")

@@ -1,0 +1,186 @@
+"""A running daemon is found by every CLI, whatever was only on its command line
+(``run-dir`` announcements), so the CLI never writes live state next to it.
+
+Before: a daemon given ``--state-dir`` only on its command line was not found by
+a CLI reading ``server.toml``; the CLI took the lock of *its* state directory,
+found no daemon and rewrote the interface and the nft table itself, with
+``server.toml``'s settings (two writers, the device-to-device rule gone).
+
+Fakes stand in for `wg`/`nft`; the sockets, locks, files and threads are real.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from tests.unit.test_control import D2D, RunningDaemon, _ctx
+from tests.unit.test_reconcile import FakeApi, FakeWg, env  # noqa: F401 - fixture
+
+from fiovpn.core.keys import KeyPair
+from fiovpn.errors import PermanentError
+from fiovpn.services import server as svc
+from fiovpn.services.server.announce import RunDir, netns_id
+from fiovpn.settings import ServerSettings
+
+Env = tuple[ServerSettings, FakeWg, FakeApi]
+
+
+def _command_line(toml: ServerSettings, tmp: Path) -> ServerSettings:
+    """What the daemon runs with: server.toml plus `--state-dir X
+    --allow-device-to-device` on its command line only."""
+    return replace(toml, state_dir=tmp / "cmdline-state", allow_device_to_device=True)
+
+
+def _whole_tables(fake: FakeWg, since: int = 0) -> list[str]:
+    return [r for r in fake.rulesets[since:] if "delete table" in r]
+
+
+def test_a_daemon_with_its_state_dir_only_on_its_command_line_is_asked(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    toml, fake, api = env
+    daemon_settings = _command_line(toml, tmp_path)
+    key = str(KeyPair.generate().public)
+    with RunningDaemon(daemon_settings, fake, api) as running:
+        before = len(fake.rulesets)
+        # (build: were the CLI to apply itself, it would do so on the fake too)
+        answer = svc.ask(toml, "clients.add", {"public_key": key, "name": "alice"},
+                         build=lambda s: _ctx(s, fake))
+        assert answer["applied"]["by"] == "daemon"  # was "cli": a second writer
+        assert key in fake.peers
+        removed = svc.ask(toml, "clients.remove", {"public_key": key},
+                          build=lambda s: _ctx(s, fake))
+        assert removed["applied"]["by"] == "daemon" and key not in fake.peers
+        assert running.thread.is_alive()
+    # the rule the daemon has from its command line was never dropped by a CLI
+    assert all(D2D in r for r in _whole_tables(fake, before))
+    # the CLI took no lock and wrote no state in server.toml's state dir
+    assert not toml.state_dir.exists()
+    said = [r.getMessage() for r in caplog.records if "using it" in r.getMessage()]
+    assert said and str(daemon_settings.state_dir) in said[0]
+
+
+def test_after_that_daemon_stopped_the_cli_applies_with_its_recorded_settings(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, fake, api = env
+    with RunningDaemon(_command_line(toml, tmp_path), fake, api):
+        pass
+    before = len(fake.rulesets)
+    key = str(KeyPair.generate().public)
+    answer = svc.ask(toml, "clients.add", {"public_key": key}, build=lambda s: _ctx(s, fake))
+    assert answer["applied"]["by"] == "cli" and answer["applied"]["firewall_applied"]
+    tables = _whole_tables(fake, before)
+    assert tables and all(D2D in r for r in tables)
+
+
+def test_a_second_daemon_on_the_same_interface_is_refused_before_it_writes(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, fake, api = env
+    other = FakeWg()
+    with RunningDaemon(toml, fake, api):
+        second = svc.Daemon(_ctx(replace(toml, state_dir=tmp_path / "other-state"),
+                                 other, api))
+        with pytest.raises(PermanentError) as info:
+            second.run(once=True)
+    assert info.value.code == "daemon_running"
+    assert f"interface {toml.interface}" in info.value.message
+    assert other.rulesets == [] and other.wg_sets == []
+
+
+def test_no_daemon_starts_writing_while_a_cli_applies_without_one(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    """The CLI found no daemon and applies: a daemon starting meanwhile (another
+    state dir) waits for it instead of writing the same interface at once."""
+    toml, fake, api = env
+    daemon = svc.Daemon(_ctx(_command_line(toml, tmp_path), fake, api))
+    codes: list[int] = []
+    with RunDir(toml.run_dir).no_daemon_starts():
+        thread = threading.Thread(target=lambda: codes.append(daemon.run(once=True)))
+        thread.start()
+        time.sleep(0.5)
+        assert fake.rulesets == [] and daemon.passes == 0  # waiting, wrote nothing
+    thread.join(timeout=10)
+    assert codes == [0] and fake.rulesets
+
+
+def test_a_stopped_or_killed_daemon_is_not_taken_for_a_running_one(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, _fake, _api = env
+    run = RunDir(toml.run_dir)
+    with run.announce(toml, started_at="2026-01-01T00:00:00Z") as mine:
+        (entry,) = run.entries()
+        assert entry.running and entry.pid == mine.pid and entry.netns == netns_id()
+        with run.no_daemon_starts():
+            assert run.find(toml)[0] is not None
+    (entry,) = run.entries()  # the lock went with the process: kill -9 is the same
+    assert not entry.running
+    with run.no_daemon_starts():
+        running, last = run.find(toml)
+    assert running is None and last is not None and last.settings == toml
+
+
+def test_interface_and_table_are_matched_in_the_same_network_namespace_only(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, _fake, _api = env
+    run = RunDir(toml.run_dir)
+    elsewhere = replace(toml, state_dir=tmp_path / "s2", clients_file=tmp_path / "c2")
+    with run.announce(elsewhere, started_at="2026-01-01T00:00:00Z") as mine:
+        data = json.loads(mine.path.read_text())
+        mine.path.write_text(json.dumps({**data, "netns": "0:1"}))
+        with run.no_daemon_starts():
+            assert run.find(toml)[0] is None  # another namespace's interface
+            shared_file = replace(toml, clients_file=elsewhere.clients_file)
+            assert run.find(shared_file)[0] is not None  # a file is a file anywhere
+
+
+def test_two_running_daemons_matching_one_cli_are_refused_naming_both(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, _fake, _api = env
+    run = RunDir(toml.run_dir)
+    a = replace(toml, interface="fva0", nft_table="fva", clients_file=tmp_path / "a.conf")
+    b = replace(toml, interface="fvb0", nft_table="fvb", state_dir=tmp_path / "b-state")
+    cli = replace(toml, interface="fvb0")  # a's state dir, b's interface
+    with (run.announce(a, started_at="1"), run.announce(b, started_at="2"),
+          pytest.raises(PermanentError) as info):
+        svc.ask(cli, "clients.add", {"public_key": str(KeyPair.generate().public)})
+    assert info.value.code == "daemons_ambiguous"
+    assert str(tmp_path / "b-state") in info.value.message
+    assert not (tmp_path / "a.conf").exists() and not toml.clients_file.exists()
+
+
+def test_the_cli_reads_and_changes_through_that_daemon(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`server status`, `clients add` and `clients list` through the real CLI, with a
+    server.toml that does not have the daemon's --state-dir."""
+    from click.testing import CliRunner
+
+    from fiovpn.cli.main import cli
+
+    toml, fake, api = env
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'factory = "acme"\ninterface = "{toml.interface}"\n'
+        f'clients-file = "{toml.clients_file}"\nstate-dir = "{toml.state_dir}"\n'
+        f'private-key = "{toml.private_key}"\nhosts-file = "{toml.hosts_file}"\n'
+        f'ip-forward-file = "{toml.ip_forward_file}"\n')
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
+
+    def run(*args: str) -> object:
+        result = CliRunner().invoke(cli, ["server", "--config", str(config), *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    key = str(KeyPair.generate().public)
+    with RunningDaemon(_command_line(toml, tmp_path), fake, api):
+        status = run("status")
+        assert isinstance(status, dict) and status["daemon_running"] is True
+        run("clients", "add", "--public-key", key, "--name", "bob")
+        assert key in fake.peers
+        listed = run("clients", "list")
+        assert isinstance(listed, list) and [e["name"] for e in listed] == ["bob"]
+    assert all(D2D in r for r in _whole_tables(fake))
+    assert not toml.state_dir.exists()
