@@ -326,6 +326,20 @@ def settings_record(settings: ServerSettings) -> dict[str, Any]:
     return out
 
 
+def server_overrides(flags: Mapping[str, Any], env: Mapping[str, str] | None = None
+                     ) -> dict[str, Any]:
+    """The server settings ``flags`` and the environment set, as JSON values (what
+    ``load_server`` takes from them over the settings file): the daemon records
+    them so a CLI can rebuild what it would run with after a settings-file edit."""
+    env = os.environ if env is None else env
+    fields = {f.name for f in dataclasses.fields(ServerSettings)}
+    out: dict[str, Any] = {name: env[var] for name, var in _ENV.items()
+                           if name in fields and env.get(var)}
+    out.update({name: value for name, value in flags.items()
+                if value is not None and name in fields})
+    return {name: str(v) if isinstance(v, Path) else v for name, v in out.items()}
+
+
 def settings_from_record(record: Mapping[str, Any], *, source: str) -> ServerSettings:
     """``ServerSettings`` from ``settings_record``'s output (unknown keys ignored:
     a newer daemon may record more)."""

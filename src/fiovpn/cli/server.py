@@ -24,7 +24,13 @@ from fiovpn.services import server as service
 from fiovpn.services.admins import AdminKeys
 from fiovpn.services.journal import server_actor
 from fiovpn.services.registry import ClientRegistry
-from fiovpn.settings import ServerSettings, load, load_server, server_config_file
+from fiovpn.settings import (
+    ServerSettings,
+    load,
+    load_server,
+    server_config_file,
+    server_overrides,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("fiovpn.server")
@@ -208,7 +214,7 @@ def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     ctx = service.ServerContext.from_settings(settings, api=api)
     # HA: admins caught up from the active, each with this server's forced command
     ctx.admin_keys = AdminKeys.of_server(settings, _config_file(config))
-    code = service.Daemon(ctx).run(once=once)
+    code = service.Daemon(ctx, overrides=server_overrides(flags)).run(once=once)
     doc = ctx.state.load_status() or {}
     human = None
     if once:

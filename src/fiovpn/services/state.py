@@ -150,20 +150,29 @@ class StateCache:
         finally:
             os.close(fd)
 
-    def save_effective(self, record: dict[str, Any], *, pid: int, started_at: str) -> None:
+    def save_effective(self, record: dict[str, Any], *, pid: int, started_at: str,
+                       overrides: dict[str, Any] | None = None) -> None:
         """The daemon's effective settings (flags, env and TOML merged): what a CLI
-        applies with when no daemon runs, so policy never depends on the process."""
+        applies with when no daemon runs, so policy never depends on the process.
+        ``overrides``: those of them its command line and environment set (not the
+        settings file), so a CLI can tell a flag from a settings-file edit since."""
         self._ensure_dir()
-        atomic_write(self.effective_path,
-                     json.dumps({"pid": pid, "started_at": started_at, "settings": record},
-                                indent=1) + "\n", mode=0o600)
+        doc: dict[str, Any] = {"pid": pid, "started_at": started_at, "settings": record}
+        if overrides is not None:
+            doc["overrides"] = overrides
+        atomic_write(self.effective_path, json.dumps(doc, indent=1) + "\n", mode=0o600)
 
     def load_effective(self) -> dict[str, Any] | None:
+        data = self.load_effective_document()
+        return None if data is None else dict(data["settings"])
+
+    def load_effective_document(self) -> dict[str, Any] | None:
+        """All of ``effective.json`` (``settings``, ``overrides`` when recorded, ``pid``,
+        ``started_at``), or None."""
         data = self._load(self.effective_path)
         if data is None or not isinstance(data.get("settings"), dict):
             return None
-        settings: dict[str, Any] = data["settings"]
-        return settings
+        return data
 
     def save_devices(self, rows: list[WireguardIp], saved_at: str) -> bool:
         """Keep ``rows`` as the last good device list; False when it was already kept.

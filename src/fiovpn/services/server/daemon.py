@@ -96,6 +96,9 @@ class Daemon:
     stopping: bool = False
     passes: int = 0
     web: Web | None = None
+    # the settings its command line and environment set (``server_overrides``),
+    # recorded with the effective ones; None: not known (a library caller)
+    overrides: dict[str, Any] | None = None
 
     def _bind_web(self) -> Web | None:
         """The HTTP listener of ``--http`` (bound now, serving after the first
@@ -165,7 +168,7 @@ class Daemon:
         ctx = self.ctx
         ctx.daemon = True
         ctx.state.save_effective(settings_record(ctx.settings), pid=os.getpid(),
-                                 started_at=iso(ctx.clock()))
+                                 started_at=iso(ctx.clock()), overrides=self.overrides)
         server = ControlServer(ctx.settings.state_dir, lambda req: dispatch(ctx, req))
         server.start()
         return server

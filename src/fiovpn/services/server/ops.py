@@ -16,11 +16,13 @@ without a running daemon), and call ``ask(settings, "my.op", {...})``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fiovpn.adapters.fs import file_signature
@@ -266,19 +268,73 @@ def dispatch(ctx: ServerContext, req: Request) -> dict[str, Any]:
 # --------------------------------------------------------------------------- caller
 
 
-def effective_settings(settings: ServerSettings) -> ServerSettings:
-    """The settings the daemon of ``settings.state_dir`` recorded (its command-line
-    flags included), else ``settings`` (no daemon ever ran there)."""
-    state = StateCache(settings.state_dir)
-    record = state.load_effective()
-    if record is None:
+# Settings that say which interface, addresses, keys, table and registry the live
+# state is: the last daemon set it up with its own; a CLI applying with others
+# would leave it half moved, so it refuses and asks for the daemon to be started.
+IDENTITY = ("interface", "subnet", "address", "client_pool", "port", "private_key",
+            "nft_table", "clients_file", "ha_vip", "ha_peer")
+
+
+def _changes(old: ServerSettings, new: ServerSettings) -> list[tuple[str, Any, Any]]:
+    return [(f.name, getattr(old, f.name), getattr(new, f.name))
+            for f in dataclasses.fields(ServerSettings)
+            if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def _said(changes: list[tuple[str, Any, Any]]) -> str:
+    return ", ".join(f"{name.replace('_', '-')} {old} -> {new}" for name, old, new in changes)
+
+
+def effective_settings(settings: ServerSettings, *, recorded_in: Path | None = None
+                       ) -> ServerSettings:
+    """What a CLI applies with when no daemon runs: the settings the last daemon
+    recorded in its state dir (``recorded_in``, default ``settings.state_dir``),
+    its command-line flags included, else ``settings`` (no daemon ever ran there).
+
+    ``settings`` is what the settings file says now. When the daemon recorded which
+    settings its command line and environment set (``overrides``), a settings-file
+    edit since it started is told apart from a flag: the CLI applies the settings
+    the daemon would run with if started now with the same command line (and says
+    what changed), or refuses when the change moves the live state elsewhere
+    (``IDENTITY``): only the daemon, started again, moves it whole."""
+    where = settings.state_dir if recorded_in is None else recorded_in
+    state = StateCache(where)
+    doc = state.load_effective_document()
+    if doc is None:
         return settings
+    source = str(state.effective_path)
     try:
-        recorded = settings_from_record(record, source=str(state.effective_path))
+        recorded = settings_from_record(doc["settings"], source=source)
     except BadInput as exc:
         log.warning("ignoring %s: %s", state.effective_path, exc)
         return settings
-    return recorded if recorded.state_dir == settings.state_dir else settings
+    if os.path.realpath(recorded.state_dir) != os.path.realpath(where):
+        return settings  # copied from another server's state dir: not this one's
+    overrides = doc.get("overrides")
+    if not isinstance(overrides, dict):
+        return recorded  # an older daemon: flags and file edits cannot be told apart
+    try:
+        now = settings_from_record({**settings_record(settings), **overrides}, source=source)
+    except BadInput as exc:
+        raise PermanentError(f"the settings file and the last daemon's command line "
+                             f"({source}) no longer fit together: {exc.message}",
+                             code="settings_changed",
+                             hint="fix the settings file, then start the daemon") from None
+    changes = _changes(recorded, now)
+    if not changes:
+        return recorded
+    who = f"the daemon (pid {doc.get('pid')}, started {doc.get('started_at')})"
+    moved = [c for c in changes if c[0] in IDENTITY]
+    if moved:
+        raise PermanentError(
+            f"the settings changed since {who} set up the live state: {_said(moved)}; "
+            "with no daemon running, this command will not apply them to half of it",
+            code="settings_changed",
+            hint="start the daemon (systemctl start fiovpn-<factory>) so that it moves "
+                 "to the new settings, then retry; or undo the settings-file edit")
+    log.warning("the settings changed since %s recorded them: %s; applying the current "
+                "ones, as the daemon will when it starts", who, _said(changes))
+    return now
 
 
 def _daemon_settings(settings: ServerSettings, found: Announced) -> ServerSettings:
@@ -343,7 +399,9 @@ def ask(settings: ServerSettings, op: str, params: Mapping[str, Any] | None = No
                 base = settings if last is None else last.settings
                 with StateCache(base.state_dir).cli_lock() as mine:
                     if mine:
-                        eff = effective_settings(base)
+                        eff = effective_settings(settings, recorded_in=base.state_dir)
+                        if eff.state_dir != base.state_dir:
+                            eff = base  # its effective.json is gone: its entry says
                         ctx = (build or ServerContext.from_settings)(eff)
                         return dispatch(ctx, Request(op, dict(params or {}), requester))
         # A daemon holds the lock but its socket does not answer yet: it is starting.
