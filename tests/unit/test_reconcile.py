@@ -852,3 +852,47 @@ def test_the_daemon_tunes_its_process_at_start(
     settings, fake, api = env
     assert svc.Daemon(ctx_for(settings, fake, api)).run(once=True) == 0
     assert gc_thresholds.get_threshold() == daemon_module.GC_THRESHOLDS
+
+
+def test_a_reader_editing_the_last_status_rows_changes_no_later_pass(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """The status rows of an unchanged pass are reused: what the web page or a
+    scrape does with the rows it reads must not reach the next status file."""
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    assert ctx.last_status is not None
+    for row in ctx.last_status["peers"]:
+        row["name"] = "edited"
+        row["latest_handshake"] = 1
+    svc.reconcile_once(ctx)  # an idle pass: the same peers, the same dump
+    on_disk = json.loads((settings.state_dir / "status.json").read_text())
+    assert {p["name"] for p in on_disk["peers"]} == {"dev-a", "dev-b"}
+    assert {p["name"] for p in ctx.last_status["peers"]} == {"dev-a", "dev-b"}
+
+
+def test_the_daemons_status_page_shows_the_last_pass_without_a_dump_of_its_own(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    svc.reconcile_once(ctx)
+    # that pass added the peers: its dump (read before) is not the interface now
+    before = len(fake.runner.calls)
+    first = daemon_module._status_now(ctx)
+    assert ("wg", "show", "fvtest0", "dump") in [c for c, _ in fake.runner.calls[before:]]
+    assert {p["name"]: p["on_interface"] for p in first["peers"]} == {"dev-a": True,
+                                                                      "dev-b": True}
+    svc.reconcile_once(ctx)  # nothing to change
+    before = len(fake.runner.calls)
+    doc = daemon_module._status_now(ctx)
+    assert fake.runner.calls[before:] == []  # no `wg show dump`, no `ip link show`
+    assert doc["interface_up"] is True
+    assert {p["name"]: p["on_interface"] for p in doc["peers"]} == {"dev-a": True,
+                                                                    "dev-b": True}
+    # the same document `server status --json` gives (which reads the interface)
+    live = svc.status(settings, runner=fake.runner)
+    assert live["peers"] == doc["peers"]
+    # (FakeWg's dump names a new interface key each time)
+    skip = {"daemon_running", "public_key"}
+    assert {k: v for k, v in live.items() if k not in skip} == {
+        k: v for k, v in doc.items() if k not in skip}

@@ -7,7 +7,7 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fiovpn.errors import TemporaryError
@@ -15,7 +15,7 @@ from fiovpn.errors import TemporaryError
 WRITE_CHUNK = 1 << 20  # characters encoded at a time by atomic_write
 
 
-def atomic_write(path: Path, data: str | bytes | list[str], *, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: str | bytes | Iterable[str], *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory + rename.
 
     Readers see either the old or the new file, never a half-written one. The

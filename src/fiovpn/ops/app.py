@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from fiovpn.core.peerrows import PeerRows
 from fiovpn.ops.dashboard import dashboard_document, page, refresh_seconds
 from fiovpn.ops.metrics import CONTENT_TYPE, DaemonMetrics
 from fiovpn.ops.view import StatusFn, StatusView
@@ -43,8 +44,11 @@ def allowed_source(host: str | None, status: dict[str, Any] | StatusFn) -> bool:
         status = status()
     if str(addr) == status.get("server_address"):
         return True
+    peers = status.get("peers") or ()
+    if isinstance(peers, PeerRows):  # the daemon's last pass: no dict per peer
+        return str(addr) in peers.client_ips()
     return any(p.get("kind") == "client" and p.get("ip") == str(addr)
-               for p in status.get("peers") or () if isinstance(p, dict))
+               for p in peers if isinstance(p, dict))
 
 
 def _json_bytes(data: Any) -> bytes:

@@ -11,7 +11,7 @@ collected from a :class:`~fiovpn.ops.view.StatusView` at scrape time.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from fiovpn.core.peerrows import PeerRows
 from fiovpn.core.presence import online_without_vpn, parse_time
 from fiovpn.errors import api_error_code  # the `code` label: last_error_code's codes
 from fiovpn.ops.view import StatusView
@@ -59,22 +60,26 @@ class PeerExposition:
     check it against what the library writes for the same samples.
     """
 
-    def render(self, peers: list[dict[str, Any]]) -> str:
+    def render(self, peers: Sequence[dict[str, Any]]) -> str:
         return b"".join(self.render_parts(peers)).decode()
 
-    def render_parts(self, peers: list[dict[str, Any]]) -> list[bytes]:
+    def render_parts(self, peers: Sequence[dict[str, Any]]) -> list[bytes]:
         """The text as encoded pieces, a family at a time (at 50,000 peers each
         whole-text copy is 12 MB of the daemon's peak memory)."""
-        labels = [_labels(p.get("kind"), p.get("name"), p.get("ip")) for p in peers]
+        if isinstance(peers, PeerRows):  # the daemon's last pass: no dict per peer
+            samples: list[tuple[Any, ...]] = list(peers.samples())
+        else:
+            samples = [(p.get("kind"), p.get("name"), p.get("ip"), p.get("latest_handshake"),
+                        p.get("rx"), p.get("tx")) for p in peers if isinstance(p, dict)]
+        labels = [_labels(s[0], s[1], s[2]) for s in samples]
         parts: list[bytes] = []
-        for (name, kind, text), field in zip(PEER_FAMILIES, ("latest_handshake", "rx", "tx"),
-                                             strict=True):
+        for (name, kind, text), index in zip(PEER_FAMILIES, (3, 4, 5), strict=True):
             parts.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n".encode())
             # the hot loop at 50,000 peers: kept plain on purpose (a positive int, the
             # usual value, without a call)
             parts.append("".join([
-                f"{name}{label}{v if type(v := p.get(field)) is int and v > 0 else _int(v)}\n"
-                for label, p in zip(labels, peers, strict=True)]).encode())
+                f"{name}{label}{v if type(v := s[index]) is int and v > 0 else _int(v)}\n"
+                for label, s in zip(labels, samples, strict=True)]).encode())
         return parts
 
 
@@ -105,13 +110,16 @@ class StateCollector(Collector):
         now = self.view.clock()
         counts = {"client": 0, "device": 0}
         device_handshakes: dict[str, float | None] = {}
-        for p in doc.get("peers") or ():
-            if not isinstance(p, dict):
-                continue
-            kind = "client" if p.get("kind") == "client" else "device"
+        peers = doc.get("peers") or ()
+        samples: Iterable[tuple[Any, ...]] = (
+            peers.samples() if isinstance(peers, PeerRows)
+            else ((p.get("kind"), p.get("name"), p.get("ip"), p.get("latest_handshake"))
+                  for p in peers if isinstance(p, dict)))
+        for s in samples:
+            kind = "client" if s[0] == "client" else "device"
             counts[kind] += 1
-            if kind == "device" and p.get("name"):
-                device_handshakes[str(p["name"])] = _int(p.get("latest_handshake")) or None
+            if kind == "device" and s[1]:
+                device_handshakes[str(s[1])] = _int(s[3]) or None
         by_kind = GaugeMetricFamily("fiovpn_peers", "Peers the server holds, by kind.",
                                     labels=["kind"])
         for kind, n in counts.items():
@@ -176,5 +184,5 @@ class DaemonMetrics:
         text = generate_latest(self.registry)
         if self.view is None:
             return text
-        peers = [p for p in self.view.snapshot().get("peers") or () if isinstance(p, dict)]
-        return b"".join([text, *self.peers.render_parts(peers)])
+        return b"".join([text, *self.peers.render_parts(self.view.snapshot().get("peers")
+                                                        or ())])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import atomic_write
 from fiovpn.core.keys import Key
+from fiovpn.core.peerrows import PeerRows
 from fiovpn.core.peers import Peer, ip_text
 from fiovpn.errors import PermanentError
 
@@ -203,8 +205,17 @@ class StateCache:
     def save_status(self, status: dict[str, Any]) -> None:
         self._ensure_dir()
         # compact: at 5,000 peers this file is rewritten on every poll
-        atomic_write(self.status_path, [json.dumps(status, separators=(",", ":")), "\n"],
-                     mode=0o600)
+        peers = status.get("peers")
+        if not isinstance(peers, PeerRows):
+            atomic_write(self.status_path, [json.dumps(status, separators=(",", ":")), "\n"],
+                         mode=0o600)
+            return
+        # the rows written a few thousand at a time, no dict each (50,000 a poll)
+        head = json.dumps({k: v for k, v in status.items() if k != "peers"},
+                          separators=(",", ":"))
+        atomic_write(self.status_path,
+                     itertools.chain([head[:-1], "," if len(head) > 2 else "", '"peers":'],
+                                     peers.json_chunks(), ["}\n"]), mode=0o600)
 
     def load_status(self) -> dict[str, Any] | None:
         return self._load(self.status_path)

@@ -18,6 +18,7 @@ from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import TableModel
 from fiovpn.core.keys import Key, public_key
+from fiovpn.core.peerrows import PeerRows
 from fiovpn.core.peers import DesiredPeers, Peer
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError
@@ -62,7 +63,7 @@ class ServerContext:
     last_hosts_peers: list[Peer] | None = None  # the peers the hosts memo was made from
     last_order: tuple[list[Peer], list[Peer]] | None = None  # peers, in status order
     # (those peers in order, the dump, their status rows): reused while both are the same
-    last_peers_json: tuple[list[Peer], WgDump | None, list[dict[str, Any]]] | None = None
+    last_peers_json: tuple[list[Peer], WgDump | None, PeerRows] | None = None
     daemon: bool = False  # True in the daemon process (its pid goes into status.json)
     forwarding_on: bool = False  # switched on (or found on) after the firewall applied
     registry_guard: RegistryGuard = field(default_factory=RegistryGuard, repr=False,
@@ -72,6 +73,8 @@ class ServerContext:
     # Called after every pass with its report and duration (the daemon's metrics).
     on_pass: Callable[[ReconcileReport, float], None] | None = None
     last_status: dict[str, Any] | None = None  # the status document of the last pass
+    # the interface as the last pass read it, when that pass changed no peer
+    last_dump: WgDump | None = None
     access_state: AccessState | None = field(default=None, repr=False, compare=False)
     # grants.json as an op of this process last wrote it (already applied)
     trusted_grants: tuple[int, int, int, int] | None = None

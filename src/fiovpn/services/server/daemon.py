@@ -109,8 +109,9 @@ class Daemon:
         from fiovpn.ops.serve import build_web  # uvicorn and starlette only when asked
 
         ctx = self.ctx
-        web = build_web(listen, status_fn=lambda: status(ctx.settings,
-                                                         document=ctx.last_status),
+        # the dashboard and /api/status show the last pass (its dump too), as a
+        # scrape does: no `wg show dump` of their own
+        web = build_web(listen, status_fn=lambda: _status_now(ctx),
                         state_dir=ctx.settings.state_dir, interval=ctx.settings.interval,
                         api=ctx.api, snapshot_fn=lambda: _snapshot(ctx))
 
@@ -304,6 +305,14 @@ class Daemon:
         log.info("daemon stopped; interface %s and its peers stay up",
                  self.ctx.settings.interface)
         return 0
+
+
+def _status_now(ctx: ServerContext) -> dict[str, Any]:
+    """``server status --json`` from the last pass: its document and, when that pass
+    changed no peer, its dump (else the interface is read now)."""
+    doc, dump = ctx.last_status, ctx.last_dump
+    return status(ctx.settings, runner=ctx.wg.runner, document=doc,
+                  dump=dump if doc is not None else None)
 
 
 def _snapshot(ctx: ServerContext) -> dict[str, Any]:

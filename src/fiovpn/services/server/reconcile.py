@@ -372,6 +372,8 @@ def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
     ctx.last_notes = frozenset(notes)
     report.status = status_document(ctx, report, dump, peers)
     ctx.last_status = report.status
+    # read before this pass's changes: not what the interface holds now
+    ctx.last_dump = None if report.changes else dump
     try:
         ctx.state.save_status(report.status)
     except OSError as exc:

@@ -13,7 +13,8 @@ from typing import Any
 from fiovpn.adapters.runner import Runner, SubprocessRunner, pid_alive
 from fiovpn.adapters.wireguard import WireGuard
 from fiovpn.core.keys import Key, public_key
-from fiovpn.core.peers import Peer, ip_text
+from fiovpn.core.peerrows import PeerRows
+from fiovpn.core.peers import Peer
 from fiovpn.core.registry import ClientEntry
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError
@@ -32,10 +33,10 @@ def _status_order(p: Peer) -> tuple[str, int]:
     return (p.kind, int(p.ip))
 
 
-def _peers_json(ctx: ServerContext, dump: WgDump | None, peers: list[Peer]
-                ) -> list[dict[str, Any]]:
-    """The status file's peers with this pass's handshakes and traffic: the hot part
-    of a pass at 50,000 peers (the sort is remembered while the peers stay the same)."""
+def _peers_json(ctx: ServerContext, dump: WgDump | None, peers: list[Peer]) -> PeerRows:
+    """The status file's peers with this pass's handshakes and traffic (the sort is
+    remembered while the peers stay the same, the rows while the dump does too:
+    they are immutable, each read builds its own dicts)."""
     last = ctx.last_order
     if last is not None and peers == last[0]:
         ordered = last[1]
@@ -45,26 +46,9 @@ def _peers_json(ctx: ServerContext, dump: WgDump | None, peers: list[Peer]
     memo = ctx.last_peers_json
     if memo is not None and memo[0] is ordered and memo[1] is dump:
         return memo[2]  # same peers, same dump object (an idle interface): same rows
-    rows = _rows(ordered, dump)
+    rows = PeerRows(ordered, dump)
     ctx.last_peers_json = (ordered, dump, rows)
     return rows
-
-
-def _rows(ordered: list[Peer], dump: WgDump | None) -> list[dict[str, Any]]:
-    live = {d.public_key.text: d for d in dump.peers} if dump else {}
-    out: list[dict[str, Any]] = []
-    add = out.append
-    for p in ordered:
-        key = p.public_key.text
-        d = live.get(key)
-        if d is None:
-            add({"kind": p.kind, "name": p.name, "ip": ip_text(p.ip), "public_key": key,
-                 "latest_handshake": None, "rx": 0, "tx": 0, "endpoint": None})
-        else:
-            add({"kind": p.kind, "name": p.name, "ip": ip_text(p.ip), "public_key": key,
-                 "latest_handshake": d.latest_handshake or None, "rx": d.rx, "tx": d.tx,
-                 "endpoint": d.endpoint})
-    return out
 
 
 def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
@@ -113,11 +97,15 @@ def status_document(ctx: ServerContext, report: ReconcileReport, dump: WgDump | 
 
 
 def status(settings: ServerSettings, *, runner: Runner | None = None,
-           document: dict[str, Any] | None = None) -> dict[str, Any]:
+           document: dict[str, Any] | None = None, dump: WgDump | None = None
+           ) -> dict[str, Any]:
     """The daemon's last status with live handshake and traffic figures.
 
     ``document``: the daemon's last status document when the caller holds it
-    (the daemon's own web page), instead of reading ``status.json``.
+    (the daemon's own web page), instead of reading ``status.json``; ``dump``:
+    the interface as that pass read it (at most one poll old), instead of a
+    ``wg show dump`` of its own (at 50,000 peers that read takes longer than a
+    page or an ``/api/status`` answer may).
 
     Shape: ``{"factory", "interface", "server_address", "public_key", "port",
     "daemon_running", "interface_up", "last_sync", "last_success", "last_error",
@@ -128,15 +116,17 @@ def status(settings: ServerSettings, *, runner: Runner | None = None,
     """
     doc = document if document is not None else (
         StateCache(settings.state_dir).load_status() or {})
-    wg = WireGuard(runner or SubprocessRunner(), wireguard_go=settings.wireguard_go)
-    dump: WgDump | None = None
-    up = wg.interface_exists(settings.interface)
     error = None
-    if up:
-        try:
-            dump = wg.show_dump(settings.interface)
-        except FiovpnError as exc:
-            error = str(exc)
+    if dump is not None:
+        up = True
+    else:
+        wg = WireGuard(runner or SubprocessRunner(), wireguard_go=settings.wireguard_go)
+        up = wg.interface_exists(settings.interface)
+        if up:
+            try:
+                dump = wg.show_dump(settings.interface)
+            except FiovpnError as exc:
+                error = str(exc)
     live = dump.by_key() if dump else {}
     peers: list[dict[str, Any]] = []
     seen: set[str] = set()
