@@ -263,3 +263,21 @@ def test_set_element_deltas_change_only_elements_and_keep_the_session(pair: Pair
         cli.wait()
         srv.wait()
         nft.delete_table("fiovpn")
+
+
+def test_the_generation_token_reads_back_from_the_kernels_table(pair: Pair) -> None:
+    """What tells a later process that the table is the one its saved model went to."""
+    from fiovpn.core.firewall import GENERATION_SET, render_full, table_model
+
+    nft = Nft(SubprocessRunner(netns=pair.server_ns))
+    model = table_model(FirewallPolicy("fiovpn", pair.server_if, SERVER_IP),
+                        [pair.live, *_others(300)], now=0)
+    nft.apply(render_full(model, 0, "0123456789abcdef"))
+    assert nft.table_generation("fiovpn", GENERATION_SET) == "0123456789abcdef"
+    assert nft.table_generation("nosuchtable", GENERATION_SET) is None
+    nft.apply(render_full(model, 0, "fedcba9876543210"))  # replaced whole
+    assert nft.table_generation("fiovpn", GENERATION_SET) == "fedcba9876543210"
+    nft.apply(render_full(model, 0))  # without a token: none
+    assert nft.table_generation("fiovpn", GENERATION_SET) is None
+    nft.delete_table("fiovpn")
+    assert nft.table_generation("fiovpn", GENERATION_SET) is None

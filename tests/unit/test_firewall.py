@@ -167,3 +167,38 @@ def test_deltas_change_only_elements() -> None:
     assert "add element inet fiovpn client_ips { 10.42.42.200 timeout 250000ms }" in delta
     gone = table_model(pol, [c, d1], AccessRules(client_ends={c.ip: 200}), now=250)
     assert "delete element" not in (render_delta(e1, gone, 250) or "")
+
+
+def test_a_saved_model_reads_back_as_the_same_model() -> None:
+    import json
+
+    import pytest
+
+    from fiovpn.core.firewall import (
+        AccessRules,
+        model_from_json,
+        model_to_json,
+        render_delta,
+        table_model,
+    )
+
+    access = AccessRules(
+        device_groups={A("10.42.42.2"): "lab"},
+        client_groups={A("10.42.42.201"): ("lab",)},
+        client_ends={A("10.42.42.201"): 1005},
+        group_grants=((A("10.42.42.200"), "lab", 1010),),
+        device_grants=((A("10.42.42.200"), A("10.42.42.2"), 1003),))
+    peers = [*PEERS, Peer("client", "bob", KeyPair.generate().public, A("10.42.42.201"))]
+    model = table_model(FirewallPolicy("fiovpn", "factory", A("10.42.42.1")), peers, access,
+                        now=1000)
+    back = model_from_json(json.loads(json.dumps(model_to_json(model))))
+    assert back == model
+    assert back.sets["device_group"]["10.42.42.2"] == (None, "jump grp_lab")
+    assert back.sets["client_ips"]["10.42.42.201"] == (1005, None)
+    assert render_delta(back, model, 1000) == ""
+    for bad in ({}, {"table": "fiovpn", "structure": "x", "sets": {"s": {"keys": [1],
+                                                                          "items": []}}},
+                {"table": "fiovpn", "structure": "x",
+                 "sets": {"s": {"keys": [], "items": [["k", "soon", None]]}}}):
+        with pytest.raises(ValueError):
+            model_from_json(bad)

@@ -896,3 +896,81 @@ def test_the_daemons_status_page_shows_the_last_pass_without_a_dump_of_its_own(
     skip = {"daemon_running", "public_key"}
     assert {k: v for k, v in live.items() if k not in skip} == {
         k: v for k, v in doc.items() if k not in skip}
+
+
+class KernelTable:
+    """The generation token of the table the fake kernel holds: the one in the last
+    whole-table ruleset (``made_again`` stands for a table deleted and made anew)."""
+
+    def __init__(self, fake: FakeWg) -> None:
+        self.fake = fake
+        self.gone = False
+        self.made_again = False
+        fake.runner.handlers.insert(0, (("nft", "-j", "list", "set", "inet", "fiovpn",
+                                         "generation"), self.reply))
+
+    def reply(self, argv: Sequence[str], _input: str | None) -> tuple[int, str]:
+        import re
+        full = [r for r in self.fake.rulesets if "delete table" in r]
+        found = re.search(r'set generation \{[^}]*comment "([0-9a-f]+)"', full[-1]) \
+            if full else None
+        if self.gone or found is None:
+            return 1, "Error: No such file or directory"
+        token = "0" * 16 if self.made_again else found.group(1)
+        return 0, json.dumps({"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {
+            "family": "inet", "name": "generation", "table": "fiovpn", "type": "ipv4_addr",
+            "handle": 2, "comment": token}}]})
+
+
+def test_a_new_process_changes_the_firewall_by_elements_from_the_saved_model(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """A `--once` pass (or a restarted daemon) brings the table it finds to the new
+    peers by element deltas, when the table is the one the saved model went to."""
+    settings, fake, api = env
+    kernel = KernelTable(fake)
+    assert svc.reconcile_once(ctx_for(settings, fake, api)).ok
+    assert "delete table inet fiovpn" in fake.rulesets[-1]  # the first: whole
+    saved = json.loads((settings.state_dir / "firewall.json").read_text())
+    assert f'comment "{saved["generation"]}"' in fake.rulesets[-1]
+
+    api.rows[1] = row("dev-b", 9, K[1])  # dev-b moves to 10.42.42.9
+    assert svc.reconcile_once(ctx_for(settings, fake, api)).ok
+    delta = fake.rulesets[-1]
+    assert "delete table" not in delta
+    assert "delete element inet fiovpn device_ips { 10.42.42.3 }" in delta
+    assert "add element inet fiovpn device_ips { 10.42.42.9 }" in delta
+
+    # the table was deleted and made again since (another token): replaced whole
+    kernel.made_again = True
+    api.rows[1] = row("dev-b", 10, K[1])
+    assert svc.reconcile_once(ctx_for(settings, fake, api)).ok
+    assert "delete table inet fiovpn" in fake.rulesets[-1]
+    assert "elements = { 10.42.42.2, 10.42.42.10 }" in fake.rulesets[-1]
+    kernel.made_again = False
+
+    # no table at all: replaced whole too
+    kernel.gone = True
+    api.rows[1] = row("dev-b", 11, K[1])
+    assert svc.reconcile_once(ctx_for(settings, fake, api)).ok
+    assert "delete table inet fiovpn" in fake.rulesets[-1]
+    kernel.gone = False
+    # an unreadable model: replaced whole
+    (settings.state_dir / "firewall.json").write_text("{not json")
+    api.rows[1] = row("dev-b", 12, K[1])
+    assert svc.reconcile_once(ctx_for(settings, fake, api)).ok
+    assert "delete table inet fiovpn" in fake.rulesets[-1]
+
+
+def test_no_model_is_left_behind_when_the_firewall_change_fails(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    settings, fake, api = env
+    KernelTable(fake)
+    ctx = ctx_for(settings, fake, api)
+    assert svc.reconcile_once(ctx).ok
+    assert (settings.state_dir / "firewall.json").exists()
+    fake.runner.handlers.insert(0, (("nft", "-f", "-"), lambda a, i: (1, "Error: boom")))
+    api.rows[1] = row("dev-b", 9, K[1])
+    report = svc.reconcile_once(ctx)
+    assert any("firewall" in e for e in report.errors)
+    # the kernel may hold either table: the next process must replace it whole
+    assert not (settings.state_dir / "firewall.json").exists()

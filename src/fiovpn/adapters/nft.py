@@ -7,6 +7,7 @@ off again: other things on the host may rely on it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,24 @@ class Nft:
                 raise
             raise PermanentError(f"nft refused the ruleset: {errors[0]}",
                                  code="firewall_failed") from None
+
+    def table_generation(self, table: str, set_name: str) -> str | None:
+        """The comment of set ``set_name`` of table ``inet <table>`` (the token the
+        table was made with), or None when there is no such table or set."""
+        result = self.runner.run(["nft", "-j", "list", "set", "inet", table, set_name],
+                                 check=False, timeout=30.0)
+        if not result.ok:
+            return None
+        try:
+            items = json.loads(result.stdout)["nftables"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        for item in items if isinstance(items, list) else ():
+            found = item.get("set") if isinstance(item, dict) else None
+            if isinstance(found, dict) and found.get("name") == set_name:
+                comment = found.get("comment")
+                return comment if isinstance(comment, str) and comment else None
+        return None
 
     def delete_table(self, table: str) -> None:
         self.runner.run(["nft", "delete", "table", "inet", table], check=False)

@@ -39,6 +39,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any
 
 from fiovpn.core.peers import Peer, ip_text
 
@@ -116,6 +117,40 @@ class TableModel:
     sets: Mapping[str, Elements]
 
 
+def model_to_json(model: TableModel) -> dict[str, Any]:
+    """``model`` as JSON values (elements without timeout or value as bare keys:
+    50,000 device addresses are a list of strings)."""
+    sets: dict[str, Any] = {}
+    for name, elems in model.sets.items():
+        keys = [k for k, item in elems.items() if item == (None, None)]
+        items = [[k, end, value] for k, (end, value) in elems.items()
+                 if end is not None or value is not None]
+        sets[name] = {"keys": keys, "items": items}
+    return {"table": model.table, "structure": model.structure, "sets": sets}
+
+
+def model_from_json(data: Any) -> TableModel:
+    """The model ``model_to_json`` wrote; ``ValueError`` when it is not one."""
+    try:
+        sets: dict[str, Elements] = {}
+        for name, elems in data["sets"].items():
+            out: Elements = dict.fromkeys(elems["keys"], (None, None))
+            for key, end, value in elems["items"]:
+                if not isinstance(key, str) or not (end is None or isinstance(end, int)) \
+                        or not (value is None or isinstance(value, str)):
+                    raise ValueError(f"bad element {key!r} in set {name}")
+                out[key] = (end, value)
+            if not all(isinstance(k, str) for k in out):
+                raise ValueError(f"bad element in set {name}")
+            sets[str(name)] = out
+        table, structure = data["table"], data["structure"]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a firewall model: {exc}") from None
+    if not isinstance(table, str) or not isinstance(structure, str):
+        raise ValueError("not a firewall model: table or structure is not text")
+    return TableModel(table, structure, sets)
+
+
 def _marker(name: str) -> str:
     return f"\t\t@elements {name}@"
 
@@ -154,12 +189,24 @@ def render_ruleset(policy: FirewallPolicy, peers: Iterable[Peer],
     return render_full(table_model(policy, peers, access, now=now), now)
 
 
-def render_full(model: TableModel, now: float) -> str:
-    """The whole table, replaced in one transaction (``add``; ``delete``; the table)."""
+GENERATION_SET = "generation"  # an empty set whose comment names the table's making
+
+
+def render_full(model: TableModel, now: float, generation: str | None = None) -> str:
+    """The whole table, replaced in one transaction (``add``; ``delete``; the table).
+
+    ``generation``: a token for this making of the table, kept in the comment of
+    an empty set (read back by ``nft list set``, which stays quick however many
+    elements the table holds): a later process knows the kernel's table is the
+    one its saved model describes, not one deleted and made again since."""
     out: list[str] = [f"add table inet {model.table}\n",
                       f"delete table inet {model.table}\n"]
     for line in model.structure.splitlines():
-        if line.startswith("\t\t@elements "):
+        if generation is not None and line == f"table inet {model.table} {{":
+            out.append(line + "\n")
+            out.append(f"\tset {GENERATION_SET} {{\n\t\ttype ipv4_addr\n"
+                       f'\t\tcomment "{generation}"\n\t}}\n')
+        elif line.startswith("\t\t@elements "):
             elems = model.sets[line.strip()[len("@elements "):-1]]
             if elems:
                 out.append("\t\telements = { " + ", ".join(

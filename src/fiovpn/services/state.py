@@ -21,6 +21,7 @@ from typing import Any
 
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import atomic_write
+from fiovpn.core.firewall import TableModel, model_from_json, model_to_json
 from fiovpn.core.keys import Key
 from fiovpn.core.peerrows import PeerRows
 from fiovpn.core.peers import Peer, ip_text
@@ -30,6 +31,7 @@ log = logging.getLogger("fiovpn.server")
 
 DEVICES_FILE = "devices.json"
 STATUS_FILE = "status.json"
+FIREWALL_FILE = "firewall.json"  # the nft table as this server last applied it
 LOCK_FILE = "daemon.lock"
 EFFECTIVE_FILE = "effective.json"
 CLI_HOLDER = "cli"  # what a CLI applying without a daemon writes into the lock file
@@ -216,6 +218,34 @@ class StateCache:
         atomic_write(self.status_path,
                      itertools.chain([head[:-1], "," if len(head) > 2 else "", '"peers":'],
                                      peers.json_chunks(), ["}\n"]), mode=0o600)
+
+    @property
+    def firewall_path(self) -> Path:
+        return self.directory / FIREWALL_FILE
+
+    def save_firewall(self, model: TableModel, generation: str) -> None:
+        """The nft table as last applied (``generation``: the token of the kernel's
+        table it went to)."""
+        self._ensure_dir()
+        atomic_write(self.firewall_path, json.dumps(
+            {"generation": generation, **model_to_json(model)}, separators=(",", ":")),
+            mode=0o600)
+
+    def drop_firewall(self) -> None:
+        """Forget the applied table (before changing it: a crash in between leaves
+        no model that may differ from the kernel's table)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.firewall_path.unlink()
+
+    def load_firewall(self) -> tuple[TableModel, str] | None:
+        data = self._load(self.firewall_path)
+        if data is None or not isinstance(data.get("generation"), str):
+            return None
+        try:
+            return model_from_json(data), data["generation"]
+        except ValueError as exc:
+            log.warning("ignoring unreadable firewall model %s: %s", self.firewall_path, exc)
+            return None
 
     def load_status(self) -> dict[str, Any] | None:
         return self._load(self.status_path)

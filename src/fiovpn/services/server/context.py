@@ -55,6 +55,8 @@ class ServerContext:
     last_rows: list[WireguardIp] | None = None
     last_firewall: tuple[object, ...] | None = None
     last_model: TableModel | None = None  # the nft table this process last applied
+    last_model_generation: str | None = None  # the token that table was made with
+    saved_model_checked: bool = False  # the model an earlier process saved, looked at
     last_desired: tuple[tuple[object, ...], DesiredPeers] | None = None
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None

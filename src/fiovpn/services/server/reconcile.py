@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +21,7 @@ from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.adapters.fs import file_signature
 from fiovpn.core.addresses import VpnNetwork
 from fiovpn.core.firewall import (
+    GENERATION_SET,
     FirewallPolicy,
     TableModel,
     render_delta,
@@ -191,34 +193,60 @@ def _learn_groups(ctx: ServerContext, report: ReconcileReport) -> None:
 
 def _apply_firewall(ctx: ServerContext, report: ReconcileReport, model: TableModel) -> None:
     """Bring the nft table to ``model``: by set-element deltas when only elements
-    changed since this process last applied it (one transaction: all or nothing;
-    the table, its chains and conntrack stay), else by replacing the whole table
-    atomically (the first time, a changed shape, or a delta the kernel refused)."""
+    changed since it was last applied (one transaction: all or nothing; the table,
+    its chains and conntrack stay), else by replacing the whole table atomically
+    (the first time, a changed shape, or a delta the kernel refused).
+
+    What was last applied is this process's memo, else the model an earlier
+    process (a ``--once`` pass, a restarted daemon) saved, when the kernel's table
+    is still the one it went to (its generation token: not deleted and made again
+    since)."""
     s = ctx.settings
     now = ctx.clock()
+    if not ctx.saved_model_checked:
+        ctx.saved_model_checked = True
+        saved = ctx.state.load_firewall()
+        if saved is not None and ctx.last_model is None \
+                and ctx.nft.table_generation(s.nft_table, GENERATION_SET) == saved[1]:
+            ctx.last_model, ctx.last_model_generation = saved
     delta = render_delta(ctx.last_model, model, now) if ctx.last_model is not None else None
     if delta == "":
         ctx.last_model = model
         return
+    # gone until the new table is in place: a crash in between leaves no model that
+    # may differ from the kernel's table (the next process replaces it whole)
+    ctx.state.drop_firewall()
     if delta is not None:
         try:
             ctx.nft.apply(delta)
         except FiovpnError as exc:
             log.warning("firewall delta refused (%s): replacing the whole table", exc)
         else:
-            ctx.last_model = model
-            report.firewall_applied = True
+            _applied(ctx, report, model, ctx.last_model_generation)
             log.info("firewall table %s: %d element statement(s) applied%s", s.nft_table,
                      delta.count("\n"), f" ({report.cause})" if report.cause else "")
             return
-    ctx.nft.apply(render_full(model, now))
-    ctx.last_model = model
-    report.firewall_applied = True
+    generation = secrets.token_hex(8)
+    ctx.nft.apply(render_full(model, now, generation))
+    _applied(ctx, report, model, generation)
     sizes = {name: len(elems) for name, elems in model.sets.items()}
     log.info("firewall table %s applied (%d clients, %d devices%s)%s", s.nft_table,
              sizes.get("client_ips", 0), sizes.get("device_ips", 0),
              ", device-to-device allowed" if s.allow_device_to_device else "",
              f" ({report.cause})" if report.cause else "")
+
+
+def _applied(ctx: ServerContext, report: ReconcileReport, model: TableModel,
+             generation: str | None) -> None:
+    """``model`` is in the kernel's table made with ``generation``: remembered, and
+    saved for the next process when that token is known."""
+    ctx.last_model, ctx.last_model_generation = model, generation
+    report.firewall_applied = True
+    if generation is not None:
+        try:
+            ctx.state.save_firewall(model, generation)
+        except OSError as exc:  # the next process replaces the table whole
+            log.warning("cannot write %s: %s", ctx.state.firewall_path, exc)
 
 
 def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
