@@ -57,6 +57,7 @@ from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, PermanentError, TemporaryError
 from fiovpn.services.admins import Admin, AdminKeys, this_program
 from fiovpn.services.ha_journal import StandbyJournal, StandbyLines, journal_digest
+from fiovpn.services.ha_registry import registry_digest_of, registry_text
 from fiovpn.services.journal import JOURNAL_FILE, Journal
 from fiovpn.settings import ServerSettings
 
@@ -265,13 +266,6 @@ def journal_bytes(path: Path) -> bytes:
         return b""
 
 
-def registry_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        return ""
-
-
 def state_text(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -290,7 +284,8 @@ def state_files(settings: ServerSettings) -> dict[str, str]:
 
 
 def registry_sha(path: Path) -> str:
-    return registry_digest(registry_text(path))
+    """The registry's digest, the file read again only when it changed."""
+    return registry_digest_of(path).digest()
 
 
 def write_registry_text(path: Path, text: str) -> bool:
@@ -380,10 +375,12 @@ def state_message(settings: ServerSettings, *, endpoints: dict[str, str] | None 
     """Everything the standby keeps identical: the registry and grants (``registry``
     / ``files`` False: not resent), the managed admins, the journal beyond the
     peer's copy (``peer_journal``), and the peers' endpoints when given."""
-    text = registry_text(settings.clients_file)
+    digests = registry_digest_of(settings.clients_file)
+    # not resent: its digest only, which reads nothing while the file is unchanged
+    text, sha = digests.read() if registry else (None, digests.digest())
     taken = taken_mark(HaFiles(settings.state_dir).state().get("standby_taken"))
     return SyncMessage(time.time(), current_role(settings), endpoints or {},
-                       text if registry else None, registry_digest(text),
+                       text, sha,
                        state_files(settings) if files else {}, admins_of(settings),
                        journal_digest(journal_path(settings)).update_for(peer_journal),
                        taken)

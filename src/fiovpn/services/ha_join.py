@@ -22,7 +22,7 @@ from fiovpn.adapters.ssh import SshClient, SshOptions, parse_ha_peer
 from fiovpn.core.ha import registry_digest
 from fiovpn.core.keys import Key, public_key
 from fiovpn.errors import BadInput, PermanentError
-from fiovpn.services.ha import registry_text
+from fiovpn.services.ha_registry import registry_text
 from fiovpn.settings import ServerSettings, load, load_toml, render_toml
 
 EXPORT_VERSION = 1
