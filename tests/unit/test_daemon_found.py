@@ -184,3 +184,17 @@ def test_the_cli_reads_and_changes_through_that_daemon(
         assert isinstance(listed, list) and [e["name"] for e in listed] == ["bob"]
     assert all(D2D in r for r in _whole_tables(fake))
     assert not toml.state_dir.exists()
+
+
+def test_a_daemon_writing_into_a_named_namespace_is_matched_there(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    """A daemon whose runner enters `ip netns` NAME owns the interface there, not
+    one of that name in the CLI's own namespace."""
+    toml, _fake, _api = env
+    run = RunDir(toml.run_dir)
+    theirs = replace(toml, state_dir=tmp_path / "s2", clients_file=tmp_path / "c2")
+    with run.announce(theirs, started_at="1", netns="fvnotthere") as entry:
+        assert entry.netns == netns_id("fvnotthere") != netns_id()
+        with run.no_daemon_starts():
+            assert run.find(toml)[0] is None
+            assert run.find(replace(toml, state_dir=theirs.state_dir))[0] is not None

@@ -45,13 +45,14 @@ ENTRY_SUFFIX = ".json"
 LOCK_TIMEOUT = 30.0  # a CLI's apply without a daemon takes well under a second
 
 
-def netns_id() -> str:
-    """This process's network namespace (device and inode of its ns file): interface
-    names and nft tables are per namespace, files are not."""
+def netns_id(name: str | None = None) -> str:
+    """A network namespace's identity (device and inode of its ns file): this
+    process's, or the named one (``ip netns``) its runner writes the interface in.
+    Interface names and nft tables are per namespace, files are not."""
     try:
-        st = os.stat("/proc/self/ns/net")
+        st = os.stat(f"/run/netns/{name}" if name else "/proc/self/ns/net")
     except OSError:
-        return "unknown"
+        return f"unknown:{name or ''}"
     return f"{st.st_dev}:{st.st_ino}"
 
 
@@ -184,10 +185,12 @@ class RunDir:
         return (running[0] if running else None), last
 
     @contextlib.contextmanager
-    def announce(self, settings: ServerSettings, *, started_at: str) -> Iterator[Announced]:
-        """The daemon's entry, written and held for as long as the ``with`` lasts.
+    def announce(self, settings: ServerSettings, *, started_at: str,
+                 netns: str | None = None) -> Iterator[Announced]:
+        """The daemon's entry, written and held for as long as the ``with`` lasts
+        (``netns``: the named namespace its interface is in, when not its own).
         Refused when another running daemon owns any of the same live state."""
-        here = netns_id()
+        here = netns_id(netns)
         with self._locked(fcntl.LOCK_EX, "a fiovpn command is applying a change"):
             for entry in self.entries():
                 shared = entry.shares(settings, here)

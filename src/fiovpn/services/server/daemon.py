@@ -179,7 +179,10 @@ class Daemon:
         reading other settings (no ``--state-dir`` of ours) still finds it, and a
         second daemon owning the same interface, table or registry is refused."""
         s = self.ctx.settings
-        return RunDir(s.run_dir).announce(s, started_at=iso(self.ctx.clock()))
+        # a runner into a named namespace (benchmarks): the interface is there
+        netns = getattr(self.ctx.wg.runner, "netns", None)
+        return RunDir(s.run_dir).announce(s, started_at=iso(self.ctx.clock()),
+                                          netns=netns if isinstance(netns, str) else None)
 
     def _grants_signature(self) -> tuple[int, int, int, int] | None:
         return file_signature(self.ctx.access.grants.path)
