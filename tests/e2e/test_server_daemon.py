@@ -210,6 +210,60 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
         restart_daemon(lab)
 
 
+def test_a_daemon_with_its_state_dir_only_on_its_command_line_is_the_only_writer(
+        lab: Lab, engineer: Engineer) -> None:
+    """The CLI found the daemon through `state-dir` in server.toml only: with
+    `--state-dir` on the daemon's command line it wrote the interface and the nft
+    table itself next to the running daemon, without the daemon's flags. Now the
+    daemon announces itself in run-dir and the CLI (another process) asks it."""
+    a, b = dev(lab, "device1"), dev(lab, "device2")
+    table = lab.server.settings.get("nft-table", "fiovpn")
+    other = lab.server.home / "state-from-the-command-line"
+    toml_state = lab.server.state_dir
+    widen(lab, a, True)
+    widen(lab, b, True)
+    restart_daemon(lab, "--state-dir", str(other), "--allow-device-to-device")
+    key = str(KeyPair.generate().public)
+    try:
+        assert (other / "control.sock").exists() and a.ping("10.42.42.3")
+        before = {p.name: p.stat().st_mtime_ns for p in toml_state.iterdir()}
+        tables: list[str] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                out = lab.server.run(["nft", "list", "table", "inet", table], check=False)
+                tables.append(out.stdout if out.ok else f"failed: {out.stderr}")
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        added = lab.server.fiovpn("server", "clients", "add", "--public-key", key,
+                                  "--name", "found")
+        time.sleep(1.0)
+        stop.set()
+        watcher.join(timeout=10)
+        assert "Applied by the daemon (pid" in added.stdout, added.stdout
+        assert "uses state directory" in added.stderr and str(other) in added.stderr
+        assert key in lab.server.peers()
+        assert len(tables) > 5 and all("device-to-device allowed" in t for t in tables)
+        assert status(lab)["daemon_running"] is True  # status reads the daemon's state
+        # the CLI wrote nothing in server.toml's state dir (no lock, no apply of its own)
+        assert {p.name: p.stat().st_mtime_ns for p in toml_state.iterdir()} == before
+        log = lab.server.daemon_log()
+        assert any("peer added: client 'found'" in ln for ln in log.splitlines())
+        # a second daemon on the same interface (server.toml's state dir) is refused
+        second = lab.server.fiovpn("server", "daemon", "--config",
+                                   str(lab.server.config_path), "--once", check=False)
+        assert second.returncode == 1 and "already runs with the same" in second.stderr
+        assert key in lab.server.peers() and a.ping("10.42.42.3")
+    finally:
+        lab.server.fiovpn("server", "clients", "remove", "--public-key", key, check=False)
+        widen(lab, a, False)
+        widen(lab, b, False)
+        restart_daemon(lab)
+
+
 def test_enabling_a_device_in_the_factory_makes_it_reachable(lab: Lab,
                                                              engineer: Engineer) -> None:
     c = dev(lab, "device3")
