@@ -154,8 +154,8 @@ def test_two_running_daemons_matching_one_cli_are_refused_naming_both(
 
 def test_the_cli_reads_and_changes_through_that_daemon(
         env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """`server status`, `clients add` and `clients list` through the real CLI, with a
-    server.toml that does not have the daemon's --state-dir."""
+    """`server status`, `clients add/list` and `access grant/list` through the real
+    CLI, with a server.toml that does not have the daemon's --state-dir."""
     from click.testing import CliRunner
 
     from fiovpn.cli.main import cli
@@ -182,6 +182,10 @@ def test_the_cli_reads_and_changes_through_that_daemon(
         assert key in fake.peers
         listed = run("clients", "list")
         assert isinstance(listed, list) and [e["name"] for e in listed] == ["bob"]
+        grant = run("access", "grant", "--name", "bob", "--device", "dev-a", "--for", "1h")
+        assert isinstance(grant, dict) and grant["device"] == "dev-a"
+        grants = run("access", "list")  # read from the daemon's state dir
+        assert isinstance(grants, list) and [g["device"] for g in grants] == ["dev-a"]
     assert all(D2D in r for r in _whole_tables(fake))
     assert not toml.state_dir.exists()
 

@@ -69,6 +69,7 @@ def grants_service(settings: ServerSettings) -> AccessGrants:
     from fiovpn.services import server as service
     from fiovpn.services.server.ops import access_grants
 
+    settings = service.live_settings(settings)  # the running daemon's state dir
     return access_grants(service.ServerContext.from_settings(settings),
                          server_actor(settings.clients_file))
 
