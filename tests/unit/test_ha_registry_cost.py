@@ -114,3 +114,37 @@ def test_an_identity_written_in_the_same_tick_is_not_trusted(
     path.write_text("b\n")  # the identity (as faked) unchanged
     assert digests.digest() == registry_digest("a\n" if trusted else "b\n")
     assert digests.reads == (1 if trusted else 2)
+
+
+def test_the_standby_reads_its_registry_only_after_it_changed(
+        settings: ServerSettings, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Each `ha-receive` is a new process: the identity and digest it last had are
+    kept in its HA state file, trusted while the registry is as it was then."""
+    from fiovpn.core.ha import SyncMessage
+    from fiovpn.services.admins import AdminKeys
+
+    standby = standby_of(settings)
+    monkeypatch.setattr(ha_registry, "RACY_NS", -LATER)  # as if written long ago
+
+    def receive(message: SyncMessage) -> str:
+        monkeypatch.setattr(ha_registry, "_digests", {})  # a new process each copy
+        answer = ha.receive(standby, message, admins=AdminKeys(
+            standby.authorized_keys, ["/usr/bin/fiovpn"], None))
+        return str(answer["registry_sha"])
+
+    text = _registry(3000)
+    assert receive(SyncMessage(time.time(), "active", {}, text, registry_digest(text))) \
+        == registry_digest(text)
+    spy = ReadSpy(monkeypatch, standby.clients_file)
+    unchanged = SyncMessage(time.time(), "active", {}, None, registry_digest(text))
+    for _ in range(3):
+        assert receive(unchanged) == registry_digest(text)
+    assert spy.reads == 0  # was: the whole registry read and hashed every copy
+    time.sleep(0.05)  # past the kernel's timestamp tick
+    edited = text.replace(" c0\n", " cX\n", 1)
+    standby.clients_file.write_text(edited)  # by another hand, in place
+    assert receive(unchanged) == registry_digest(edited)  # so the active resends it
+    assert spy.reads == 1
+    # a mark that is not one is ignored, not trusted
+    ha.HaFiles(standby.state_dir).update_state(registry_mark=["x", 1, 2, 3, "sha"])
+    assert receive(unchanged) == registry_digest(edited)

@@ -187,8 +187,13 @@ def receive(settings: ServerSettings, message: SyncMessage, *,
     own = StandbyLines(settings.state_dir)
     if message.standby_taken is not None:
         own.acknowledge(message.standby_taken)  # they are in the journal part just taken
-    files.update_state(last_received=now, last_received_sent=message.sent)
-    return {"role": role, "registry_sha": registry_sha(settings.clients_file),
+    # each copy is a new process here: the registry is read only when it changed
+    digests = registry_digest_of(settings.clients_file)
+    digests.seed(files.state().get("registry_mark"))
+    sha = digests.digest()
+    files.update_state(last_received=now, last_received_sent=message.sent,
+                       registry_mark=digests.mark())
+    return {"role": role, "registry_sha": sha,
             "registry_written": wrote, "endpoints": len(message.endpoints),
             "files_sha": files_digest(state_files(settings)),
             "admins_sha": admins_digest(admins_of(settings)),

@@ -9,6 +9,11 @@ only when that identity changed. Every way the registry changes moves it: an
 atomic replace (``ClientRegistry``, the HA copy) is a new inode, an edit in
 place a new ctime (which no one can set back).
 
+The standby answers every copy with its registry's digest, from a new process
+each time (``ha-receive`` over SSH): it keeps the identity and digest it last
+had (``mark``) in its HA state file and trusts it (``seed``) while the file is
+as it was then, so it reads its registry only after a change too.
+
 A change within the filesystem's timestamp granularity of the last read could
 keep the identity, so an identity younger than ``RACY_NS`` is not trusted: the
 next copy reads the file again (as git does with its index). A changed registry
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fiovpn.adapters.fs import file_signature
 from fiovpn.core.ha import registry_digest
@@ -55,6 +61,21 @@ class RegistryDigest:
             if sig is not None and self._known is not None and self._known[0] == sig:
                 return self._known[1]
             return self._read(sig)[1]
+
+    def mark(self) -> list[Any] | None:
+        """The identity and digest remembered, to keep for a later process."""
+        with self._lock:
+            return None if self._known is None else [*self._known[0], self._known[1]]
+
+    def seed(self, mark: Any) -> None:
+        """Trust ``mark`` (an earlier process's ``mark()``) while the file still has
+        its identity; anything else is ignored."""
+        if not (isinstance(mark, list) and len(mark) == 5 and isinstance(mark[4], str)
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in mark[:4])):
+            return
+        with self._lock:
+            if self._known is None:
+                self._known = ((mark[0], mark[1], mark[2], mark[3]), mark[4])
 
     def read(self) -> tuple[str, str]:
         """The registry's text, read now, and its digest (remembered for ``digest``)."""
