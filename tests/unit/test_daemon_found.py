@@ -154,8 +154,8 @@ def test_two_running_daemons_matching_one_cli_are_refused_naming_both(
 
 def test_the_cli_reads_and_changes_through_that_daemon(
         env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """`server status`, `clients add/list` and `access grant/list` through the real
-    CLI, with a server.toml that does not have the daemon's --state-dir."""
+    """`server status`, `clients add/list`, `access grant/list` and `journal` through
+    the real CLI, with a server.toml that does not have the daemon's --state-dir."""
     from click.testing import CliRunner
 
     from fiovpn.cli.main import cli
@@ -186,6 +186,9 @@ def test_the_cli_reads_and_changes_through_that_daemon(
         assert isinstance(grant, dict) and grant["device"] == "dev-a"
         grants = run("access", "list")  # read from the daemon's state dir
         assert isinstance(grants, list) and [g["device"] for g in grants] == ["dev-a"]
+        journal = run("journal")  # the daemon's journal, where the ops wrote
+        assert isinstance(journal, list)
+        assert [ln["action"] for ln in journal if ln["target"] == "bob"] == ["client_add", "grant"]
     assert all(D2D in r for r in _whole_tables(fake))
     assert not toml.state_dir.exists()
 
@@ -202,3 +205,25 @@ def test_a_daemon_writing_into_a_named_namespace_is_matched_there(
         with run.no_daemon_starts():
             assert run.find(toml)[0] is None
             assert run.find(replace(toml, state_dir=theirs.state_dir))[0] is not None
+
+
+def test_a_refused_admin_command_is_journaled_where_that_daemon_journals(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from fiovpn.cli.main import cli
+    from fiovpn.services.journal import Journal
+
+    toml, _fake, _api = env
+    config = tmp_path / "server.toml"
+    config.write_text(f'interface = "{toml.interface}"\nstate-dir = "{toml.state_dir}"\n'
+                      f'clients-file = "{toml.clients_file}"\n')
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
+    daemon = _command_line(toml, tmp_path)
+    with RunDir(toml.run_dir).announce(daemon, started_at="1"):
+        out = CliRunner(env={"SSH_ORIGINAL_COMMAND": "id"}).invoke(
+            cli, ["server", "--config", str(config), "admin-command", "--name", "mallory"])
+    assert out.exit_code == 2, out.output
+    (line,) = Journal.in_state_dir(daemon.state_dir).read(action="refused")
+    assert line["actor"] == "mallory"
+    assert not (toml.state_dir / "journal.jsonl").exists()

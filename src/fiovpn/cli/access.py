@@ -251,10 +251,12 @@ def admins_list(config: Path | None) -> Result:
 @click.option("--name", required=True)
 def admin_command(config: Path | None, name: str) -> Result:
     """The forced command of an admin's key: runs the checked SSH_ORIGINAL_COMMAND."""
+    from fiovpn.services import server as service
     from fiovpn.services.ha import own_journal
 
     settings = _server_settings(config)
-    journal = own_journal(settings)  # on the HA standby: its own lines, kept apart
+    # on the HA standby: its own lines, kept apart; in the running daemon's state dir
+    journal = own_journal(service.live_settings(settings))
     original = os.environ.get("SSH_ORIGINAL_COMMAND")
     try:
         args = parse_forced_command(original)
@@ -283,7 +285,9 @@ def admin_command(config: Path | None, name: str) -> Result:
                    "revoke, admin_add, admin_remove, peer_add, peer_remove, refused).")
 def journal_cmd(config: Path | None, since: str | None, action: str | None) -> Result:
     """Every change an admin or the daemon made: when, who, what, to whom."""
-    settings = _server_settings(config)
+    from fiovpn.services import server as service
+
+    settings = service.live_settings(_server_settings(config))  # the daemon's journal
     cutoff = time.time() - parse_duration(since, what="--since") if since else None
     # with the lines an HA standby wrote itself that the journal does not have yet
     lines = read_server_journal(settings.state_dir, since=cutoff, action=action)
