@@ -14,6 +14,13 @@
 
 Prints figures; not a timed test. Every probe runs inside a lab namespace.
 
+The fiovpn measured is the one beside the Python running this script, so run it with
+the interpreter users run fiovpn with: a fresh Debian install runs it with Debian's
+/usr/bin/python3 (`/usr/bin/python3 -m venv V && V/bin/pip install -e . &&
+V/bin/python benchmarks/bench_client.py`). The interpreter's own start-up is printed
+in the same turns: it differs a lot between builds (8 ms for Debian's 3.11 here,
+32 ms for a pyenv build with site-packages hooks), and all of it is on fiovpn's side.
+
     python benchmarks/bench_client.py [--repeat 10] [--exec-devices 20]
 """
 
