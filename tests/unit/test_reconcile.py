@@ -122,6 +122,24 @@ class FakeWg:
 
 K = [KeyPair.generate().public for _ in range(10)]
 
+# Tests that arrange the timing themselves (a slow `wg show dump` or `wg set`).
+TIMING = {"test_the_interface_is_read_while_the_desired_peers_are_worked_out",
+          "test_a_large_first_sync_puts_the_firewall_in_place_while_the_peers_are_set",
+          "test_after_a_good_factory_answer_the_firewall_is_applied_while_wg_reads_the_interface"}
+
+
+@pytest.fixture(autouse=True, params=["dump still running", "dump already read"])
+def dump_timing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a pass finds the interface read already once the desired peers are
+    worked out decides the order of its steps (firewall and hosts before or after
+    the interface is read): every test runs both ways, the outcome must not differ."""
+    if request.node.originalname in TIMING:
+        if request.param != "dump still running":
+            pytest.skip("arranges its own timing")
+        return
+    done = request.param == "dump already read"
+    monkeypatch.setattr(reconcile_module._Background, "done", lambda self: done)
+
 
 def row(name: str, n: int, key: Key, enabled: bool = True) -> WireguardIp:
     return WireguardIp(name, A(f"10.42.42.{n}"), enabled, key)
@@ -974,3 +992,45 @@ def test_no_model_is_left_behind_when_the_firewall_change_fails(
     assert any("firewall" in e for e in report.errors)
     # the kernel may hold either table: the next process must replace it whole
     assert not (settings.state_dir / "firewall.json").exists()
+
+
+def test_after_a_good_factory_answer_the_firewall_is_applied_while_wg_reads_the_interface(
+        env: tuple[ServerSettings, FakeWg, FakeApi]) -> None:
+    """At 50,000 peers `wg show dump` takes a while: the firewall and hosts file for
+    the factory's devices need not wait for it."""
+    settings, fake, api = env
+    ctx = ctx_for(settings, fake, api)
+    assert svc.reconcile_once(ctx).ok
+    api.rows[1] = row("dev-b", 9, K[1])
+    firewall = threading.Event()
+    nft = fake._nft
+
+    def nft_reply(argv: Sequence[str], text: str | None) -> str:
+        firewall.set()
+        return nft(argv, text)
+
+    seen: list[bool] = []
+    wait_s = [5.0]
+    dump = fake._dump
+
+    def slow_dump(argv: Sequence[str], text: str | None) -> str:
+        seen.append(firewall.wait(timeout=wait_s[0]))
+        return dump(argv, text)
+
+    fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft_reply))
+    fake.runner.handlers.insert(0, (("wg", "show"), slow_dump))
+    report = svc.reconcile_once(ctx)
+    assert report.ok and [c.action for c in report.changes] == ["update"]
+    assert seen == [True]
+    assert "add element inet fiovpn device_ips { 10.42.42.9 }" in fake.rulesets[-1]
+    assert "10.42.42.9\tdev-b" in settings.hosts_file.read_text()
+    assert fake.peers[str(K[1])]["ips"] == "10.42.42.9/32"
+
+    # the factory failing: what stays depends on the interface, read first
+    api.fail = ApiTemporaryError("factory API answered 503", delay=1.0)
+    firewall.clear()
+    seen.clear()
+    wait_s[0] = 0.5
+    api.rows[1] = row("dev-b", 10, K[1])
+    svc.reconcile_once(ctx)
+    assert seen == [False]  # no firewall before the dump came

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
 
-from fiovpn.adapters.runner import CommandFailed, Runner
+from fiovpn.adapters.runner import CommandFailed, Completed, Runner
 from fiovpn.core.keys import Key
 from fiovpn.core.plan import PeerChange
 from fiovpn.core.wgdump import WgDump, parse_dump
@@ -56,12 +57,27 @@ class WireGuard:
     _last: tuple[str, bytes, WgDump] | None = field(default=None, repr=False, compare=False)
 
     def show_dump(self, iface: str) -> WgDump:
-        return self.parse_dump(iface, self.dump_text(iface))
+        out = self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
+        return self.parse_dump(iface, out)
 
     def dump_text(self, iface: str) -> str:
         """The text of ``wg show IFACE dump`` (only the process: ``parse_dump``
-        turns it into a ``WgDump``, so a caller may read it in another thread)."""
-        return self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
+        turns it into a ``WgDump``, so a caller may read it in another thread).
+
+        ``wg`` writes into a temp file, not a pipe: a pipe holds 64 KiB, and a
+        waiting thread that must take the GIL back for every chunk of 8 MB would
+        hold ``wg`` up while the caller's thread computes."""
+        argv = ["wg", "show", iface, "dump"]
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            code = self.runner.call(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    timeout=30.0)
+            out.seek(0)
+            text = out.read().decode()
+            if code != 0:
+                err.seek(0)
+                raise CommandFailed(Completed(tuple(argv), code, text,
+                                              err.read().decode(errors="replace")))
+        return text
 
     def parse_dump(self, iface: str, out: str) -> WgDump:
         """``out`` (from ``dump_text``) parsed; the last dump's object when the

@@ -32,6 +32,7 @@ from fiovpn.core.ha import STANDBY
 from fiovpn.core.keys import Key
 from fiovpn.core.peers import DISABLED, DesiredPeers, Peer, SkippedPeer, desired_peers
 from fiovpn.core.plan import PeerChange, plan
+from fiovpn.core.registry import ClientEntry
 from fiovpn.core.wgdump import WgDump
 from fiovpn.errors import FiovpnError, TemporaryError
 from fiovpn.services.access import access_rules
@@ -69,6 +70,9 @@ class _Background(Generic[T]):
             self._value = self._fn()
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
     def result(self) -> T:
         self._thread.join()
@@ -290,6 +294,15 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     report.desired = desired
 
     known = _Known(ctx)
+    peers = list(desired.peers)
+    # After a good factory answer the peers do not depend on the interface: while
+    # wg is still reading it (50,000 peers), the firewall and the hosts file are
+    # brought to them meanwhile. (An interface read at once, e.g. the empty one
+    # of a first sync, leaves them to run alongside a large `wg set` instead.)
+    early = authoritative and not reading.done()
+    if early:
+        same_peers = _same_peers(ctx, peers)
+        _firewall_and_hosts(ctx, report, peers, entries, now, rows, same_peers)
     try:
         dump = ctx.wg.parse_dump(s.interface, reading.result())
     except FiovpnError as exc:
@@ -297,19 +310,16 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         _finish(ctx, report, None, list(desired.peers))
         return report
 
-    peers = list(desired.peers)
     if not authoritative:
         peers += _protected(dump, desired, known, ctx.network)
-    # The same peers as the last pass (the usual idle poll: the same Peer objects,
-    # compared by identity first) need none of what is derived from them again;
-    # asked once here (at 50,000 peers an equal list of new objects is a slow compare).
-    same_peers = ctx.last_peers is not None and peers == ctx.last_peers
+    if not early:
+        same_peers = _same_peers(ctx, peers)
     # ... and against the same dump object (an idle interface) as a pass that found
     # nothing to change: nothing to change again.
     idle = same_peers and ctx.last_clean is dump
     changes = [] if idle else plan(peers, dump.peers, known)
     applying: _Background[None] | None = None
-    if len(changes) > BACKGROUND_APPLY:
+    if len(changes) > BACKGROUND_APPLY and not early:
         # many `wg set` processes (a first sync): the firewall and the hosts file
         # are brought up to date meanwhile
         applying = _Background(lambda: ctx.wg.apply(s.interface, changes), "fiovpn-wg-set")
@@ -321,6 +331,31 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
         # last status file is only read when something needs an older name.
         base = known.loaded if known.loaded is not None else {}
         ctx.known = {**base, **{p.public_key: p for p in peers}}
+    if not early:
+        _firewall_and_hosts(ctx, report, peers, entries, now, rows, same_peers)
+    if applying is not None:
+        dump = _apply_peers(ctx, report, changes, dump, applying)
+    # HA: the active journals what both servers do; the standby's journal is the
+    # active's copy (a line of its own would make the copies differ)
+    ctx.access.record(report.changes, expired, write=current_role(s) != STANDBY)
+    ctx.last_peers = peers
+    ctx.last_clean = dump if not changes and not report.errors else None
+    _finish(ctx, report, dump, peers)
+    return report
+
+
+def _same_peers(ctx: ServerContext, peers: list[Peer]) -> bool:
+    """The same peers as the last pass (the usual idle poll: the same Peer objects,
+    compared by identity first): none of what is derived from them is needed again.
+    Asked once a pass (at 50,000 peers an equal list of new objects is a slow compare)."""
+    return ctx.last_peers is not None and peers == ctx.last_peers
+
+
+def _firewall_and_hosts(ctx: ServerContext, report: ReconcileReport, peers: list[Peer],
+                        entries: list[ClientEntry], now: float,
+                        rows: list[WireguardIp] | None, same_peers: bool) -> None:
+    """The nft table (then forwarding) and the hosts block for ``peers``."""
+    s = ctx.settings
     listen = s.http_listen()
     policy = FirewallPolicy(s.nft_table, s.interface, ctx.network.server,
                             s.allow_device_to_device,
@@ -347,23 +382,11 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
             ctx.forwarding_on = True
         except FiovpnError as exc:
             report.errors.append(str(exc))
-
-    if s.factory and (authoritative or rows is not None):
+    if s.factory and (report.api_ok or rows is not None):
         try:
             report.hosts_changed = update_hosts_file(ctx, s.hosts_file, s.factory, peers)
         except OSError as exc:
             report.errors.append(f"cannot update {s.hosts_file}: {exc}")
-
-    if applying is not None:
-        dump = _apply_peers(ctx, report, changes, dump, applying)
-    # HA: the active journals what both servers do; the standby's journal is the
-    # active's copy (a line of its own would make the copies differ)
-    ctx.access.record(report.changes, expired, write=current_role(s) != STANDBY)
-    ctx.last_peers = peers
-    ctx.last_clean = dump if not changes and not report.errors else None
-    _finish(ctx, report, dump, peers)
-    return report
-
 
 
 def _apply_peers(ctx: ServerContext, report: ReconcileReport, changes: list[PeerChange],
