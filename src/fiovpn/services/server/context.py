@@ -60,7 +60,9 @@ class ServerContext:
     last_desired: tuple[tuple[object, ...], DesiredPeers] | None = None
     last_hosts: tuple[object, ...] | None = None
     known: dict[Key, Peer] | None = None
-    last_peers: list[Peer] | None = None  # the peers of the last pass
+    # the peers of the last pass: kept as the pass's list while they stay equal, so
+    # the memos below (made from it) are found by identity, one compare a pass
+    last_peers: list[Peer] | None = None
     last_clean: WgDump | None = None  # its dump, when that pass had nothing to change
     last_hosts_peers: list[Peer] | None = None  # the peers the hosts memo was made from
     last_order: tuple[list[Peer], list[Peer]] | None = None  # peers, in status order

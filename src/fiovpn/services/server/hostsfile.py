@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 
 from fiovpn.adapters.fs import atomic_write
@@ -46,14 +45,17 @@ def _host_name(name: str) -> str | None:
     return host
 
 
-def update_hosts_file(ctx: ServerContext, path: Path, factory: str, peers: Iterable[Peer]
-                  ) -> bool:
-    peers = list(peers)
+def update_hosts_file(ctx: ServerContext, path: Path, factory: str, peers: list[Peer]
+                      ) -> bool:
+    """Bring the factory's block in ``path`` to the devices among ``peers``; True
+    when the file was written. ``peers`` is the pass's list: the same list object as
+    when the block was last made (the reconcile keeps the last pass's list while the
+    peers are equal) and the file untouched since means nothing to do."""
     file_id = _file_id(path)
     last = ctx.last_hosts
-    if (last is not None and ctx.last_hosts_peers is not None and last[0] == factory
-            and last[2] == file_id and peers == ctx.last_hosts_peers):
-        return False  # the same Peer objects as last time, file untouched since
+    if (last is not None and peers is ctx.last_hosts_peers and last[0] == factory
+            and last[2] == file_id):
+        return False  # the same peers as when the block was made, file untouched since
     entries = []
     for p in peers:
         if p.kind == "device" and p.name:

@@ -301,7 +301,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     # of a first sync, leaves them to run alongside a large `wg set` instead.)
     early = authoritative and not reading.done()
     if early:
-        same_peers = _same_peers(ctx, peers)
+        same = _same_peers(ctx, peers)
+        peers, same_peers = same or peers, same is not None
         _firewall_and_hosts(ctx, report, peers, entries, now, rows, same_peers)
     try:
         dump = ctx.wg.parse_dump(s.interface, reading.result())
@@ -313,7 +314,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     if not authoritative:
         peers += _protected(dump, desired, known, ctx.network)
     if not early:
-        same_peers = _same_peers(ctx, peers)
+        same = _same_peers(ctx, peers)
+        peers, same_peers = same or peers, same is not None
     # ... and against the same dump object (an idle interface) as a pass that found
     # nothing to change: nothing to change again.
     idle = same_peers and ctx.last_clean is dump
@@ -344,11 +346,15 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     return report
 
 
-def _same_peers(ctx: ServerContext, peers: list[Peer]) -> bool:
-    """The same peers as the last pass (the usual idle poll: the same Peer objects,
-    compared by identity first): none of what is derived from them is needed again.
-    Asked once a pass (at 50,000 peers an equal list of new objects is a slow compare)."""
-    return ctx.last_peers is not None and peers == ctx.last_peers
+def _same_peers(ctx: ServerContext, peers: list[Peer]) -> list[Peer] | None:
+    """The last pass's list when ``peers`` equals it (the usual idle poll: the same
+    Peer objects, compared by identity first), else None.
+
+    Asked once a pass: what is derived from the peers (the hosts block, the status
+    order) is remembered against that list object, so a pass that goes on with it
+    finds those memos by identity, without comparing 50,000 peers again."""
+    last = ctx.last_peers
+    return last if last is not None and peers == last else None
 
 
 def _firewall_and_hosts(ctx: ServerContext, report: ReconcileReport, peers: list[Peer],

@@ -35,10 +35,11 @@ def _status_order(p: Peer) -> tuple[str, int]:
 
 def _peers_json(ctx: ServerContext, dump: WgDump | None, peers: list[Peer]) -> PeerRows:
     """The status file's peers with this pass's handshakes and traffic (the sort is
-    remembered while the peers stay the same, the rows while the dump does too:
-    they are immutable, each read builds its own dicts)."""
+    remembered for the same list of peers, which the reconcile keeps while they
+    are equal; the rows while the dump stays the same too: they are immutable,
+    each read builds its own dicts)."""
     last = ctx.last_order
-    if last is not None and peers == last[0]:
+    if last is not None and peers is last[0]:
         ordered = last[1]
     else:
         ordered = sorted(peers, key=_status_order)
