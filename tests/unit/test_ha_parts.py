@@ -906,6 +906,49 @@ def test_the_standbys_lines_sent_again_after_a_lost_answer_are_taken_once(
     assert ha.take_standby_lines(a, {"standby_lines": fresh}) == 1
 
 
+def test_a_journal_the_active_cannot_write_fails_neither_the_copy_nor_the_lines(
+        settings: ServerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The standby's own lines reach a full disk on the active: the copy (endpoints,
+    registry) still counts as done, the sync thread is not killed by the error,
+    and the lines are taken once the journal can be written again."""
+    a = settings
+    b = standby_of(a)
+    link = ReceivingLink(b)
+    node = ha.HaNode(a, WireGuard(FakeWg({}).runner), link=link)  # type: ignore[arg-type]
+    assert node.sync_once()
+    _refuse_on(b, tmp_path, "sh -c id")
+    real = Journal.write_raw
+
+    def full_disk(self: Journal, data: bytes) -> None:
+        if self.path.parent == a.state_dir:
+            raise OSError(28, "No space left on device")
+        real(self, data)
+
+    monkeypatch.setattr(Journal, "write_raw", full_disk)
+    with caplog.at_level("WARNING", logger="fiovpn.server"):
+        assert node.sync_once()  # was: OSError out of sync_once (the thread died)
+    assert node.last_sync_error is None
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+    assert Journal.in_state_dir(a.state_dir).read(action="refused") == []
+    monkeypatch.setattr(Journal, "write_raw", real)
+    assert node.sync_once() and node.sync_once()
+    (line,) = Journal.in_state_dir(a.state_dir).read(action="refused")
+    assert line["detail"]["command"] == "sh -c id"
+
+
+def test_a_standby_part_without_its_offset_is_refused_not_raised(
+        settings: ServerSettings, caplog: pytest.LogCaptureFixture) -> None:
+    part = {"file": "1:2:abc", "data": '{"action":"refused"}\n'}
+    with caplog.at_level("WARNING", logger="fiovpn.server"):
+        assert ha.take_standby_lines(settings, {"standby_lines": part}) == 0  # was KeyError
+        for offset in (-1, "0", True, None):
+            assert ha.take_standby_lines(
+                settings, {"standby_lines": {**part, "offset": offset}}) == 0
+    assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 5
+    assert not (settings.state_dir / "journal.jsonl").exists()
+
+
 def test_a_standby_that_becomes_active_puts_its_own_lines_in_its_journal(
         settings: ServerSettings, tmp_path: Path) -> None:
     b = standby_of(settings)

@@ -123,9 +123,9 @@ def standby_part(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("data"), str) \
             or not isinstance(value.get("file"), str):
         raise ValueError("standby_lines")
-    offset = int(value["offset"])
-    if offset < 0:
-        raise ValueError("standby_lines offset")
+    offset = value.get("offset")  # missing: a ValueError too, never a KeyError
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError(f"standby_lines offset {offset!r}")
     return {"file": value["file"], "offset": offset, "data": value["data"]}
 
 

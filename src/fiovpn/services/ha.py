@@ -416,7 +416,11 @@ def send_state(link: PeerLink, settings: ServerSettings, message: SyncMessage
 def take_standby_lines(settings: ServerSettings, reply: dict[str, Any]) -> int:
     """The standby's own journal lines from its ``reply``, appended to our journal
     (each saying which server wrote it) once: how far we took them is kept, and
-    sent with the next copy so the standby stops sending them. How many lines."""
+    sent with the next copy so the standby stops sending them. How many lines.
+
+    Never raises: the copy itself went through (a failure here must not count as
+    a failed copy, stop the sync thread or fail an admin's confirmed change); lines
+    not recorded as taken come again with the next answer."""
     try:
         part = standby_part(reply.get("standby_lines"))
     except (TypeError, ValueError) as exc:
@@ -432,12 +436,23 @@ def take_standby_lines(settings: ServerSettings, reply: dict[str, Any]) -> int:
         for line in lines:
             detail = line.get("detail")
             line["detail"] = {**(detail if isinstance(detail, dict) else {}), "server": server}
-        Journal(journal_path(settings)).write_raw("".join(
-            json.dumps(line, separators=(",", ":"), default=str) + "\n"
-            for line in lines).encode())
+        try:
+            Journal(journal_path(settings)).write_raw("".join(
+                json.dumps(line, separators=(",", ":"), default=str) + "\n"
+                for line in lines).encode())
+        except OSError as exc:
+            log.warning("cannot add %d journal line(s) of the HA standby %s to %s: %s "
+                        "(they come again with its next answer)", len(lines),
+                        settings.ha_peer, journal_path(settings), exc)
+            return 0
         log.info("%d journal line(s) of the standby %s added to the journal", len(lines),
                  settings.ha_peer)
-    files.update_state(standby_taken=[part["file"], end])
+    try:
+        files.update_state(standby_taken=[part["file"], end])
+    except (OSError, FiovpnError) as exc:
+        log.warning("cannot record in %s how far the journal lines of the HA standby %s "
+                    "were taken: %s (its next answer may add them again)",
+                    files.state_path, settings.ha_peer, exc)
     return len(lines)
 
 
