@@ -10,7 +10,8 @@ neither reads the whole file for it:
   of the journal, one with a new line reads that line;
 - the standby (``StandbyJournal``) writes its copy only through ``take``, so it
   keeps the mark it last wrote, with the file's identity (device, inode, size,
-  mtime), in ``ha-journal.json`` and trusts it while the file is as it left it.
+  mtime, ctime: a tool that sets the mtime back cannot set the ctime back), in
+  ``ha-journal.json`` and trusts it while the file is as it left it.
 
 Drift stays detected: a standby copy changed any other way (a split brain, a
 restore, a hand edit) no longer matches its identity, is hashed once, its mark no
@@ -159,8 +160,10 @@ class StandbyJournal:
             return EMPTY_MARK
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             saved = json.loads(self.mark_path.read_text())
-            if [saved["dev"], saved["ino"], saved["size"], saved["mtime_ns"]] == [
-                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]:
+            # a mark recorded without the ctime (the version before) is read once
+            if [saved["dev"], saved["ino"], saved["size"], saved["mtime_ns"],
+                    saved["ctime_ns"]] == [st.st_dev, st.st_ino, st.st_size,
+                                           st.st_mtime_ns, st.st_ctime_ns]:
                 return int(saved["size"]), str(saved["sha"])
         # changed by another hand (or never recorded): read it once
         mark = journal_mark(self.path.read_bytes())
@@ -177,7 +180,8 @@ class StandbyJournal:
                 return
             atomic_write(self.mark_path, json.dumps(
                 {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
-                 "mtime_ns": st.st_mtime_ns, "sha": mark[1]}) + "\n", mode=0o600)
+                 "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                 "sha": mark[1]}) + "\n", mode=0o600)
         except OSError:
             with contextlib.suppress(OSError):
                 self.mark_path.unlink(missing_ok=True)
