@@ -67,6 +67,16 @@ def test_enable_unit_dir_is_a_flag_written_to_the_settings_and_printed(
         human.stdout.split())
 
 
+def test_daemon_help_names_the_run_dir_setting_it_has_no_flag_for() -> None:
+    """The setting that decides whether a CLI finds the daemon has no flag: the help
+    page is where someone running `server daemon --state-dir X` learns of it."""
+    result = CliRunner().invoke(cli, ["server", "daemon", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "run-dir" in text and "/run/fiovpn" in text and "$FIOVPN_RUN_DIR" in text
+    assert "second daemon" in text
+
+
 def test_enable_help_says_where_the_unit_goes() -> None:
     result = CliRunner().invoke(cli, ["server", "enable", "--help"])
     text = " ".join(result.stdout.split())

@@ -208,6 +208,13 @@ def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     Creates the interface if missing (kernel WireGuard, else wireguard-go),
     then reconciles every interval and within a second of a clients-file edit.
     SIGTERM/SIGINT stop it cleanly; the interface and its tunnels stay up.
+
+    It says that it runs in the run directory (setting run-dir, default
+    /run/fiovpn, in the settings file or $FIOVPN_RUN_DIR; no flag), so every
+    `fiovpn server` command finds it and asks it, even one without this
+    command line's --state-dir, --interface or --clients-file. A second daemon
+    with the same state directory, clients file, interface or nft table is
+    refused.
     """
     settings = _settings(config, **flags)
     api = service.build_api(settings)
