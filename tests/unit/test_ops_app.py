@@ -98,3 +98,22 @@ def test_listen_parse() -> None:
                 "10.42.42.1:70000"):
         with pytest.raises(BadInput):
             Listen.parse(bad)
+
+
+def test_metrics_of_many_peers_stream_in_pieces_that_make_the_whole_text() -> None:
+    from fiovpn.ops import metrics as metrics_module
+
+    peers = [{"kind": "device", "name": f"d{i}", "ip": f"10.42.{i // 250}.{i % 250 + 2}",
+              "public_key": f"k{i}", "latest_handshake": i, "rx": i, "tx": 2 * i}
+             for i in range(metrics_module.CHUNK * 2 + 1)]
+    status = {**STATUS, "peers": peers}
+    view = StatusView(lambda: status, Path("/nonexistent"), interval=2)
+    metrics = DaemonMetrics(view)
+    pieces = list(metrics.render_chunks())
+    assert len(pieces) == 1 + 3 * (1 + 3)  # the library's part; per family a head, 3 pieces
+    assert max(len(p) for p in pieces) < len(b"".join(pieces)) / 4
+    r = client(status=status).get("/metrics")
+    assert r.status_code == 200 and "content-length" not in r.headers  # streamed
+    assert r.content == metrics.render()
+    assert f'fiovpn_peers{{kind="device"}} {len(peers)}.0' in r.text
+    assert r.text.count("fiovpn_peer_transmit_bytes_total{") == len(peers)
