@@ -1013,15 +1013,18 @@ def test_after_a_good_factory_answer_the_firewall_is_applied_while_wg_reads_the_
     wait_s = [5.0]
     dump = fake._dump
 
+    cached: list[bool] = []
+
     def slow_dump(argv: Sequence[str], text: str | None) -> str:
         seen.append(firewall.wait(timeout=wait_s[0]))
+        cached.append("10.42.42.9" in (settings.state_dir / "devices.json").read_text())
         return dump(argv, text)
 
     fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft_reply))
     fake.runner.handlers.insert(0, (("wg", "show"), slow_dump))
     report = svc.reconcile_once(ctx)
     assert report.ok and [c.action for c in report.changes] == ["update"]
-    assert seen == [True]
+    assert seen == [True] and cached == [True]  # the device cache is written meanwhile too
     assert "add element inet fiovpn device_ips { 10.42.42.9 }" in fake.rulesets[-1]
     assert "10.42.42.9\tdev-b" in settings.hosts_file.read_text()
     assert fake.peers[str(K[1])]["ips"] == "10.42.42.9/32"

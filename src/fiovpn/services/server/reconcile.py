@@ -97,6 +97,12 @@ def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[Wireguar
         return cached
     report.api_ok = True
     ctx.last_api_success = report.at
+    return rows
+
+
+def _keep_devices(ctx: ServerContext, report: ReconcileReport, rows: list[WireguardIp]
+                  ) -> None:
+    """A good factory answer becomes the last good device list (the state cache)."""
     if rows != ctx.last_rows:
         try:
             ctx.state.save_devices(rows, report.at)
@@ -104,7 +110,6 @@ def _fetch_devices(ctx: ServerContext, report: ReconcileReport) -> list[Wireguar
         except OSError as exc:
             report.errors.append(f"cannot write the state cache in {ctx.state.directory}: "
                                  f"{exc}")
-    return rows
 
 
 
@@ -261,6 +266,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     # on the other core) while the desired peers are worked out here.
     # Only the process runs in the worker: what Python allocates stays in this thread.
     reading = _Background(lambda: ctx.wg.dump_text(s.interface), "fiovpn-wg-dump")
+    if authoritative and rows is not None:
+        _keep_devices(ctx, report, rows)
 
     try:
         sig = file_signature(s.clients_file)
