@@ -308,6 +308,14 @@ def server_config_file(config: Path | None = None,
     return Path(env[SERVER_CONFIG_ENV]) if env.get(SERVER_CONFIG_ENV) else None
 
 
+def server_settings_file(config: Path | None = None,
+                         env: Mapping[str, str] | None = None) -> Path:
+    """The settings file a server command reads (``server_config_file``, else the
+    default, which may not exist), absolute: what the daemon records with its
+    effective settings, so a CLI can tell an edit of that file from another file."""
+    return (server_config_file(config, env) or DEFAULT_SERVER_CONFIG).absolute()
+
+
 def load_server(flags: Mapping[str, Any], config: Path | None = None,
                 env: Mapping[str, str] | None = None) -> ServerSettings:
     env = os.environ if env is None else env

@@ -115,3 +115,110 @@ def test_server_overrides_are_the_flags_and_env_given() -> None:
              "allow_device_to_device": True, "once": True}
     assert server_overrides(flags, env={"FIOVPN_FACTORY": "acme", "FIOVPN_JOURNAL": "x"}) == {
         "state_dir": "/srv/state", "allow_device_to_device": True, "factory": "acme"}
+
+
+# --- the daemon read another settings file than the CLI ----------------------------------
+
+
+def _ran_from(settings: ServerSettings, fake: FakeWg, api: FakeApi, settings_file: Path
+              ) -> None:
+    """A daemon ran with ``settings``, all of them from ``settings_file`` (its
+    `--config`), stopped."""
+    running = RunningDaemon(settings, fake, api)
+    running.daemon.overrides = {}
+    running.ctx.state.settings_file = str(settings_file)
+    with running:
+        pass
+
+
+def test_a_cli_reading_another_settings_file_applies_the_daemons_settings(
+        env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    """The daemon runs with `--config acme.toml` (d2d on there); an admin forgets
+    `--config`: the default file says nothing of d2d. That is not an edit since the
+    daemon started: the CLI must not drop the d2d rule from the live table."""
+    toml, fake, api = env
+    _ran_from(replace(toml, allow_device_to_device=True), fake, api, tmp_path / "acme.toml")
+    assert json.loads((toml.state_dir / "effective.json").read_text())["settings_file"] == \
+        str(tmp_path / "acme.toml")  # recorded by the daemon
+    before = len(fake.rulesets)
+    answer = svc.ask(toml, "clients.add", {"public_key": str(KeyPair.generate().public)},
+                     build=lambda s: _ctx(s, fake), settings_file=tmp_path / "server.toml")
+    assert answer["applied"]["by"] == "cli"
+    tables = _tables(fake, before)
+    assert tables and all(D2D in r for r in tables)  # was: dropped
+    said = [r.getMessage() for r in caplog.records if "read its settings from" in r.getMessage()]
+    assert said and f"--config {tmp_path / 'acme.toml'}" in said[0]
+
+
+def test_another_settings_file_is_not_refused_as_a_move(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, fake, api = env
+    _ran_from(replace(toml, subnet="10.50.0.0/24"), fake, api, tmp_path / "acme.toml")
+    answer = svc.ask(toml, "clients.add", {"public_key": str(KeyPair.generate().public)},
+                     build=lambda s: _ctx(s, fake), settings_file=tmp_path / "server.toml")
+    # was: refused as "settings changed since the daemon ...: subnet ... -> ..."
+    assert answer["entry"]["ip"].startswith("10.50.0.")
+
+
+def test_an_edit_of_the_daemons_own_settings_file_is_still_applied(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    toml, fake, api = env
+    _ran_from(toml, fake, api, tmp_path / "server.toml")
+    before = len(fake.rulesets)
+    svc.ask(replace(toml, allow_device_to_device=True), "clients.add",
+            {"public_key": str(KeyPair.generate().public)}, build=lambda s: _ctx(s, fake),
+            settings_file=tmp_path / "." / "server.toml")  # the same file
+    tables = _tables(fake, before)
+    assert tables and all(D2D in r for r in tables)
+
+
+def test_server_daemon_records_the_settings_file_it_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from fiovpn.cli import server as cli_server
+    from fiovpn.cli.main import cli
+
+    config = tmp_path / "acme.toml"
+    config.write_text(f'state-dir = "{tmp_path}/state"\nfactory = "acme"\n')
+    seen: list[str | None] = []
+
+    class Daemon:
+        def __init__(self, ctx: svc.ServerContext, **_kw: object) -> None:
+            self.ctx = ctx
+
+        def run(self, *, once: bool = False) -> int:
+            seen.append(self.ctx.state.settings_file)
+            return 0
+
+    monkeypatch.setattr(cli_server.service, "Daemon", Daemon)
+    monkeypatch.setattr(cli_server.service, "build_api", lambda _s: None)
+    out = CliRunner().invoke(cli, ["server", "--config", str(config), "daemon", "--once"])
+    assert out.exit_code == 0, out.output
+    assert seen == [str(config.absolute())]
+
+
+@pytest.mark.parametrize("args", [
+    ("clients", "add", "--public-key", str(KeyPair.generate().public)),
+    ("access", "grant", "--name", "bob", "--device", "dev-a", "--for", "1h"),
+    ("admins", "remove", "--name", "bob"),
+])
+def test_every_change_command_says_which_settings_file_it_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    from click.testing import CliRunner
+
+    from fiovpn.cli.main import cli
+    from fiovpn.services import server as service
+
+    config = tmp_path / "acme.toml"
+    config.write_text(f'state-dir = "{tmp_path}/state"\n')
+    seen: list[object] = []
+
+    def ask(*_a: object, settings_file: object = None, **_kw: object) -> dict[str, object]:
+        seen.append(settings_file)
+        raise PermanentError("stop here", code="test")
+
+    monkeypatch.setattr(service, "ask", ask)
+    out = CliRunner().invoke(cli, ["server", *args, "--config", str(config)])
+    assert out.exit_code == 1, out.output
+    assert seen == [config.absolute()]

@@ -55,6 +55,13 @@ def _config_file(config: Path | None) -> Path | None:
     return config_file(config)
 
 
+def _settings_file(config: Path | None) -> Path:
+    from fiovpn.cli.server import _config
+    from fiovpn.settings import server_settings_file
+
+    return server_settings_file(_config(config))
+
+
 def config_opt(fn: Any) -> Any:
     return click.option("--config", "config", type=click.Path(path_type=Path), default=None,
                         help="Settings file (TOML; default /etc/fiovpn/server.toml, "
@@ -74,14 +81,15 @@ def grants_service(settings: ServerSettings) -> AccessGrants:
                          server_actor(settings.clients_file))
 
 
-def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
-         ) -> dict[str, Any]:
+def _ask(settings: ServerSettings, config: Path | None, op: str, params: dict[str, Any],
+         command: str) -> dict[str, Any]:
     """Grant/revoke where live state is owned: the running daemon (its control
     socket) applies it, else this process with the daemon's recorded settings."""
     from fiovpn.services import server as service
 
     answer = service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file)},
-                         requester=service.Requester.of_this_process(command))
+                         requester=service.Requester.of_this_process(command),
+                         settings_file=_settings_file(config))
     grant = answer.get("grant")
     if not isinstance(grant, dict):
         raise FiovpnError(f"unexpected answer to {op}: {answer!r}"[:200])
@@ -124,7 +132,7 @@ def grant_cmd(config: Path | None, name: str | None, public_key: str | None,
       fiovpn server access grant --name alice --device gw-17 --for 30m
     """
     settings = _server_settings(config)
-    answer = _ask(settings, "access.grant",
+    answer = _ask(settings, config, "access.grant",
                 {"name": name, "public_key": public_key, "group": group, "device": device,
                  "for": duration}, "server access grant")
     data = answer["grant"]
@@ -141,7 +149,7 @@ def revoke_cmd(config: Path | None, name: str | None, public_key: str | None,
                group: str | None, device: str | None) -> Result:
     """End a grant now."""
     settings = _server_settings(config)
-    answer = _ask(settings, "access.revoke",
+    answer = _ask(settings, config, "access.revoke",
                 {"name": name, "public_key": public_key, "group": group, "device": device},
                 "server access revoke")
     data = answer["grant"]
@@ -178,7 +186,8 @@ def _ask_admins(settings: ServerSettings, config: Path | None, op: str,
     keys = AdminKeys.of_server(settings, _config_file(config))
     return service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file),
                                       "program": keys.program, "config": keys.config},
-                       requester=service.Requester.of_this_process(command))
+                       requester=service.Requester.of_this_process(command),
+                       settings_file=_settings_file(config))
 
 
 @click.group("admins")

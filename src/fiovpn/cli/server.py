@@ -30,6 +30,7 @@ from fiovpn.settings import (
     load_server,
     server_config_file,
     server_overrides,
+    server_settings_file,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -221,6 +222,8 @@ def daemon_cmd(config: Path | None, once: bool, **flags: Any) -> Result:
     ctx = service.ServerContext.from_settings(settings, api=api)
     # HA: admins caught up from the active, each with this server's forced command
     ctx.admin_keys = AdminKeys.of_server(settings, _config_file(config))
+    # recorded with the effective settings: a CLI reading another file is told apart
+    ctx.state.settings_file = str(server_settings_file(_config(config)))
     code = service.Daemon(ctx, overrides=server_overrides(flags)).run(once=once)
     doc = ctx.state.load_status() or {}
     human = None
@@ -380,8 +383,8 @@ def _registry(config: Path | None) -> ClientRegistry:
     return registry
 
 
-def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
-         ) -> dict[str, Any]:
+def _ask(settings: ServerSettings, config: Path | None, op: str, params: dict[str, Any],
+         command: str) -> dict[str, Any]:
     """Run a registry op where live state is owned: by the running daemon (over
     its control socket), else here with the settings the daemon recorded. In HA
     mode the op itself refuses on the standby and copies to the peer before it
@@ -389,7 +392,8 @@ def _ask(settings: ServerSettings, op: str, params: dict[str, Any], command: str
     # the op journals the change, as this admin (the forced command's name, or the
     # registry name of the VPN address the SSH session came from)
     answer = service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file)},
-                         requester=service.Requester.of_this_process(command))
+                         requester=service.Requester.of_this_process(command),
+                         settings_file=server_settings_file(_config(config)))
     done = answer.get("ha")
     if isinstance(done, dict) and done.get("replicated"):
         log.info("copied to the standby %s", done.get("peer"))
@@ -442,7 +446,7 @@ def clients_add(config: Path | None, public_key: str, ip: str, name: str | None,
       fiovpn server clients add --public-key KEY --name bob --groups lab --expires 30d
     """
     settings = _settings(config)
-    answer = _ask(settings, "clients.add",
+    answer = _ask(settings, config, "clients.add",
                   {"public_key": public_key, "ip": ip, "name": name, "groups": groups,
                    "expires": expires}, "server clients add")
     data, applied = answer["entry"], answer["applied"]
@@ -470,7 +474,7 @@ def clients_remove(config: Path | None, public_key: str | None, name: str | None
     --json prints the list of removed clients (always a list).
     """
     settings = _settings(config)
-    answer = _ask(settings, "clients.remove",
+    answer = _ask(settings, config, "clients.remove",
                   {"public_key": public_key, "name": name, "all": all_matching},
                   "server clients remove")
     removed, applied = answer["removed"], answer["applied"]
@@ -494,7 +498,7 @@ def clients_renew(config: Path | None, public_key: str | None, name: str | None,
       fiovpn server clients renew --name bob --expires 30d
     """
     settings = _settings(config)
-    answer = _ask(settings, "clients.renew",
+    answer = _ask(settings, config, "clients.renew",
                   {"public_key": public_key, "name": name, "expires": expires},
                   "server clients renew")
     data = answer["renewed"]

@@ -71,6 +71,9 @@ class StateCache:
     # What this process last wrote: an unchanged device list is not rewritten
     # (at 5,000 devices that write is a third of an idle poll).
     _saved_rows: list[WireguardIp] | None = field(default=None, repr=False, compare=False)
+    # the settings file the daemon owning this cache read (``save_effective`` records
+    # it): a CLI that read another one cannot take its settings for an edit since
+    settings_file: str | None = field(default=None, compare=False)
 
     @property
     def devices_path(self) -> Path:
@@ -164,6 +167,8 @@ class StateCache:
         doc: dict[str, Any] = {"pid": pid, "started_at": started_at, "settings": record}
         if overrides is not None:
             doc["overrides"] = overrides
+        if self.settings_file is not None:
+            doc["settings_file"] = self.settings_file
         atomic_write(self.effective_path, json.dumps(doc, indent=1) + "\n", mode=0o600)
 
     def load_effective(self) -> dict[str, Any] | None:
@@ -171,8 +176,8 @@ class StateCache:
         return None if data is None else dict(data["settings"])
 
     def load_effective_document(self) -> dict[str, Any] | None:
-        """All of ``effective.json`` (``settings``, ``overrides`` when recorded, ``pid``,
-        ``started_at``), or None."""
+        """All of ``effective.json`` (``settings``, ``overrides`` and ``settings_file``
+        when recorded, ``pid``, ``started_at``), or None."""
         data = self._load(self.effective_path)
         if data is None or not isinstance(data.get("settings"), dict):
             return None

@@ -285,8 +285,8 @@ def _said(changes: list[tuple[str, Any, Any]]) -> str:
     return ", ".join(f"{name.replace('_', '-')} {old} -> {new}" for name, old, new in changes)
 
 
-def effective_settings(settings: ServerSettings, *, recorded_in: Path | None = None
-                       ) -> ServerSettings:
+def effective_settings(settings: ServerSettings, *, recorded_in: Path | None = None,
+                       settings_file: Path | None = None) -> ServerSettings:
     """What a CLI applies with when no daemon runs: the settings the last daemon
     recorded in its state dir (``recorded_in``, default ``settings.state_dir``),
     its command-line flags included, else ``settings`` (no daemon ever ran there).
@@ -296,7 +296,11 @@ def effective_settings(settings: ServerSettings, *, recorded_in: Path | None = N
     edit since it started is told apart from a flag: the CLI applies the settings
     the daemon would run with if started now with the same command line (and says
     what changed), or refuses when the change moves the live state elsewhere
-    (``IDENTITY``): only the daemon, started again, moves it whole."""
+    (``IDENTITY``): only the daemon, started again, moves it whole.
+
+    ``settings_file``: the file ``settings`` were read from. When the daemon read
+    another one (it recorded which), ``settings`` say nothing of an edit since: its
+    recorded settings are applied, and the CLI says so."""
     where = settings.state_dir if recorded_in is None else recorded_in
     state = StateCache(where)
     doc = state.load_effective_document()
@@ -313,6 +317,13 @@ def effective_settings(settings: ServerSettings, *, recorded_in: Path | None = N
     overrides = doc.get("overrides")
     if not isinstance(overrides, dict):
         return recorded  # an older daemon: flags and file edits cannot be told apart
+    theirs = doc.get("settings_file")
+    if settings_file is not None and isinstance(theirs, str) \
+            and os.path.realpath(theirs) != os.path.realpath(settings_file):
+        log.warning("the last fiovpn server daemon (pid %s) read its settings from %s, this "
+                    "command from %s: applying the daemon's recorded settings (give this "
+                    "command --config %s)", doc.get("pid"), theirs, settings_file, theirs)
+        return recorded
     try:
         now = settings_from_record({**settings_record(settings), **overrides}, source=source)
     except BadInput as exc:
@@ -365,11 +376,13 @@ def live_settings(settings: ServerSettings) -> ServerSettings:
 
 def ask(settings: ServerSettings, op: str, params: Mapping[str, Any] | None = None, *,
         requester: Requester | None = None, wait: float = 5.0,
-        build: Callable[[ServerSettings], ServerContext] | None = None) -> dict[str, Any]:
+        build: Callable[[ServerSettings], ServerContext] | None = None,
+        settings_file: Path | None = None) -> dict[str, Any]:
     """Run ``op`` where live state is owned: by the daemon that owns any of the live
     state ``settings`` name (found in ``run-dir``, whatever its command line said,
     else the one of ``settings.state_dir``), else here, with the daemon's recorded
-    settings, holding the run directory so that no daemon starts meanwhile."""
+    settings, holding the run directory so that no daemon starts meanwhile
+    (``settings_file``: the file ``settings`` came from, see ``effective_settings``)."""
     requester = requester or Requester.of_this_process()
     run = RunDir(settings.run_dir)
     deadline = time.monotonic() + wait
@@ -399,7 +412,8 @@ def ask(settings: ServerSettings, op: str, params: Mapping[str, Any] | None = No
                 base = settings if last is None else last.settings
                 with StateCache(base.state_dir).cli_lock() as mine:
                     if mine:
-                        eff = effective_settings(settings, recorded_in=base.state_dir)
+                        eff = effective_settings(settings, recorded_in=base.state_dir,
+                                                 settings_file=settings_file)
                         if eff.state_dir != base.state_dir:
                             eff = base  # its effective.json is gone: its entry says
                         ctx = (build or ServerContext.from_settings)(eff)
