@@ -69,17 +69,34 @@ def _no_unit_written_to_the_host() -> object:
 _HOST_RUN_DIR = "/run/fiovpn"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_daemon_announced_on_the_host() -> object:
-    """A daemon built in a test without its own run-dir would announce itself in the
-    host's /run/fiovpn (and be found by a real fiovpn there): that fails the run."""
+def written_in_run_dir(path: str, before: set[str] | None) -> list[str]:
+    """What appeared in ``path`` since ``before`` (its entries then; None: it did not
+    exist): the directory itself, an announcement, the daemons.lock of a CLI."""
     from pathlib import Path
 
-    def entries() -> set[str]:
-        return {p.name for p in Path(_HOST_RUN_DIR).glob("daemon-*.json")}
+    run = Path(path)
+    if not run.is_dir():
+        return []
+    now = {p.name for p in run.iterdir()}
+    if before is None:
+        return [str(run), *sorted(now)]
+    return sorted(now - before)
 
-    before = entries()
+
+def run_dir_entries(path: str) -> set[str] | None:
+    from pathlib import Path
+
+    run = Path(path)
+    return {p.name for p in run.iterdir()} if run.is_dir() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon_announced_on_the_host() -> object:
+    """A daemon or a CLI built in a test without its own run-dir would use the host's
+    /run/fiovpn (a daemon announced there is found by a real fiovpn; a CLI takes
+    daemons.lock there): anything new in it fails the run."""
+    before = run_dir_entries(_HOST_RUN_DIR)
     yield None
-    new = sorted(entries() - before)
-    assert not new, (f"a test announced a daemon in {_HOST_RUN_DIR} ({', '.join(new)}): "
+    new = written_in_run_dir(_HOST_RUN_DIR, before)
+    assert not new, (f"a test wrote to {_HOST_RUN_DIR} ({', '.join(new)}): "
                      "give its settings run_dir=tmp_path / 'run'")

@@ -227,3 +227,21 @@ def test_a_refused_admin_command_is_journaled_where_that_daemon_journals(
     (line,) = Journal.in_state_dir(daemon.state_dir).read(action="refused")
     assert line["actor"] == "mallory"
     assert not (toml.state_dir / "journal.jsonl").exists()
+
+
+def test_the_host_run_dir_guard_sees_a_cli_lock_not_only_announcements(
+        env: Env, tmp_path: Path) -> None:  # noqa: F811
+    """conftest fails the run when a test writes to the host's /run/fiovpn: a CLI
+    applying without a daemon (``ask``) takes ``daemons.lock`` there, with no
+    announcement, and that must fail it too."""
+    from tests.conftest import run_dir_entries, written_in_run_dir
+
+    toml, fake, _api = env
+    host = tmp_path / "host-run"  # stands in for /run/fiovpn
+    before = run_dir_entries(str(host))
+    assert before is None
+    svc.ask(replace(toml, run_dir=host), "clients.add",
+            {"public_key": str(KeyPair.generate().public)}, build=lambda s: _ctx(s, fake))
+    assert not list(host.glob("daemon-*.json"))  # what the guard looked for alone
+    assert written_in_run_dir(str(host), before) == [str(host), "daemons.lock"]
+    assert written_in_run_dir(str(host), run_dir_entries(str(host))) == []
