@@ -72,3 +72,23 @@ def test_a_scrape_of_rows_is_the_scrape_of_their_dicts() -> None:
     rows = PeerRows(PEERS, DUMP)
     assert PeerExposition().render(rows) == PeerExposition().render(plain(rows))
     assert rows.client_ips() == {"10.42.42.200"}
+
+
+def test_an_unchanged_dump_in_another_order_is_the_same_object_and_a_change_is_not() -> None:
+    """wireguard-go lists peers in a new order each time: an idle interface still
+    gives the last WgDump object (nothing parsed or planned again)."""
+    from fiovpn.adapters.runner import FakeRunner
+    from fiovpn.adapters.wireguard import WireGuard
+
+    lines = [f"{k}\t(none)\t(none)\t10.42.42.{i + 2}/32\t0\t0\t0\toff"
+             for i, k in enumerate(KEYS)]
+    head = f"(none)\t{KEYS[0]}\t51820\toff"
+    wg = WireGuard(FakeRunner())
+    first = wg.parse_dump("wg0", "\n".join([head, *lines]) + "\n")
+    again = wg.parse_dump("wg0", "\n".join([head, *reversed(lines)]) + "\n")
+    assert again is first
+    assert first.by_text()[KEYS[1].text].allowed_ips == ("10.42.42.3/32",)
+    moved = [*lines[:-1], lines[-1].replace("\t0\t0\t0\t", "\t0\t10\t0\t")]
+    changed = wg.parse_dump("wg0", "\n".join([head, *moved]) + "\n")
+    assert changed is not first and changed.by_text()[KEYS[3].text].rx == 10
+    assert wg.parse_dump("wg1", "\n".join([head, *moved]) + "\n") is not changed

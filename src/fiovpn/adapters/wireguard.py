@@ -9,7 +9,8 @@ never in argv.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
+import operator
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from typing import Literal
 from fiovpn.adapters.runner import CommandFailed, Completed, Runner
 from fiovpn.core.keys import Key
 from fiovpn.core.plan import PeerChange
-from fiovpn.core.wgdump import WgDump, parse_dump
+from fiovpn.core.wgdump import WgDump, parse_lines
 from fiovpn.errors import PermanentError
 
 # Peers per `wg set` invocation: keeps argv far below ARG_MAX while a
@@ -54,7 +55,8 @@ class WireGuard:
     # The last dump read, by a digest of its lines: an idle interface (no handshake,
     # no byte moved) gives the same lines again, and the same WgDump object is
     # returned without parsing 50,000 lines (nor keeping the text).
-    _last: tuple[str, bytes, WgDump] | None = field(default=None, repr=False, compare=False)
+    _last: tuple[str, tuple[int, int, int], WgDump] | None = field(
+        default=None, repr=False, compare=False)
 
     def show_dump(self, iface: str) -> WgDump:
         out = self.runner.run(["wg", "show", iface, "dump"], timeout=30.0).stdout
@@ -83,19 +85,17 @@ class WireGuard:
         """``out`` (from ``dump_text``) parsed; the last dump's object when the
         interface has not changed since."""
         # wireguard-go lists peers in a different order each time (a Go map): the
-        # digest is of the sorted lines
+        # digest does not depend on the order (the count, sum and xor of the lines'
+        # hashes: this process's own, randomly keyed string hash)
         lines = out.split("\n")
-        lines.sort()
-        h = hashlib.blake2b(digest_size=20)
-        for line in lines:  # a line at a time: no second and third copy of 8 MB
-            h.update(line.encode())
-            h.update(b"\n")
-        digest = h.digest()
-        del lines
+        hashes = list(map(hash, lines))
+        digest = (len(lines), sum(hashes) & 0xFFFF_FFFF_FFFF_FFFF,
+                  functools.reduce(operator.xor, hashes, 0))
+        del hashes
         last = self._last
         if last is not None and last[0] == iface and last[1] == digest:
             return last[2]
-        dump = parse_dump(out)
+        dump = parse_lines(lines)
         self._last = (iface, digest, dump)
         return dump
 

@@ -48,7 +48,7 @@ class PeerRows(Sequence[dict[str, Any]]):
 
     def __init__(self, peers: Sequence[Peer], dump: WgDump | None) -> None:
         self._peers = peers
-        live = {d.public_key.text: d for d in dump.peers} if dump else {}
+        live = dump.by_text() if dump else {}
         self._dumps: list[PeerDump | None] = [live.get(p.public_key.text) for p in peers]
 
     def __len__(self) -> int:

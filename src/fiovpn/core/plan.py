@@ -41,7 +41,8 @@ class PeerChange:
 
 
 def plan(desired: Iterable[Peer], actual: Iterable[PeerDump],
-         known: Mapping[Key, Peer] | None = None) -> list[PeerChange]:
+         known: Mapping[Key, Peer] | None = None, *,
+         actual_by_text: Mapping[str, PeerDump] | None = None) -> list[PeerChange]:
     """Changes that turn ``actual`` into ``desired``: removes first (so a
     freed IP can move), then updates, then adds. ``known`` (the previous
     desired peers) only names peers in the reasons of removals."""
@@ -49,7 +50,8 @@ def plan(desired: Iterable[Peer], actual: Iterable[PeerDump],
         known = {}
     # Key texts as dict keys (a Key hashes in Python): 50,000 peers per pass.
     want = {p.public_key.text: p for p in desired}
-    have = {p.public_key.text: p for p in actual}
+    have = actual_by_text if actual_by_text is not None else {
+        p.public_key.text: p for p in actual}
     removes: list[PeerChange] = []
     updates: list[PeerChange] = []
     adds: list[PeerChange] = []

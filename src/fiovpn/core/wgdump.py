@@ -6,7 +6,7 @@ holds the private key, which is never kept: only whether one is set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import NamedTuple
 
@@ -53,6 +53,17 @@ class PeerDump(NamedTuple):
 class WgDump:
     interface: InterfaceDump
     peers: tuple[PeerDump, ...]
+    _by_text: dict[str, PeerDump] | None = field(default=None, init=False, repr=False,
+                                                 compare=False)
+
+    def by_text(self) -> dict[str, PeerDump]:
+        """The peers by public key text, made once per dump (the plan and the status
+        rows both look every desired peer up in it)."""
+        index = self._by_text
+        if index is None:
+            index = {p.public_key.text: p for p in self.peers}
+            object.__setattr__(self, "_by_text", index)
+        return index
 
     def peer(self, key: Key) -> PeerDump | None:
         for p in self.peers:
@@ -89,7 +100,12 @@ def _off(value: str, what: str, n: int) -> int | None:
 
 def parse_dump(text: str) -> WgDump:
     """Parse the output of ``wg show <if> dump`` (a single interface)."""
-    lines = [ln for ln in text.split("\n") if ln.strip()]
+    return parse_lines(text.split("\n"))
+
+
+def parse_lines(all_lines: list[str]) -> WgDump:
+    """``parse_dump`` of the output already split at newlines."""
+    lines = [ln for ln in all_lines if ln and not ln.isspace()]
     if not lines:
         raise BadInput("wg dump is empty: is the interface up?", code="bad_wg_dump")
     head = lines[0].split("\t")

@@ -326,7 +326,7 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     # ... and against the same dump object (an idle interface) as a pass that found
     # nothing to change: nothing to change again.
     idle = same_peers and ctx.last_clean is dump
-    changes = [] if idle else plan(peers, dump.peers, known)
+    changes = [] if idle else plan(peers, dump.peers, known, actual_by_text=dump.by_text())
     applying: _Background[None] | None = None
     if len(changes) > BACKGROUND_APPLY and not early:
         # many `wg set` processes (a first sync): the firewall and the hosts file
