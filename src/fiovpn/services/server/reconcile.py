@@ -263,8 +263,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     s = ctx.settings
     authoritative = report.api_ok
     # The interface is read (a `wg show dump` of 50,000 peers: wireguard-go's work
-    # on the other core) while the desired peers are worked out here.
-    # Only the process runs in the worker: what Python allocates stays in this thread.
+    # on the other core) while the desired peers are worked out here. Only the
+    # process runs in the worker: what Python allocates stays in this thread.
     reading = _Background(lambda: ctx.wg.dump_text(s.interface), "fiovpn-wg-dump")
     if authoritative and rows is not None:
         _keep_devices(ctx, report, rows)
@@ -323,8 +323,8 @@ def _reconcile_local(ctx: ServerContext, report: ReconcileReport,
     if not early:
         same = _same_peers(ctx, peers)
         peers, same_peers = same or peers, same is not None
-    # ... and against the same dump object (an idle interface) as a pass that found
-    # nothing to change: nothing to change again.
+    # The same peers against the same dump object (an idle interface) as a pass
+    # that found nothing to change: nothing to change again.
     idle = same_peers and ctx.last_clean is dump
     changes = [] if idle else plan(peers, dump.peers, known, actual_by_text=dump.by_text())
     applying: _Background[None] | None = None
