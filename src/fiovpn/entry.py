@@ -51,10 +51,14 @@ def _health_args(argv: list[str]) -> tuple[Path | None, bool] | None:
 def health_main(config: Path | None, as_json: bool) -> int:
     from fiovpn.errors import FiovpnError
     from fiovpn.services.health import health
+    from fiovpn.services.run_dir import running_daemon
     from fiovpn.settings import load_server
 
     try:
-        data = health(load_server({}, config))
+        settings = load_server({}, config)
+        # the daemon that owns this live state, whatever was only on its command line
+        found = running_daemon(settings)
+        data = health(settings if found is None else found.settings)
     except FiovpnError as exc:
         if as_json:
             print(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))

@@ -52,7 +52,7 @@ class ServerSettings:
     clients_file: Path = Path("/etc/wireguard/factory-clients.conf")
     hosts_file: Path = Path("/etc/hosts")
     state_dir: Path = Path("/var/lib/fiovpn")
-    # where a running daemon says so (``services/server/announce.py``): read from the
+    # where a running daemon says so (``services/run_dir.py``): read from the
     # settings file or $FIOVPN_RUN_DIR only (no flag), so the daemon and every CLI
     # agree on it even when the daemon has other settings on its command line
     run_dir: Path = Path("/run/fiovpn")

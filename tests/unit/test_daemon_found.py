@@ -245,3 +245,57 @@ def test_the_host_run_dir_guard_sees_a_cli_lock_not_only_announcements(
     assert not list(host.glob("daemon-*.json"))  # what the guard looked for alone
     assert written_in_run_dir(str(host), before) == [str(host), "daemons.lock"]
     assert written_in_run_dir(str(host), run_dir_entries(str(host))) == []
+
+
+def test_server_health_checks_the_daemon_found_not_the_settings_files_state_dir(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """keepalived's track_script (`server --config F health`, the fast path, and the
+    full command) with the daemon's --state-dir only on its command line: it said
+    "no daemon has run here" and made a serving server give up the VIP."""
+    from click.testing import CliRunner
+
+    from fiovpn import entry
+    from fiovpn.cli.main import cli
+
+    toml, fake, api = env
+    config = tmp_path / "server.toml"
+    config.write_text(f'interface = "{toml.interface}"\nstate-dir = "{toml.state_dir}"\n'
+                      f'clients-file = "{toml.clients_file}"\n')
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
+    with RunningDaemon(_command_line(toml, tmp_path), fake, api):
+        entry.health_main(config, True)
+        fast = json.loads(capsys.readouterr().out)
+        full = CliRunner().invoke(cli, ["server", "--config", str(config), "health", "--json"])
+    for data in (fast, json.loads(full.stdout)):
+        checks = {c["name"]: c for c in data["checks"]}
+        assert checks["daemon"]["ok"], checks["daemon"]  # was: no daemon has run here
+        assert checks["last_sync"]["ok"], checks["last_sync"]
+    assert not toml.state_dir.exists()  # nothing written where the daemon is not
+
+
+def test_the_health_fast_path_finds_the_daemon_without_loading_the_server_package(
+        tmp_path: Path) -> None:
+    """keepalived runs `server health` every couple of seconds: looking in run-dir must
+    not bring in the daemon, the reconcile or the factory client."""
+    import subprocess
+    import sys
+    import textwrap
+
+    config = tmp_path / "server.toml"
+    config.write_text(f'state-dir = "{tmp_path}/state"\nrun-dir = "{tmp_path}/run"\n'
+                      'interface = "fvnoexist0"\n')
+    (tmp_path / "run").mkdir()  # a run dir to look in
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from fiovpn import entry
+        entry.health_main(Path({str(config)!r}), True)
+        loaded = sorted(m for m in sys.modules if m.startswith("fiovpn.services.server")
+                        or m in ("click", "rich", "httpx", "fiovpn.services.state"))
+        print("LOADED", " ".join(loaded), file=sys.stderr)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert "LOADED" in out.stderr, out.stderr
+    assert out.stderr.split("LOADED", 1)[1].split() == [], out.stderr

@@ -55,8 +55,12 @@ def health_cmd(config: Path | None) -> Result:
     keepalived runs it as the `track_script` of `fiovpn server ha-template`: a
     failing server gives the VIP to the other one.
     """
+    from fiovpn.services.run_dir import running_daemon
+
     settings = _settings(config)
-    data = health(settings)
+    # the daemon that owns this live state, whatever was only on its command line
+    found = running_daemon(settings)
+    data = health(settings if found is None else found.settings)
     if data["healthy"]:
         human = f"healthy ({data['role']})"
     else:

@@ -1,7 +1,7 @@
 """The operations a caller may ask of the server, in one table used two ways:
 
 - while a daemon runs, the CLI sends ``{"op", "params"}`` over the control
-  socket (``control.py``) of the daemon it finds in ``run-dir`` (``announce.py``),
+  socket (``control.py``) of the daemon it finds in ``run-dir`` (``services/run_dir.py``),
   and the daemon runs the op in its own process, with its own settings and
   memos: the only writer of interface, firewall and hosts;
 - with no daemon, ``ask`` runs the same op in the CLI process, holding the
@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from fiovpn.adapters.fs import file_signature
-from fiovpn.errors import BadInput, FiovpnError, PermanentError, TemporaryError
+from fiovpn.errors import BadInput, PermanentError, TemporaryError
 from fiovpn.services.access import AccessGrants
 from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.ha import replicate, standby_refusal
 from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
-from fiovpn.services.server.announce import Announced, RunDir
+from fiovpn.services.run_dir import Announced, RunDir, running_daemon
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlClient, NoDaemon, Request, Requester
 from fiovpn.services.server.reconcile import apply_local
@@ -362,15 +362,7 @@ def live_settings(settings: ServerSettings) -> ServerSettings:
     """For a command that reads live state (``status``, ``clients list``): the
     settings of the running daemon that owns any of ``settings``' live state, said
     when they differ, else ``settings``."""
-    run = RunDir(settings.run_dir)
-    if not run.path.exists():
-        return settings
-    try:
-        with run.no_daemon_starts():
-            found, _last = run.find(settings)
-    except FiovpnError as exc:  # not root: read what this user may read
-        log.debug("not looking for a daemon in %s: %s", run.path, exc)
-        return settings
+    found = running_daemon(settings)  # None too when this user cannot read run-dir
     return settings if found is None else _daemon_settings(settings, found)
 
 
