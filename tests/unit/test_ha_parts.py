@@ -822,6 +822,17 @@ def test_the_actives_journal_replaced_is_hashed_again(tmp_path: Path) -> None:
     assert digest.mark() == journal_mark(other)
     path.write_bytes(_lines(3))  # cut shorter in place
     assert digest.mark() == journal_mark(_lines(3))
+    # a backup restored with `cp` (the same inode, written in place), longer than
+    # what was hashed: was the old digest extended by the restored file's tail
+    restored = _lines(20).replace(b"alice", b"carol")
+    with path.open("r+b") as fh:
+        fh.write(restored)
+    assert path.read_bytes() == restored
+    assert digest.mark() == journal_mark(restored)
+    path.write_bytes(restored + _lines(1, 50))  # an append after it: only that is hashed
+    hashed = digest.bytes_hashed
+    assert digest.mark() == journal_mark(restored + _lines(1, 50))
+    assert digest.bytes_hashed == hashed + len(_lines(1, 50))
     path.unlink()
     assert digest.mark() == journal_mark(b"")
 

@@ -6,8 +6,10 @@ its copy, with the size and digest (a ``JournalMark``) of the prefix they extend
 neither reads the whole file for it:
 
 - the active (``JournalDigest``, one per file and process, in memory) hashes only
-  what was appended since it last looked: a copy with nothing new reads no byte
-  of the journal, one with a new line reads that line;
+  what was appended since it last looked: a copy with nothing new hashes no byte
+  of the journal (it reads back the last 64 bytes it hashed: a file rewritten in
+  place, as ``cp`` restores a backup, keeps its inode), one with a new line hashes
+  that line;
 - the standby (``StandbyJournal``) writes its copy only through ``take``, so it
   keeps the mark it last wrote, with the file's identity (device, inode, size,
   mtime, ctime: a tool that sets the mtime back cannot set the ctime back), in
@@ -44,18 +46,21 @@ STANDBY_SENT_FILE = "journal.standby.sent"
 _STANDBY_PART_MAX = 256 * 1024  # bytes of the standby's own lines in one answer
 _CHUNK = 1 << 20
 _MARKS_KEPT = 32  # recent (size, digest) pairs: a standby a few copies behind still fits
+_TAIL = 64  # bytes last hashed, read back each look: the file is still the one hashed
 
 
 @dataclass
 class JournalDigest:
     """The active's journal: its size and digest, brought up to date by hashing only
-    the bytes appended since the last look. A file replaced (another inode) or cut
-    shorter is hashed again from the start."""
+    the bytes appended since the last look. A file replaced (another inode), cut
+    shorter or rewritten in place (its last bytes hashed are not there any more) is
+    hashed again from the start."""
 
     path: Path
     _identity: tuple[int, int] | None = None
     _size: int = 0
     _hash: Any = field(default_factory=hashlib.sha256)
+    _tail: bytes = b""  # the last bytes hashed (up to _TAIL), which end at _size
     _marks: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     bytes_hashed: int = 0  # what this object read and hashed so far (for tests, logs)
@@ -71,7 +76,9 @@ class JournalDigest:
             self._restart(None)
             return EMPTY_MARK
         identity = (st.st_dev, st.st_ino)
-        if identity != self._identity or st.st_size < self._size:
+        if identity != self._identity or st.st_size < self._size or (
+                self._tail and self._read(self._size - len(self._tail), self._size)
+                != self._tail):
             self._restart(identity)
         if st.st_size > self._size:
             with self.path.open("rb") as fh:
@@ -80,12 +87,14 @@ class JournalDigest:
                     self._hash.update(chunk)
                     self._size += len(chunk)
                     self.bytes_hashed += len(chunk)
+                    self._tail = (self._tail + chunk[-_TAIL:])[-_TAIL:]
         mark = (self._size, self._hash.hexdigest()[:16])
         self._remember(mark)
         return mark
 
     def _restart(self, identity: tuple[int, int] | None) -> None:
         self._identity, self._size, self._hash = identity, 0, hashlib.sha256()
+        self._tail = b""
         self._marks.clear()
 
     def _remember(self, mark: JournalMark) -> None:
