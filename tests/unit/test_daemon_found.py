@@ -299,3 +299,39 @@ def test_the_health_fast_path_finds_the_daemon_without_loading_the_server_packag
                          timeout=60)
     assert "LOADED" in out.stderr, out.stderr
     assert out.stderr.split("LOADED", 1)[1].split() == [], out.stderr
+
+
+def test_with_that_daemon_stopped_a_change_is_read_back_where_it_was_made(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """No daemon runs: `access grant` and `clients add` apply with the last daemon's
+    recorded settings (its --state-dir); `access list` and `journal` read there too
+    (they read server.toml's state dir: a grant just made was not listed)."""
+    from click.testing import CliRunner
+
+    from fiovpn.cli.main import cli
+
+    toml, fake, api = env
+    toml = replace(toml, interface="fvnoexist7")  # no such interface: nothing live here
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'factory = "acme"\ninterface = "{toml.interface}"\n'
+        f'clients-file = "{toml.clients_file}"\nstate-dir = "{toml.state_dir}"\n'
+        f'private-key = "{toml.private_key}"\nhosts-file = "{toml.hosts_file}"\n'
+        f'ip-forward-file = "{toml.ip_forward_file}"\n')
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
+    with RunningDaemon(_command_line(toml, tmp_path), fake, api):
+        pass
+
+    def run(*args: str) -> object:
+        result = CliRunner().invoke(cli, ["server", "--config", str(config), *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    run("clients", "add", "--public-key", str(KeyPair.generate().public), "--name", "bob")
+    run("access", "grant", "--name", "bob", "--device", "dev-a", "--for", "1h")
+    grants = run("access", "list")
+    assert isinstance(grants, list) and [g["device"] for g in grants] == ["dev-a"]  # was []
+    journal = run("journal")
+    assert isinstance(journal, list)
+    assert [ln["action"] for ln in journal if ln["target"] == "bob"] == ["client_add", "grant"]
+    assert not (toml.state_dir / "grants.json").exists()

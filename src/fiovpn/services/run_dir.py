@@ -259,17 +259,21 @@ def _read_entry(path: Path) -> Announced | None:
         return None
 
 
-def running_daemon(settings: ServerSettings) -> Announced | None:
-    """The running daemon that owns any of ``settings``' live state; None when none
-    does, or when this user cannot read the run directory (not root), or when two do
-    (a command that changes something refuses that; one that reads uses its own)."""
+def find_daemon(settings: ServerSettings) -> tuple[Announced | None, Announced | None]:
+    """``RunDir.find`` for a command that only reads: (None, None) when this user
+    cannot read the run directory (not root) or two running daemons match (a
+    command that changes something refuses that; one that reads uses its own)."""
     run = RunDir(settings.run_dir)
     if not run.path.exists():
-        return None
+        return None, None
     try:
         with run.no_daemon_starts():
-            found, _last = run.find(settings)
+            return run.find(settings)
     except FiovpnError as exc:
         _log().debug("not looking for a daemon in %s: %s", run.path, exc)
-        return None
-    return found
+        return None, None
+
+
+def running_daemon(settings: ServerSettings) -> Announced | None:
+    """The running daemon that owns any of ``settings``' live state (``find_daemon``)."""
+    return find_daemon(settings)[0]

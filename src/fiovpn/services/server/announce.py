@@ -7,8 +7,9 @@ from __future__ import annotations
 from fiovpn.services.run_dir import (
     Announced,
     RunDir,
+    find_daemon,
     netns_id,
     running_daemon,
 )
 
-__all__ = ["Announced", "RunDir", "netns_id", "running_daemon"]
+__all__ = ["Announced", "RunDir", "find_daemon", "netns_id", "running_daemon"]

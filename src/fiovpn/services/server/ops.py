@@ -31,7 +31,7 @@ from fiovpn.services.access import AccessGrants
 from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.ha import replicate, standby_refusal
 from fiovpn.services.registry import ClientRegistry, LiveInterface, read_registry
-from fiovpn.services.run_dir import Announced, RunDir, running_daemon
+from fiovpn.services.run_dir import Announced, RunDir, find_daemon
 from fiovpn.services.server.context import ServerContext
 from fiovpn.services.server.control import ControlClient, NoDaemon, Request, Requester
 from fiovpn.services.server.reconcile import apply_local
@@ -359,11 +359,22 @@ def _daemon_settings(settings: ServerSettings, found: Announced) -> ServerSettin
 
 
 def live_settings(settings: ServerSettings) -> ServerSettings:
-    """For a command that reads live state (``status``, ``clients list``): the
-    settings of the running daemon that owns any of ``settings``' live state, said
-    when they differ, else ``settings``."""
-    found = running_daemon(settings)  # None too when this user cannot read run-dir
-    return settings if found is None else _daemon_settings(settings, found)
+    """For a command that reads live state (``status``, ``clients list``, ``access
+    list``, ``journal``): the settings of the running daemon that owns any of
+    ``settings``' live state, said when they differ; with none running, those of
+    the last one that did (where ``ask`` applies a change now: a grant made then is
+    listed); else ``settings``."""
+    found, last = find_daemon(settings)  # (None, None) too when run-dir is unreadable
+    if found is not None:
+        return _daemon_settings(settings, found)
+    if last is None:
+        return settings
+    if os.path.realpath(last.settings.state_dir) != os.path.realpath(settings.state_dir):
+        log.warning("no fiovpn server daemon runs; the last one (pid %s) kept its state in "
+                    "%s, not %s from the settings file (it was given on its command "
+                    "line): reading that, where a change made now goes too",
+                    last.pid, last.settings.state_dir, settings.state_dir)
+    return last.settings
 
 
 def ask(settings: ServerSettings, op: str, params: Mapping[str, Any] | None = None, *,
