@@ -335,3 +335,43 @@ def test_with_that_daemon_stopped_a_change_is_read_back_where_it_was_made(
     assert isinstance(journal, list)
     assert [ln["action"] for ln in journal if ln["target"] == "bob"] == ["client_add", "grant"]
     assert not (toml.state_dir / "grants.json").exists()
+
+
+def test_the_actives_copy_goes_where_the_standby_daemon_reads_it(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`server ha-receive` (the active's copy, over SSH) and `ha-notify` (keepalived) on
+    a standby whose daemon has --state-dir on its command line only: the endpoints
+    went into server.toml's state dir, where that daemon never looks (a takeover then
+    had no endpoint to restore)."""
+    from click.testing import CliRunner
+
+    from fiovpn.cli.main import cli
+    from fiovpn.core.ha import SyncMessage
+
+    toml, _fake, _api = env
+    fib = tmp_path / "fib_trie"
+    fib.write_text("")  # not holding the VIP: the standby
+    toml = replace(toml, ha_vip="198.18.0.3", local_addresses_file=fib,
+                   authorized_keys=tmp_path / "authorized_keys")
+    config = tmp_path / "server.toml"
+    config.write_text(f'interface = "{toml.interface}"\nstate-dir = "{toml.state_dir}"\n'
+                      f'clients-file = "{toml.clients_file}"\nha-vip = "198.18.0.3"\n'
+                      f'local-addresses-file = "{fib}"\n'
+                      f'authorized-keys = "{toml.authorized_keys}"\n')
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
+    daemon = _command_line(toml, tmp_path)
+    key = str(KeyPair.generate().public)
+    message = SyncMessage(time.time(), "active", {key: "198.18.0.9:4000"})
+    with RunDir(toml.run_dir).announce(daemon, started_at="1"):
+        got = CliRunner().invoke(cli, ["server", "--config", str(config), "ha-receive",
+                                       "--json"], input=json.dumps(message.to_json()))
+        assert got.exit_code == 0, got.output
+        noted = CliRunner().invoke(cli, ["server", "--config", str(config), "ha-notify",
+                                         "INSTANCE", "fiovpn", "BACKUP", "100"])
+        assert noted.exit_code == 0, noted.output
+    from fiovpn.services.ha import HaFiles
+
+    files = HaFiles(daemon.state_dir)
+    assert files.endpoints()["endpoints"] == {key: "198.18.0.9:4000"}
+    assert files.state()["vrrp_state"] == "BACKUP"
+    assert not toml.state_dir.exists()

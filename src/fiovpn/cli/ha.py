@@ -36,6 +36,18 @@ def _settings(config: Path | None) -> Any:
     return load(config)
 
 
+def _live(settings: Any) -> Any:
+    """The settings of the daemon that owns ``settings``' live state (found in
+    run-dir: its --state-dir may be on its command line only; with it stopped, the
+    last one's), else ``settings``: what the active's copy and keepalived's notes
+    go into, where that daemon reads them."""
+    from fiovpn.services.run_dir import find_daemon
+
+    found, last = find_daemon(settings)
+    entry = found or last
+    return settings if entry is None else entry.settings
+
+
 def _config_option(fn: Any) -> Any:
     from fiovpn.cli.server import config_option
 
@@ -147,7 +159,7 @@ def _fiovpn_path() -> str:
 def ha_notify_cmd(config: Path | None, args: tuple[str, ...]) -> Result:
     """keepalived's notify script: records the VRRP state change (TYPE NAME STATE
     PRIORITY) in the state dir; the daemon acts on the VIP itself."""
-    settings = _settings(config)
+    settings = _live(_settings(config))
     state = args[2] if len(args) >= 3 else (args[0] if args else "unknown")
     files = ha_service.HaFiles(settings.state_dir)
     import time
@@ -167,7 +179,7 @@ def ha_notify_cmd(config: Path | None, args: tuple[str, ...]) -> Result:
 def ha_receive_cmd(config: Path | None) -> Result:
     """(Used by the active server over SSH.) Take the peers' endpoints and the
     registry the active sends on stdin (JSON)."""
-    settings = _settings(config)
+    settings = _live(_settings(config))
     if settings.vip is None:
         raise PermanentError("this server is not in HA mode (no ha-vip setting)",
                              code="ha_off")
@@ -190,7 +202,7 @@ def ha_receive_cmd(config: Path | None) -> Result:
 def ha_snapshot_cmd(config: Path | None) -> Result:
     """(Used by a returning server over SSH.) This server's role, registry and the
     peers' current endpoints, to catch up from."""
-    settings = _settings(config)
+    settings = _live(_settings(config))
     data = ha_service.snapshot(settings)
     return Result(data, f"role {data['role']}, registry {data['registry_sha']}, "
                         f"{len(data['endpoints'])} endpoint(s)")
