@@ -375,3 +375,41 @@ def test_the_actives_copy_goes_where_the_standby_daemon_reads_it(
     assert files.endpoints()["endpoints"] == {key: "198.18.0.9:4000"}
     assert files.state()["vrrp_state"] == "BACKUP"
     assert not toml.state_dir.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("clients", "add", "--public-key", str(KeyPair.generate().public)),
+    ("access", "grant", "--name", "bob", "--device", "dev-a", "--for", "1h"),
+    ("admins", "remove", "--name", "bob"),
+])
+def test_an_admin_over_ssh_is_named_from_the_daemons_registry(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        args: tuple[str, ...]) -> None:
+    """The journal's actor for a change made over SSH is the registry name of the
+    session's VPN address: from the registry of the daemon found (its --clients-file
+    only on its command line), not server.toml's."""
+    from click.testing import CliRunner
+
+    from fiovpn.cli.main import cli
+
+    toml, _fake, _api = env
+    daemon = replace(_command_line(toml, tmp_path), clients_file=tmp_path / "cmdline.conf")
+    daemon.clients_file.write_text(f"{KeyPair.generate().public} 10.42.42.200 alice\n")
+    config = tmp_path / "server.toml"
+    config.write_text(f'interface = "{toml.interface}"\nstate-dir = "{toml.state_dir}"\n'
+                      f'clients-file = "{toml.clients_file}"\n')
+    monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
+    monkeypatch.setenv("SSH_CONNECTION", "10.42.42.200 40000 10.42.42.1 5025")
+    monkeypatch.delenv("FIOVPN_ADMIN", raising=False)
+    seen: list[object] = []
+
+    def ask(_settings: object, _op: str, params: dict[str, object], **_kw: object
+            ) -> dict[str, object]:
+        seen.append(params["actor"])
+        raise PermanentError("stop here", code="test")
+
+    monkeypatch.setattr(svc, "ask", ask)
+    with RunDir(toml.run_dir).announce(daemon, started_at="1"):
+        out = CliRunner().invoke(cli, ["server", *args, "--config", str(config)])
+    assert out.exit_code == 1, out.output
+    assert seen == ["alice"]  # was: ssh:10.42.42.200

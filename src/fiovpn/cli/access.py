@@ -85,9 +85,10 @@ def _ask(settings: ServerSettings, config: Path | None, op: str, params: dict[st
          command: str) -> dict[str, Any]:
     """Grant/revoke where live state is owned: the running daemon (its control
     socket) applies it, else this process with the daemon's recorded settings."""
+    from fiovpn.cli.server import _actor
     from fiovpn.services import server as service
 
-    answer = service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file)},
+    answer = service.ask(settings, op, {**params, "actor": _actor(settings)},
                          requester=service.Requester.of_this_process(command),
                          settings_file=_settings_file(config))
     grant = answer.get("grant")
@@ -181,10 +182,11 @@ def _ask_admins(settings: ServerSettings, config: Path | None, op: str,
     """An admin change where live state is owned (the daemon, else here): the op
     refuses on an HA standby and copies to the peer before it answers. The forced
     command names this fiovpn and this settings file, as sshd will run them."""
+    from fiovpn.cli.server import _actor
     from fiovpn.services import server as service
 
     keys = AdminKeys.of_server(settings, _config_file(config))
-    return service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file),
+    return service.ask(settings, op, {**params, "actor": _actor(settings),
                                       "program": keys.program, "config": keys.config},
                        requester=service.Requester.of_this_process(command),
                        settings_file=_settings_file(config))

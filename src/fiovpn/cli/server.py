@@ -86,6 +86,24 @@ def _settings(config: Path | None, **flags: Any) -> ServerSettings:
     return load_server(flags, _config(config))
 
 
+def _actor(settings: ServerSettings) -> str:
+    """Who asks for a change (journal ``actor``): the admin of the forced command, else
+    the name of the SSH session's VPN address in the registry of the daemon that owns
+    this live state (its --clients-file may be on its command line only)."""
+    import os
+
+    from fiovpn.services.journal import ADMIN_ENV
+
+    clients = settings.clients_file
+    if os.environ.get("SSH_CONNECTION") and not os.environ.get(ADMIN_ENV):
+        from fiovpn.services.run_dir import find_daemon
+
+        found, last = find_daemon(settings)
+        entry = found or last
+        clients = clients if entry is None else entry.settings.clients_file
+    return server_actor(clients)
+
+
 @click.group()
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
               help="Settings file (TOML; default /etc/fiovpn/server.toml, "
@@ -391,7 +409,7 @@ def _ask(settings: ServerSettings, config: Path | None, op: str, params: dict[st
     answers (``ops.dispatch``); ``answer["ha"]`` says what it copied."""
     # the op journals the change, as this admin (the forced command's name, or the
     # registry name of the VPN address the SSH session came from)
-    answer = service.ask(settings, op, {**params, "actor": server_actor(settings.clients_file)},
+    answer = service.ask(settings, op, {**params, "actor": _actor(settings)},
                          requester=service.Requester.of_this_process(command),
                          settings_file=server_settings_file(_config(config)))
     done = answer.get("ha")
