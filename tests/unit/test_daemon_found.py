@@ -36,6 +36,17 @@ def _command_line(toml: ServerSettings, tmp: Path) -> ServerSettings:
     return replace(toml, state_dir=tmp / "cmdline-state", allow_device_to_device=True)
 
 
+def _toml_of(toml: ServerSettings, tmp: Path) -> Path:
+    """server.toml with ``toml``'s settings (and none of a daemon's command line)."""
+    config = tmp / "server.toml"
+    config.write_text(
+        f'factory = "acme"\ninterface = "{toml.interface}"\n'
+        f'clients-file = "{toml.clients_file}"\nstate-dir = "{toml.state_dir}"\n'
+        f'private-key = "{toml.private_key}"\nhosts-file = "{toml.hosts_file}"\n'
+        f'ip-forward-file = "{toml.ip_forward_file}"\n')
+    return config
+
+
 def _whole_tables(fake: FakeWg, since: int = 0) -> list[str]:
     return [r for r in fake.rulesets[since:] if "delete table" in r]
 
@@ -161,12 +172,7 @@ def test_the_cli_reads_and_changes_through_that_daemon(
     from fiovpn.cli.main import cli
 
     toml, fake, api = env
-    config = tmp_path / "server.toml"
-    config.write_text(
-        f'factory = "acme"\ninterface = "{toml.interface}"\n'
-        f'clients-file = "{toml.clients_file}"\nstate-dir = "{toml.state_dir}"\n'
-        f'private-key = "{toml.private_key}"\nhosts-file = "{toml.hosts_file}"\n'
-        f'ip-forward-file = "{toml.ip_forward_file}"\n')
+    config = _toml_of(toml, tmp_path)
     monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
 
     def run(*args: str) -> object:
@@ -312,12 +318,7 @@ def test_with_that_daemon_stopped_a_change_is_read_back_where_it_was_made(
 
     toml, fake, api = env
     toml = replace(toml, interface="fvnoexist7")  # no such interface: nothing live here
-    config = tmp_path / "server.toml"
-    config.write_text(
-        f'factory = "acme"\ninterface = "{toml.interface}"\n'
-        f'clients-file = "{toml.clients_file}"\nstate-dir = "{toml.state_dir}"\n'
-        f'private-key = "{toml.private_key}"\nhosts-file = "{toml.hosts_file}"\n'
-        f'ip-forward-file = "{toml.ip_forward_file}"\n')
+    config = _toml_of(toml, tmp_path)
     monkeypatch.setenv("FIOVPN_RUN_DIR", str(toml.run_dir))
     with RunningDaemon(_command_line(toml, tmp_path), fake, api):
         pass

@@ -348,13 +348,17 @@ def effective_settings(settings: ServerSettings, *, recorded_in: Path | None = N
     return now
 
 
-def _daemon_settings(settings: ServerSettings, found: Announced) -> ServerSettings:
-    """The running daemon's settings, said once when they are not ``settings``'."""
+def _daemon_settings(settings: ServerSettings, found: Announced, *, running: bool = True
+                     ) -> ServerSettings:
+    """The settings of the daemon ``found`` (running, else the last one), said when its
+    state directory is not ``settings``'."""
     if os.path.realpath(found.settings.state_dir) != os.path.realpath(settings.state_dir):
-        log.warning("the running fiovpn server daemon (pid %s) uses state directory %s, "
-                    "not %s from the settings file (it was given on its command line): "
-                    "using it; put its settings into the settings file",
-                    found.pid, found.settings.state_dir, settings.state_dir)
+        log.warning("%s fiovpn server daemon (pid %s) %s state directory %s, not %s from "
+                    "the settings file (it was given on its command line): using it; put "
+                    "its settings into the settings file",
+                    "the running" if running else "no daemon runs; the last", found.pid,
+                    "uses" if running else "kept its state in", found.settings.state_dir,
+                    settings.state_dir)
     return found.settings
 
 
@@ -367,14 +371,7 @@ def live_settings(settings: ServerSettings) -> ServerSettings:
     found, last = find_daemon(settings)  # (None, None) too when run-dir is unreadable
     if found is not None:
         return _daemon_settings(settings, found)
-    if last is None:
-        return settings
-    if os.path.realpath(last.settings.state_dir) != os.path.realpath(settings.state_dir):
-        log.warning("no fiovpn server daemon runs; the last one (pid %s) kept its state in "
-                    "%s, not %s from the settings file (it was given on its command "
-                    "line): reading that, where a change made now goes too",
-                    last.pid, last.settings.state_dir, settings.state_dir)
-    return last.settings
+    return settings if last is None else _daemon_settings(settings, last, running=False)
 
 
 def ask(settings: ServerSettings, op: str, params: Mapping[str, Any] | None = None, *,
