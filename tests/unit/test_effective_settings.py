@@ -83,10 +83,15 @@ def test_an_interface_given_as_a_flag_is_not_taken_for_a_move(env: Env) -> None:
 @pytest.mark.parametrize("edit, word", [
     (dict(subnet="10.43.0.0/24"), "subnet 10.42.42.0/24 -> 10.43.0.0/24"),
     (dict(interface="fvother0"), "interface fvtest0 -> fvother0"),
+    # was: "applying the current ones" said, then applied in the old state dir with
+    # none of the file's edits (http, here)
+    (dict(state_dir="<tmp>/moved", http="127.0.0.1:9999"), "state-dir"),
 ])
 def test_a_move_of_the_live_state_is_refused_until_the_daemon_runs(
-        env: Env, edit: dict[str, str], word: str) -> None:  # noqa: F811
+        env: Env, edit: dict[str, str], word: str, tmp_path: Path) -> None:  # noqa: F811
     toml, fake, api = env
+    edit = {k: Path(v.replace("<tmp>", str(tmp_path))) if v.startswith("<tmp>") else v
+            for k, v in edit.items()}
     _ran(toml, fake, api, overrides={})
     before, peers = len(fake.rulesets), dict(fake.peers)
     registry = toml.clients_file.read_bytes() if toml.clients_file.exists() else None

@@ -268,11 +268,13 @@ def dispatch(ctx: ServerContext, req: Request) -> dict[str, Any]:
 # --------------------------------------------------------------------------- caller
 
 
-# Settings that say which interface, addresses, keys, table and registry the live
-# state is: the last daemon set it up with its own; a CLI applying with others
-# would leave it half moved, so it refuses and asks for the daemon to be started.
+# Settings that say which interface, addresses, keys, table, registry and state
+# directory the live state is: the last daemon set it up with its own; a CLI
+# applying with others would leave it half moved, so it refuses and asks for the
+# daemon to be started. (A state dir moved in the settings file was applied in the
+# old one, with none of the file's other edits, while the CLI said it applied them.)
 IDENTITY = ("interface", "subnet", "address", "client_pool", "port", "private_key",
-            "nft_table", "clients_file", "ha_vip", "ha_peer")
+            "nft_table", "clients_file", "state_dir", "ha_vip", "ha_peer")
 
 
 def _changes(old: ServerSettings, new: ServerSettings) -> list[tuple[str, Any, Any]]:
