@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Address
 from pathlib import Path
+
+import pytest
 
 from fiovpn.adapters.factory_api import WireguardIp
 from fiovpn.core.keys import KeyPair
@@ -41,3 +44,22 @@ def test_device_cache_is_plain_json_that_round_trips_awkward_rows(tmp_path: Path
     assert data["devices"][0] == {"name": "plain-1", "ip": "10.42.0.2", "enabled": True,
                                   "pubkey": str(key)}
     assert StateCache(tmp_path / "state").load_devices() == rows
+
+
+def test_only_the_files_a_restart_needs_wait_for_the_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device cache (peers when the API is down after a reboot) is fsynced; the
+    status document, made again by every pass, is not; an empty one (what a power cut
+    can leave of it) reads as none."""
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    cache = StateCache(tmp_path / "state")
+    cache.save_devices([WireguardIp("d1", IPv4Address("10.42.42.2"), True,
+                                    KeyPair.generate().public)], "t1")
+    assert len(synced) == 1
+    cache.save_status({"peers": [], "last_sync": "t1"})
+    assert len(synced) == 1 and cache.load_status() == {"peers": [], "last_sync": "t1"}
+    assert cache.status_path.stat().st_mode & 0o777 == 0o600
+    cache.status_path.write_text("")
+    assert cache.load_status() is None

@@ -15,11 +15,15 @@ from fiovpn.errors import TemporaryError
 WRITE_CHUNK = 1 << 20  # characters encoded at a time by atomic_write
 
 
-def atomic_write(path: Path, data: str | bytes | Iterable[str], *, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: str | bytes | Iterable[str], *, mode: int = 0o600,
+                 durable: bool = True) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory + rename.
 
     Readers see either the old or the new file, never a half-written one. The
-    new file gets ``mode`` before any data lands in it.
+    new file gets ``mode`` before any data lands in it. ``durable``: the data is on
+    disk before the rename (fsync); ``False`` only for a file made again from the
+    live state by every pass (a power cut may then leave it empty, which its reader
+    takes as no file).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,7 +39,8 @@ def atomic_write(path: Path, data: str | bytes | Iterable[str], *, mode: int = 0
                     for start in range(0, len(text), WRITE_CHUNK):
                         fh.write(text[start:start + WRITE_CHUNK].encode())
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
