@@ -137,8 +137,10 @@ class WireGuard:
         with private_key_file(private_key) as path:
             self.runner.run(["wg", "set", iface, "private-key", str(path),
                              "listen-port", str(port)])
-        self.runner.run(["ip", "address", "replace", f"{address}/{prefix}", "dev", iface])
-        self.runner.run(["ip", "link", "set", "dev", iface, "up"])
+        # one `ip` for both (each process is ~3 ms of a `--once` pass)
+        self.runner.run(["ip", "-batch", "-"],
+                        input=f"address replace {address}/{prefix} dev {iface}\n"
+                              f"link set dev {iface} up\n")
 
     def apply(self, iface: str, changes: Sequence[PeerChange]) -> None:
         """Apply the delta with as few ``wg set`` calls as possible, in plan order."""
