@@ -915,6 +915,27 @@ def test_the_daemons_status_page_shows_the_last_pass_without_a_dump_of_its_own(
     assert {k: v for k, v in live.items() if k not in skip} == {
         k: v for k, v in doc.items() if k not in skip}
 
+    # handshakes and counters go on between passes: a pass's dump older than
+    # STATUS_DUMP_MAX_AGE is not shown; the interface is read again, once for the
+    # polls that follow while that read is fresh
+    fake.peers[str(K[0])]["hs"] = "1700000123"
+    later = daemon_module.STATUS_DUMP_MAX_AGE + 1  # as if that long had passed
+    ctx.last_dump_at -= later
+    assert ctx.web_dump is not None  # the first page's read, older still
+    ctx.web_dump = (ctx.web_dump[0] - later, ctx.web_dump[1])
+    before = len(fake.runner.calls)
+    fresh = daemon_module._status_now(ctx)
+    again = daemon_module._status_now(ctx)
+    dumps = [c for c, _ in fake.runner.calls[before:] if c[:2] == ("wg", "show")]
+    assert len(dumps) == 1
+    hs = {p["name"]: p["latest_handshake"] for p in fresh["peers"]}
+    assert hs["dev-a"] == 1700000123 and again["peers"] == fresh["peers"]
+    # a pass that ends after that read makes it old: its own dump is shown again
+    svc.reconcile_once(ctx)
+    before = len(fake.runner.calls)
+    daemon_module._status_now(ctx)
+    assert fake.runner.calls[before:] == []
+
 
 class KernelTable:
     """The generation token of the table the fake kernel holds: the one in the last

@@ -77,8 +77,13 @@ class ServerContext:
     # Called after every pass with its report and duration (the daemon's metrics).
     on_pass: Callable[[ReconcileReport, float], None] | None = None
     last_status: dict[str, Any] | None = None  # the status document of the last pass
-    # the interface as the last pass read it, when that pass changed no peer
+    # the interface as the last pass read it, when that pass changed no peer, and
+    # when that pass ended (time.monotonic)
     last_dump: WgDump | None = None
+    last_dump_at: float = 0.0
+    # the daemon's page's own read of the interface (monotonic time, dump), shared by
+    # the page's polls while it is fresh
+    web_dump: tuple[float, WgDump] | None = None
     access_state: AccessState | None = field(default=None, repr=False, compare=False)
     # grants.json as an op of this process last wrote it (already applied)
     trusted_grants: tuple[int, int, int, int] | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fiovpn.adapters.fs import file_signature, loose_secret_file
 from fiovpn.core.keys import public_key
+from fiovpn.errors import FiovpnError
 from fiovpn.services import ha as ha_service
 from fiovpn.services.admins import AdminKeys, this_program
 from fiovpn.services.ha import HaNode
@@ -310,12 +311,34 @@ class Daemon:
         return 0
 
 
+# How old a read of the interface the daemon's page and /api/status may show
+# (handshakes, rx/tx): the page polls every second or so, and a read of 50,000 peers
+# takes a few hundred ms, so one read serves the polls of this long.
+STATUS_DUMP_MAX_AGE = 2.0
+
+
 def _status_now(ctx: ServerContext) -> dict[str, Any]:
-    """``server status --json`` from the last pass: its document and, when that pass
-    changed no peer, its dump (else the interface is read now)."""
-    doc, dump = ctx.last_status, ctx.last_dump
-    return status(ctx.settings, runner=ctx.wg.runner, document=doc,
-                  dump=dump if doc is not None else None)
+    """``server status --json`` from the last pass's document, with the interface as
+    read at most ``STATUS_DUMP_MAX_AGE`` ago: the last pass's dump when that pass
+    changed no peer and is that recent, else a read of the page's own, kept for the
+    next polls (a pass that ends meanwhile makes it old)."""
+    doc = ctx.last_status
+    if doc is None:
+        return status(ctx.settings, runner=ctx.wg.runner)
+    now = time.monotonic()
+    dump = ctx.last_dump if now - ctx.last_dump_at <= STATUS_DUMP_MAX_AGE else None
+    web = ctx.web_dump
+    if dump is None and web is not None and web[0] >= ctx.last_dump_at \
+            and now - web[0] <= STATUS_DUMP_MAX_AGE:
+        dump = web[1]
+    if dump is None:
+        try:
+            dump = ctx.wg.show_dump(ctx.settings.interface)
+        except FiovpnError:
+            dump = None  # status() looks at the interface itself and says what it finds
+        else:
+            ctx.web_dump = (now, dump)
+    return status(ctx.settings, runner=ctx.wg.runner, document=doc, dump=dump)
 
 
 def _snapshot(ctx: ServerContext) -> dict[str, Any]:

@@ -438,6 +438,7 @@ def _finish(ctx: ServerContext, report: ReconcileReport, dump: WgDump | None,
     ctx.last_status = report.status
     # read before this pass's changes: not what the interface holds now
     ctx.last_dump = None if report.changes else dump
+    ctx.last_dump_at = time.monotonic()
     try:
         ctx.state.save_status(report.status)
     except OSError as exc:
