@@ -16,22 +16,6 @@ from fiovpn.core.keys import KeyPair
 KEY = str(KeyPair.generate().public)
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "device_groups.json").write_text(
-        json.dumps({"saved_at": "x", "groups": {"lab-1": "lab", "prod-1": "prod"}}))
-    (state / "devices.json").write_text(json.dumps({"saved_at": "x", "devices": [
-        {"name": "lab-1", "ip": "10.42.42.2", "enabled": True, "pubkey": None},
-        {"name": "prod-1", "ip": "10.42.42.3", "enabled": True, "pubkey": None}]}))
-    path.write_text(f'clients-file = "{tmp_path}/clients.conf"\ninterface = "nosuch0"\n'
-                    f'state-dir = "{state}"\nprivate-key = "{tmp_path}/server.key"\n'
-                    f'hosts-file = "{tmp_path}/hosts"\n')
-    return path
-
-
 def run(config: Path, *args: str) -> tuple[int, object]:
     result = CliRunner().invoke(cli, ["server", "--config", str(config), *args, "--json"])
     return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None

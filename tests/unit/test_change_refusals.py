@@ -25,21 +25,6 @@ ED25519_BLOB = "AAAAC3NzaC1lZDI1NTE5AAAAIEgRWolI133SI96HChqDtP0gHavaQEIcuX/9yqLp
 SHELL = ("a;id", "$(id)", "`id`", "a b", "a|b", "../x", "a\nb", "", "-x")
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server.toml"
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "device_groups.json").write_text(
-        json.dumps({"saved_at": "x", "groups": {"lab-1": "lab", "prod-1": "prod"}}))
-    (state / "devices.json").write_text(json.dumps({"saved_at": "x", "devices": [
-        {"name": "lab-1", "ip": "10.42.42.2", "enabled": True, "pubkey": None},
-        {"name": "prod-1", "ip": "10.42.42.3", "enabled": True, "pubkey": None}]}))
-    path.write_text(f'clients-file = "{tmp_path}/clients.conf"\ninterface = "fvnoexist0"\n'
-                    f'state-dir = "{state}"\nprivate-key = "{tmp_path}/server.key"\n'
-                    f'hosts-file = "{tmp_path}/hosts"\n'
-                    f'authorized-keys = "{tmp_path}/authorized_keys"\n')
-    return path
 
 
 def run(config: Path, *args: str) -> tuple[int, str, str]:
