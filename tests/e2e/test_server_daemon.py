@@ -7,11 +7,12 @@ Tests run in order and share one lab (built once for the module).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -99,6 +100,28 @@ def restart_daemon(lab: Lab, *args: str) -> None:
                 "the restarted daemon to sync")
 
 
+@contextlib.contextmanager
+def nft_samples(lab: Lab, table: str, every: float) -> Iterator[list[str]]:
+    """``nft list table`` of the server every ``every`` seconds while the block runs
+    (from inside the server's namespace): the texts, or ``failed: ...``."""
+    tables: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            out = lab.server.run(["nft", "list", "table", "inet", table], check=False)
+            tables.append(out.stdout if out.ok else f"failed: {out.stderr}")
+            time.sleep(every)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield tables
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
 def test_engineer_reaches_server_and_devices(lab: Lab, engineer: Engineer) -> None:
     assert engineer.ping("10.42.42.1")
     assert engineer.tcp_connect("10.42.42.1", 5025)  # the server's sshd for admins
@@ -164,18 +187,9 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
     keys = [str(KeyPair.generate().public) for _ in range(5)]
     try:
         assert a.ping("10.42.42.3")
-        tables: list[str] = []
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.is_set():
-                out = lab.server.run(["nft", "list", "table", "inet", table], check=False)
-                tables.append(out.stdout if out.ok else f"failed: {out.stderr}")
-                time.sleep(0.2)  # the old bug left the rule out ~1 s per add
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        with a.ping_stream("10.42.42.3", interval=0.05) as stream:
-            watcher.start()
+        # every 0.2 s: the old bug left the rule out ~1 s per add
+        with a.ping_stream("10.42.42.3", interval=0.05) as stream, \
+                nft_samples(lab, table, 0.2) as tables:
             time.sleep(0.5)
             # add and remove over SSH, as an admin's machine does it
             via_ssh = str(KeyPair.generate().public)
@@ -186,8 +200,6 @@ def test_device_to_device_flag_only_on_the_daemon_survives_client_changes(
                     "server", "clients", "add", "--public-key", k, timeout=60), keys))
             assert len({r["ip"] for r in added}) == 5
             time.sleep(1.5)  # the old second writer left the rule out for ~1 s
-            stop.set()
-            watcher.join(timeout=10)
         stats = stream.stop()
         assert stats.sent > 40 and stats.lost == 0, stats
         assert len(tables) > 5
@@ -227,22 +239,10 @@ def test_a_daemon_with_its_state_dir_only_on_its_command_line_is_the_only_writer
     try:
         assert (other / "control.sock").exists() and a.ping("10.42.42.3")
         before = {p.name: p.stat().st_mtime_ns for p in toml_state.iterdir()}
-        tables: list[str] = []
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.is_set():
-                out = lab.server.run(["nft", "list", "table", "inet", table], check=False)
-                tables.append(out.stdout if out.ok else f"failed: {out.stderr}")
-                time.sleep(0.1)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        added = lab.server.fiovpn("server", "clients", "add", "--public-key", key,
-                                  "--name", "found")
-        time.sleep(1.0)
-        stop.set()
-        watcher.join(timeout=10)
+        with nft_samples(lab, table, 0.1) as tables:
+            added = lab.server.fiovpn("server", "clients", "add", "--public-key", key,
+                                      "--name", "found")
+            time.sleep(1.0)
         assert "Applied by the daemon (pid" in added.stdout, added.stdout
         assert "uses state directory" in added.stderr and str(other) in added.stderr
         assert key in lab.server.peers()
