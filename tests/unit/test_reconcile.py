@@ -115,6 +115,18 @@ class FakeWg:
         self.rulesets.append(text)
         return ""
 
+    def signal_nft(self) -> threading.Event:
+        """An event set when the next ``nft -f`` arrives (which is then taken as
+        usual): for tests of what runs while what."""
+        applied = threading.Event()
+
+        def reply(argv: Sequence[str], text: str | None) -> str:
+            applied.set()
+            return self._nft(argv, text)
+
+        self.runner.handlers.insert(0, (("nft", "-f", "-"), reply))
+        return applied
+
     @property
     def wg_sets(self) -> list[tuple[str, ...]]:
         return [c for c, _ in self.runner.calls if c[:2] == ("wg", "set")]
@@ -806,13 +818,7 @@ def test_a_large_first_sync_puts_the_firewall_in_place_while_the_peers_are_set(
     settings, fake, api = env
     settings = dataclasses.replace(settings, subnet="10.42.0.0/16")
     api.rows = many_devices(reconcile_module.BACKGROUND_APPLY + 1)
-    firewall = threading.Event()
-    nft = fake._nft
-
-    def nft_reply(argv: Sequence[str], text: str | None) -> str:
-        firewall.set()
-        return nft(argv, text)
-
+    firewall = fake.signal_nft()
     seen: list[bool] = []
     wg_set = fake._set
 
@@ -820,7 +826,6 @@ def test_a_large_first_sync_puts_the_firewall_in_place_while_the_peers_are_set(
         seen.append(firewall.wait(timeout=5.0))
         return wg_set(argv, text)
 
-    fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft_reply))
     fake.runner.handlers.insert(0, (("wg", "set"), set_reply))
     ctx = ctx_for(settings, fake, api)
     report = svc.reconcile_once(ctx)
@@ -1023,13 +1028,7 @@ def test_after_a_good_factory_answer_the_firewall_is_applied_while_wg_reads_the_
     ctx = ctx_for(settings, fake, api)
     assert svc.reconcile_once(ctx).ok
     api.rows[1] = row("dev-b", 9, K[1])
-    firewall = threading.Event()
-    nft = fake._nft
-
-    def nft_reply(argv: Sequence[str], text: str | None) -> str:
-        firewall.set()
-        return nft(argv, text)
-
+    firewall = fake.signal_nft()
     seen: list[bool] = []
     wait_s = [5.0]
     dump = fake._dump
@@ -1041,7 +1040,6 @@ def test_after_a_good_factory_answer_the_firewall_is_applied_while_wg_reads_the_
         cached.append("10.42.42.9" in (settings.state_dir / "devices.json").read_text())
         return dump(argv, text)
 
-    fake.runner.handlers.insert(0, (("nft", "-f", "-"), nft_reply))
     fake.runner.handlers.insert(0, (("wg", "show"), slow_dump))
     report = svc.reconcile_once(ctx)
     assert report.ok and [c.action for c in report.changes] == ["update"]
